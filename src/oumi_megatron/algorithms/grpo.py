@@ -1,0 +1,184 @@
+"""GRPO loss for one micro-batch: clipped surrogate + optional KL + optional TIS (pure torch)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+
+from oumi_megatron.algorithms.aggregation import (
+    AGGREGATION_MODES,
+    AggregationMode,
+    LossNormalizer,
+    aggregate_loss,
+)
+from oumi_megatron.algorithms.kl import KL_ESTIMATORS, KLEstimator, kl_penalty
+from oumi_megatron.algorithms.policy_loss import clipped_surrogate, truncated_is_weight
+
+ReduceOp = Literal["sum", "min", "max"]
+
+
+@dataclass(frozen=True)
+class GrpoLossConfig:
+    """Hyper-parameters of :func:`grpo_loss`.
+
+    Attributes:
+        epsilon: lower clip range (eps_low).
+        epsilon_high: upper clip range; None = ``epsilon``. Larger = DAPO clip-higher.
+        beta: KL coefficient; 0 disables the KL term.
+        kl_estimator: ``k1``, ``k2`` or ``k3``.
+        loss_aggregation: see :func:`aggregate_loss`.
+        tis_cap: truncated importance-sampling cap; None disables TIS.
+    """
+
+    epsilon: float = 0.2
+    epsilon_high: float | None = None
+    beta: float = 0.0
+    kl_estimator: KLEstimator = "k3"
+    loss_aggregation: AggregationMode = "token-mean"
+    tis_cap: float | None = None
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.epsilon < 1.0:
+            raise ValueError(f"epsilon must be in [0, 1), got {self.epsilon}")
+        if self.epsilon_high is not None and self.epsilon_high < 0.0:
+            raise ValueError(f"epsilon_high must be >= 0, got {self.epsilon_high}")
+        if self.beta < 0.0:
+            raise ValueError(f"beta must be >= 0, got {self.beta}")
+        if self.kl_estimator not in KL_ESTIMATORS:
+            raise ValueError(f"kl_estimator must be one of {KL_ESTIMATORS}")
+        if self.loss_aggregation not in AGGREGATION_MODES:
+            raise ValueError(f"loss_aggregation must be one of {AGGREGATION_MODES}")
+        if self.tis_cap is not None and self.tis_cap <= 0.0:
+            raise ValueError(f"tis_cap must be > 0, got {self.tis_cap}")
+
+
+def metric_reduce_op(name: str) -> ReduceOp:
+    """How a :func:`grpo_loss` metric combines across micro-batches and DP ranks.
+
+    Keys ending in ``/min`` reduce with min, ``/max`` with max, all others with sum
+    (they are contributions already divided by the global normaliser).
+    """
+    if name.endswith("/min"):
+        return "min"
+    if name.endswith("/max"):
+        return "max"
+    return "sum"
+
+
+def combine_metrics(metrics: Iterable[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+    """Combine per-micro-batch metric dicts locally (use the same ops for DP all-reduce)."""
+    out: dict[str, torch.Tensor] = {}
+    for m in metrics:
+        for k, v in m.items():
+            if k not in out:
+                out[k] = v.clone()
+                continue
+            op = metric_reduce_op(k)
+            if op == "sum":
+                out[k] = out[k] + v
+            elif op == "min":
+                out[k] = torch.minimum(out[k], v)
+            else:
+                out[k] = torch.maximum(out[k], v)
+    return out
+
+
+def grpo_loss(
+    logprobs: torch.Tensor,
+    old_logprobs: torch.Tensor | None,
+    advantages: torch.Tensor,
+    mask: torch.Tensor,
+    cfg: GrpoLossConfig,
+    norm: LossNormalizer,
+    ref_logprobs: torch.Tensor | None = None,
+    rollout_logprobs: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """Loss contribution of one micro-batch and its metrics.
+
+    Per token: ``l = w * surrogate + beta * kl`` with ``w`` the TIS weight (1 without TIS),
+    then aggregated with ``norm`` (summing over all micro-batches/DP ranks = full-batch loss).
+
+    Args:
+        logprobs: [B, T] current policy log-probs of the sampled tokens (with grad).
+        old_logprobs: [B, T] trainer log-probs of the sampling policy; None = on-policy
+            (``logprobs.detach()``).
+        advantages: [B] per sequence, or [B, T].
+        mask: [B, T], 1 for completion tokens.
+        ref_logprobs: [B, T] reference log-probs; required when ``cfg.beta > 0``.
+        rollout_logprobs: [B, T] log-probs reported by the rollout engine; required when
+            ``cfg.tis_cap`` is set, and enables the mismatch metric.
+
+    Returns:
+        ``(loss, metrics)``; all metrics are detached scalars that reduce per
+        :func:`metric_reduce_op`: token means (``clip_frac*``, ``ratio/mean``, ``kl``,
+        ``tis/*``, ``mismatch/*``) are divided by ``norm.num_tokens``; ``loss/*`` use the
+        loss aggregation; ``ratio/min`` / ``ratio/max`` are +inf / -inf on empty masks.
+    """
+    if cfg.loss_aggregation != norm.mode:
+        raise ValueError(
+            f"cfg.loss_aggregation={cfg.loss_aggregation!r} != norm.mode={norm.mode!r}"
+        )
+    if cfg.beta > 0 and ref_logprobs is None:
+        raise ValueError("beta > 0 needs ref_logprobs")
+    if cfg.tis_cap is not None and rollout_logprobs is None:
+        raise ValueError("tis_cap needs rollout_logprobs")
+
+    m = mask.bool()
+    # At least fp32 maths: bf16 ratios are too coarse (1 ulp at 1.0 is 0.0078).
+    dtype = torch.promote_types(logprobs.dtype, torch.float32)
+    zero = torch.zeros((), dtype=dtype, device=logprobs.device)
+
+    def clean(x: torch.Tensor) -> torch.Tensor:
+        # Pad positions may hold garbage (NaN/inf): select them away up front so neither the
+        # forward nor the backward pass can see them.
+        return torch.where(m, x.to(dtype), zero)
+
+    logp = clean(logprobs)
+    old = logp.detach() if old_logprobs is None else clean(old_logprobs.detach())
+    adv = advantages.detach()
+    if adv.dim() == 1:
+        adv = adv.unsqueeze(-1).expand_as(m)
+    adv = clean(adv)
+
+    sur = clipped_surrogate(logp, old, adv, cfg.epsilon, cfg.epsilon_high)
+    pg_tok = sur.loss
+    metrics: dict[str, torch.Tensor] = {}
+
+    def token_mean(x: torch.Tensor) -> torch.Tensor:
+        return aggregate_loss(x.detach().to(dtype), m, norm, mode="token-mean")
+
+    if rollout_logprobs is not None:
+        rollout = clean(rollout_logprobs.detach())
+        # Same quantity as token_mult_prob_error(), but as a split-invariant contribution.
+        metrics["mismatch/token_mult_prob_error"] = token_mean(torch.exp((old - rollout).abs()))
+        if cfg.tis_cap is not None:
+            w = truncated_is_weight(old, rollout, cfg.tis_cap)
+            # Only the policy-gradient term is reweighted (as in verl), not the KL term.
+            pg_tok = pg_tok * w
+            metrics["tis/weight_mean"] = token_mean(w)
+            metrics["tis/capped_frac"] = token_mean(w >= cfg.tis_cap)
+
+    token_loss = pg_tok
+    metrics["loss/policy"] = aggregate_loss(pg_tok.detach(), m, norm)
+    if ref_logprobs is not None:
+        kl_tok = kl_penalty(logp, clean(ref_logprobs.detach()), cfg.kl_estimator)
+        metrics["kl"] = token_mean(kl_tok)
+        if cfg.beta > 0:
+            token_loss = token_loss + cfg.beta * kl_tok
+            metrics["loss/kl"] = aggregate_loss(cfg.beta * kl_tok.detach(), m, norm)
+
+    loss = aggregate_loss(token_loss, m, norm)
+
+    ratio = sur.ratio.detach()
+    inf = torch.tensor(float("inf"), dtype=dtype, device=ratio.device)
+    metrics["clip_frac"] = token_mean(sur.clipped)
+    metrics["clip_frac/low"] = token_mean(sur.clipped_low)
+    metrics["clip_frac/high"] = token_mean(sur.clipped_high)
+    metrics["ratio/mean"] = token_mean(ratio)
+    # Identity elements on empty masks so min/max reduction across ranks stays exact.
+    metrics["ratio/min"] = torch.where(m, ratio, inf).amin() if m.numel() else inf
+    metrics["ratio/max"] = torch.where(m, ratio, -inf).amax() if m.numel() else -inf
+    return loss, metrics

@@ -1,0 +1,1 @@
+"""Megatron models from Hugging Face checkpoints: layer specs, bridge (convert once / export)."""

@@ -1,0 +1,98 @@
+"""Core attention in plain torch (SDPA): causal, padded and packed (THD) sequences.
+
+Megatron's local `DotProductAttention` refuses packed sequences and context parallelism; those are
+Transformer Engine features. This module takes the same constructor and forward contract, so it
+drops into a layer spec, and runs on CPU and GPU alike (SDPA picks flash/cuDNN kernels on GPU).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from megatron.core.packed_seq_params import PackedSeqParams
+from megatron.core.transformer.enums import AttnMaskType
+from megatron.core.transformer.module import MegatronModule
+from megatron.core.transformer.transformer_config import TransformerConfig
+
+
+def packed_causal_mask(cu_seqlens: torch.Tensor, total: int) -> torch.Tensor:
+    """Boolean [t, t] mask, True where attention is allowed: causal within each sequence only."""
+    positions = torch.arange(total, device=cu_seqlens.device)
+    doc_ids = torch.bucketize(positions, cu_seqlens[1:], right=True)
+    same_doc = doc_ids[:, None] == doc_ids[None, :]
+    return same_doc & (positions[:, None] >= positions[None, :])
+
+
+class TorchCoreAttention(MegatronModule):
+    """Drop-in for `DotProductAttention` (same arguments) built on `F.scaled_dot_product_attention`."""
+
+    def __init__(
+        self,
+        config: TransformerConfig,
+        layer_number: int,
+        attn_mask_type: AttnMaskType,
+        attention_type: str,
+        attention_dropout: float | None = None,
+        softmax_scale: float | None = None,
+        cp_comm_type: str | None = None,
+        pg_collection=None,
+    ):
+        super().__init__(config=config)
+        if config.context_parallel_size != 1:
+            raise NotImplementedError("context parallelism needs the CP-aware attention module")
+        self.attn_mask_type = attn_mask_type
+        self.dropout_p = config.attention_dropout if attention_dropout is None else attention_dropout
+        head_dim = config.kv_channels
+        self.softmax_scale = softmax_scale if softmax_scale is not None else 1.0 / math.sqrt(head_dim)
+
+    def forward(
+        self,
+        query: torch.Tensor,
+        key: torch.Tensor,
+        value: torch.Tensor,
+        attention_mask: torch.Tensor | None,
+        attn_mask_type: AttnMaskType | None = None,
+        attention_bias: torch.Tensor | None = None,
+        packed_seq_params: PackedSeqParams | None = None,
+    ) -> torch.Tensor:
+        if attention_bias is not None:
+            raise NotImplementedError("attention_bias is not supported by TorchCoreAttention")
+        dropout_p = self.dropout_p if self.training else 0.0
+        if packed_seq_params is not None:
+            return self._packed(query, key, value, packed_seq_params, dropout_p)
+        # Megatron layout [s, b, heads, dim] -> SDPA layout [b, heads, s, dim].
+        q, k, v = (t.permute(1, 2, 0, 3) for t in (query, key, value))
+        allowed = None if attention_mask is None else ~attention_mask
+        out = F.scaled_dot_product_attention(
+            q,
+            k,
+            v,
+            attn_mask=allowed,
+            dropout_p=dropout_p,
+            is_causal=allowed is None,
+            scale=self.softmax_scale,
+            enable_gqa=k.shape[1] != q.shape[1],
+        )
+        seq, batch = query.shape[0], query.shape[1]
+        return out.permute(2, 0, 1, 3).reshape(seq, batch, -1)
+
+    def _packed(self, query, key, value, params: PackedSeqParams, dropout_p: float) -> torch.Tensor:
+        # THD layout: [t, heads, dim]; sequences are laid end to end, delimited by cu_seqlens.
+        cu_seqlens = params.cu_seqlens_q_padded
+        if cu_seqlens is None:
+            cu_seqlens = params.cu_seqlens_q
+        total = query.shape[0]
+        allowed = packed_causal_mask(cu_seqlens.to(query.device), total)
+        q, k, v = (t.transpose(0, 1).unsqueeze(0) for t in (query, key, value))
+        out = F.scaled_dot_product_attention(
+            q,
+            k,
+            v,
+            attn_mask=allowed,
+            dropout_p=dropout_p,
+            scale=self.softmax_scale,
+            enable_gqa=k.shape[1] != q.shape[1],
+        )
+        return out.squeeze(0).transpose(0, 1).reshape(total, -1)

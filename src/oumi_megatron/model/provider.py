@@ -1,0 +1,58 @@
+"""Megatron model construction from a Bridge provider, with settings that run without TE."""
+
+from __future__ import annotations
+
+import torch
+
+from oumi_megatron.parallel.layout import ParallelLayout
+
+# Fusions that need Transformer Engine or Apex kernels (or change numerics: the fused
+# cross-entropy casts gradients to bf16). Off everywhere so CPU and GPU give the same results.
+_TE_ONLY_FUSIONS = (
+    "persist_layer_norm",
+    "apply_rope_fusion",
+    "gradient_accumulation_fusion",
+    "bias_activation_fusion",
+    "bias_dropout_fusion",
+    "masked_softmax_fusion",
+    "cross_entropy_loss_fusion",
+)
+
+
+def configure_provider(provider, layout: ParallelLayout, params_dtype: torch.dtype = torch.float32):
+    """Apply `layout`, dtype and the TE-free layer spec to a Bridge `GPTModelProvider`."""
+    from oumi_megatron.model.layer_spec import torch_layer_spec
+
+    provider.tensor_model_parallel_size = layout.tp
+    provider.pipeline_model_parallel_size = layout.pp
+    provider.virtual_pipeline_model_parallel_size = layout.vpp
+    provider.context_parallel_size = layout.cp
+    provider.expert_model_parallel_size = layout.ep
+    provider.expert_tensor_parallel_size = layout.etp
+    provider.sequence_parallel = False
+    for name in _TE_ONLY_FUSIONS:
+        setattr(provider, name, False)
+    provider.transformer_layer_spec = torch_layer_spec
+    provider.params_dtype = params_dtype
+    provider.bf16 = params_dtype == torch.bfloat16
+    provider.fp16 = params_dtype == torch.float16
+    provider.pipeline_dtype = params_dtype
+    provider.autocast_dtype = params_dtype
+    provider.hidden_dropout = 0.0
+    provider.attention_dropout = 0.0
+    if provider.num_moe_experts:
+        provider.moe_grouped_gemm = False
+        provider.moe_permute_fusion = False
+        provider.moe_token_dispatcher_type = "alltoall" if layout.ep > 1 else "allgather"
+    provider.finalize()
+    return provider
+
+
+def build_model(provider, wrap_with_ddp: bool = False, ddp_config=None) -> list[torch.nn.Module]:
+    """Instantiate the model chunks (one per virtual pipeline stage) on this rank."""
+    return provider.provide_distributed_model(
+        wrap_with_ddp=wrap_with_ddp,
+        ddp_config=ddp_config,
+        use_cpu_initialization=not torch.cuda.is_available(),
+        mixed_precision_wrapper=None,
+    )

@@ -1,0 +1,195 @@
+"""Everything Megatron-Core and Megatron-Bridge need to run without CUDA or Transformer Engine.
+
+Megatron assumes a CUDA device in a handful of places (all fail with "Found no NVIDIA driver"):
+the RNG state tracker, `torch.cuda.current_device()` for buffers and RoPE frequencies, and the
+default causal mask. Megatron-Bridge imports Transformer Engine unconditionally in one module.
+Each shim below is applied only when CUDA is absent (or TE is missing) and is idempotent.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import importlib.abc
+import importlib.machinery
+import sys
+import types
+
+import torch
+
+_APPLIED = False
+_TE_STANDIN_TARGET = "megatron.bridge.peft.lora_layers"
+
+
+def cuda_available() -> bool:
+    return torch.cuda.is_available()
+
+
+def apply_cpu_compat() -> None:
+    """Patch Megatron-Core for CPU execution; a no-op when CUDA is available."""
+    global _APPLIED
+    if _APPLIED or cuda_available():
+        return
+    # Buffers (GlobalMemoryBuffer), RoPE frequencies and batch helpers ask for the current CUDA
+    # device; on a CPU-only machine the CPU is that device.
+    torch.cuda.current_device = lambda: torch.device("cpu")  # type: ignore[assignment]
+    # Checkpoint writers synchronise the device before copying tensors; CPU work is synchronous.
+    torch.cuda.synchronize = lambda device=None: None  # type: ignore[assignment]
+    _install_cpu_rng_tracker()
+    _install_cpu_causal_mask()
+    _install_cpu_schedules()
+    _APPLIED = True
+
+
+class CpuRNGStatesTracker:
+    """Megatron's RNG tracker contract (add/fork/get_states/set_states) on the CPU generator.
+
+    Tensor-parallel dropout needs one named stream per TP rank; the CPU generator gives the same
+    semantics as the CUDA one Megatron would use.
+    """
+
+    def __init__(self, *args, **kwargs):
+        self.reset()
+        self.use_cudagraphable_rng = False
+        self.is_inference_rng_tracker = False
+
+    def is_initialized(self) -> bool:
+        return self._is_initialized
+
+    def reset(self) -> None:
+        self._is_initialized = False
+        self.states_: dict[str, torch.Tensor] = {}
+        self.seeds_: set[int] = set()
+
+    def get_states(self) -> dict[str, torch.Tensor]:
+        return dict(self.states_)
+
+    def set_states(self, states: dict[str, torch.Tensor]) -> None:
+        self._is_initialized = True
+        self.states_ = states
+
+    def add(self, name: str, seed: int) -> None:
+        self._is_initialized = True
+        if seed in self.seeds_:
+            raise ValueError(f"seed {seed} already exists")
+        if name in self.states_:
+            raise ValueError(f"rng state {name} already exists")
+        self.seeds_.add(seed)
+        self.states_[name] = torch.Generator().manual_seed(seed).get_state()
+
+    @contextlib.contextmanager
+    def fork(self, name: str = "model-parallel-rng"):
+        if name not in self.states_:
+            raise KeyError(f"rng state {name} is not added")
+        outer_state = torch.get_rng_state()
+        torch.set_rng_state(self.states_[name])
+        try:
+            yield
+        finally:
+            self.states_[name] = torch.get_rng_state()
+            torch.set_rng_state(outer_state)
+
+
+def _install_cpu_rng_tracker() -> None:
+    from megatron.core.tensor_parallel import random as mp_random
+
+    # Activation recompute saves and restores the "CUDA" state: on CPU that is the CPU generator.
+    mp_random._get_cuda_rng_state = lambda *args, **kwargs: torch.get_rng_state()
+    mp_random._set_cuda_rng_state = lambda state, *args, **kwargs: torch.set_rng_state(state)
+    mp_random.CudaRNGStatesTracker = CpuRNGStatesTracker
+    mp_random._CUDA_RNG_STATE_TRACKER = CpuRNGStatesTracker()
+    mp_random._CUDA_RNG_STATE_TRACKER_INITIALIZED = True
+
+
+def _install_cpu_causal_mask() -> None:
+    from megatron.core.transformer import utils as transformer_utils
+
+    def get_default_causal_mask(sq: int) -> torch.Tensor:
+        return torch.triu(torch.ones(sq, sq, dtype=torch.bool), diagonal=1)
+
+    transformer_utils.get_default_causal_mask = get_default_causal_mask
+    attention_modules = ("megatron.core.transformer.dot_product_attention",)
+    for module_name in attention_modules:
+        module = sys.modules.get(module_name) or importlib.import_module(module_name)
+        if hasattr(module, "get_default_causal_mask"):
+            module.get_default_causal_mask = get_default_causal_mask
+
+
+class _CpuDeviceTorch:
+    """`torch` as seen by one Megatron module: factories asked for "cuda" build on the CPU."""
+
+    _FACTORIES = ("zeros", "ones", "empty", "tensor", "full", "arange")
+
+    def __init__(self, real_torch):
+        self._torch = real_torch
+
+    def __getattr__(self, name: str):
+        attr = getattr(self._torch, name)
+        if name not in self._FACTORIES:
+            return attr
+
+        def on_cpu(*args, **kwargs):
+            if str(kwargs.get("device", "")).startswith("cuda"):
+                kwargs["device"] = "cpu"
+            return attr(*args, **kwargs)
+
+        return on_cpu
+
+
+def _install_cpu_schedules() -> None:
+    # The pipeline schedules count tokens in a tensor created with device="cuda".
+    from megatron.core.pipeline_parallel import schedules
+
+    schedules.torch = _CpuDeviceTorch(torch)
+
+
+class _PlaceholderModule(types.ModuleType):
+    """Any attribute is a fresh empty class: annotations and isinstance checks see no match."""
+
+    def __getattr__(self, name: str):
+        if name.startswith("__"):
+            raise AttributeError(name)
+        return _PlaceholderModule(f"{self.__name__}.{name}") if name.islower() else type(name, (), {})
+
+
+class _TransformerEngineStandIn(importlib.abc.MetaPathFinder, importlib.abc.Loader):
+    """Serves an empty `transformer_engine.pytorch` only while Bridge's LoRA module imports.
+
+    `megatron/bridge/peft/lora_layers.py` imports TE with no fallback; every other TE check in
+    Megatron must keep seeing "not installed", so the stand-in is removed right after.
+    """
+
+    def find_spec(self, fullname, path, target=None):
+        if fullname in ("transformer_engine", "transformer_engine.pytorch") and _target_importing():
+            return importlib.machinery.ModuleSpec(fullname, self, is_package=True)
+        return None
+
+    def create_module(self, spec):
+        module = _PlaceholderModule(spec.name)
+        module.__path__ = []  # type: ignore[attr-defined]
+        return module
+
+    def exec_module(self, module):
+        return None
+
+
+def _target_importing() -> bool:
+    module = sys.modules.get(_TE_STANDIN_TARGET)
+    return module is not None and getattr(module.__spec__, "_initializing", False)
+
+
+def import_megatron_bridge():
+    """Import `megatron.bridge` whether or not Transformer Engine is installed."""
+    if "megatron.bridge" in sys.modules:
+        return sys.modules["megatron.bridge"]
+    if importlib.util.find_spec("transformer_engine") is not None:
+        return importlib.import_module("megatron.bridge")
+    finder = _TransformerEngineStandIn()
+    sys.meta_path.insert(0, finder)
+    try:
+        importlib.import_module("megatron.bridge")
+    finally:
+        sys.meta_path.remove(finder)
+        for name in ("transformer_engine.pytorch", "transformer_engine"):
+            sys.modules.pop(name, None)
+    return importlib.import_module("megatron.bridge")

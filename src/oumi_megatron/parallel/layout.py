@@ -1,0 +1,49 @@
+"""A parallel layout: how a world of ranks splits into TP, PP, VPP, CP, EP and DP."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class ParallelLayout:
+    """Model-parallel sizes; data parallelism is whatever the world size leaves over."""
+
+    tp: int = 1
+    pp: int = 1
+    vpp: int | None = None
+    cp: int = 1
+    ep: int = 1
+    etp: int | None = None
+
+    @property
+    def model_parallel_size(self) -> int:
+        return self.tp * self.pp * self.cp
+
+    def data_parallel_size(self, world_size: int) -> int:
+        if world_size % self.model_parallel_size:
+            raise ValueError(
+                f"world_size ({world_size}) must be divisible by the product of all model "
+                f"parallel sizes ({self.model_parallel_size}) = TP {self.tp} × PP {self.pp} × "
+                f"CP {self.cp}; change the parallel sizes or the number of processes"
+            )
+        return world_size // self.model_parallel_size
+
+    @classmethod
+    def from_params(cls, params) -> ParallelLayout:
+        """From a `MegatronParams` (or anything with Megatron's field names)."""
+        return cls(
+            tp=params.tensor_model_parallel_size,
+            pp=params.pipeline_model_parallel_size,
+            vpp=params.virtual_pipeline_model_parallel_size,
+            cp=params.context_parallel_size,
+            ep=params.expert_model_parallel_size,
+            etp=params.expert_tensor_parallel_size,
+        )
+
+    def __str__(self) -> str:
+        parts = [f"TP{self.tp}", f"PP{self.pp}"]
+        parts += [f"VPP{self.vpp}"] if self.vpp else []
+        parts += [f"CP{self.cp}"] if self.cp > 1 else []
+        parts += [f"EP{self.ep}"] if self.ep > 1 else []
+        return "×".join(parts)

@@ -1,0 +1,85 @@
+"""Tiny random-weight checkpoints of real architectures, written like a hub download.
+
+Used by tests and by the demo: `python -m oumi_megatron.testing.tiny_models llama OUT_DIR`.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from oumi_megatron.testing.tokenizer import save_tokenizer
+
+VOCAB_SIZE = 512  # tokenizer uses fewer ids; the rest are never produced by it
+ARCHITECTURES = ("llama", "qwen2", "qwen3_moe")
+
+
+def tiny_config(arch: str, num_layers: int = 4):
+    """A small config of a real architecture: GQA (4 heads / 2 KV heads), tied embeddings off."""
+    from transformers import LlamaConfig, Qwen2Config, Qwen3MoeConfig
+
+    common = dict(
+        vocab_size=VOCAB_SIZE,
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=num_layers,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=512,
+        rms_norm_eps=1e-6,
+        rope_theta=10000.0,
+        tie_word_embeddings=False,
+        bos_token_id=0,
+        eos_token_id=2,
+        pad_token_id=0,
+    )
+    if arch == "llama":
+        return LlamaConfig(**common, architectures=["LlamaForCausalLM"])
+    if arch == "qwen2":
+        return Qwen2Config(**common, architectures=["Qwen2ForCausalLM"])
+    if arch == "qwen3_moe":
+        return Qwen3MoeConfig(
+            **common,
+            head_dim=16,
+            num_experts=4,
+            num_experts_per_tok=2,
+            moe_intermediate_size=32,
+            decoder_sparse_step=1,
+            norm_topk_prob=True,
+            architectures=["Qwen3MoeForCausalLM"],
+        )
+    raise ValueError(f"arch must be one of {ARCHITECTURES}, got {arch!r}")
+
+
+def build_tiny_model(arch: str, directory: str | Path, seed: int = 0, num_layers: int = 4) -> Path:
+    """Write a random-weight fp32 model (safetensors), tokenizer and generation config."""
+    import torch
+    from transformers import AutoModelForCausalLM, GenerationConfig
+
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(seed)
+    config = tiny_config(arch, num_layers=num_layers)
+    model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    # Random init has ~0.02 std; a larger spread gives logits that actually test parity.
+    with torch.no_grad():
+        for param in model.parameters():
+            if param.dim() > 1:
+                param.normal_(0.0, 0.08)
+    model.save_pretrained(directory, safe_serialization=True)
+    save_tokenizer(directory)
+    GenerationConfig(eos_token_id=2, pad_token_id=0, do_sample=True).save_pretrained(directory)
+    return directory
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("arch", choices=ARCHITECTURES)
+    parser.add_argument("out_dir")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+    print(build_tiny_model(args.arch, args.out_dir, seed=args.seed))
+
+
+if __name__ == "__main__":
+    main()
