@@ -43,9 +43,13 @@ class TorchCoreAttention(MegatronModule):
         if config.context_parallel_size != 1:
             raise NotImplementedError("context parallelism needs the CP-aware attention module")
         self.attn_mask_type = attn_mask_type
-        self.dropout_p = config.attention_dropout if attention_dropout is None else attention_dropout
+        self.dropout_p = (
+            config.attention_dropout if attention_dropout is None else attention_dropout
+        )
         head_dim = config.kv_channels
-        self.softmax_scale = softmax_scale if softmax_scale is not None else 1.0 / math.sqrt(head_dim)
+        self.softmax_scale = (
+            softmax_scale if softmax_scale is not None else 1.0 / math.sqrt(head_dim)
+        )
 
     def forward(
         self,

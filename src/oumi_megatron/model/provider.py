@@ -43,7 +43,10 @@ def configure_provider(provider, layout: ParallelLayout, params_dtype: torch.dty
     if provider.num_moe_experts:
         provider.moe_grouped_gemm = False
         provider.moe_permute_fusion = False
-        provider.moe_token_dispatcher_type = "alltoall" if layout.ep > 1 else "allgather"
+        # The all-to-all dispatcher creates CUDA streams at construction; all-gather works on
+        # gloo and gives identical routing.
+        use_alltoall = layout.ep > 1 and torch.cuda.is_available()
+        provider.moe_token_dispatcher_type = "alltoall" if use_alltoall else "allgather"
     provider.finalize()
     return provider
 

@@ -149,7 +149,9 @@ class _PlaceholderModule(types.ModuleType):
     def __getattr__(self, name: str):
         if name.startswith("__"):
             raise AttributeError(name)
-        return _PlaceholderModule(f"{self.__name__}.{name}") if name.islower() else type(name, (), {})
+        return (
+            _PlaceholderModule(f"{self.__name__}.{name}") if name.islower() else type(name, (), {})
+        )
 
 
 class _TransformerEngineStandIn(importlib.abc.MetaPathFinder, importlib.abc.Loader):

@@ -15,13 +15,7 @@ CHATML_TEMPLATE = (
     "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
 )
 
-_WORDS = (
-    "the a an is of to and in that it for on with as was be by this are or at from "
-    "what how many much sum add plus minus times equals answer question number numbers "
-    "count letters word list reverse sort first last total result step think solve "
-    "user assistant system please give final boxed true false yes no apple orange "
-    "train model reward policy token gradient learning rate batch sequence"
-).split()
+_WORDS = ["the", "a", "an", "is", "of", "to", "and", "in", "that", "it", "for", "on", "with", "as", "was", "be", "by", "this", "are", "or", "at", "from", "what", "how", "many", "much", "sum", "add", "plus", "minus", "times", "equals", "answer", "question", "number", "numbers", "count", "letters", "word", "list", "reverse", "sort", "first", "last", "total", "result", "step", "think", "solve", "user", "assistant", "system", "please", "give", "final", "boxed", "true", "false", "yes", "no", "apple", "orange", "train", "model", "reward", "policy", "token", "gradient", "learning", "rate", "batch", "sequence"]
 
 
 def _corpus() -> list[str]:

@@ -1,0 +1,38 @@
+# Two entry points for a fresh machine (see README): `make demo` and `make test`.
+# The project builds its own Python 3.12 environment with uv (from PyPI), from uv.lock.
+SHELL := /bin/bash
+PY312 ?= $(or $(shell command -v python3.12 2>/dev/null),/root/.pyenv/versions/3.12.1/bin/python3.12)
+UV := .tools/bin/uv
+export UV_PYTHON := $(PY312)
+export UV_PYTHON_DOWNLOADS := never
+export DO_NOT_TRACK := 1
+export HF_HUB_OFFLINE := 1
+export WANDB_MODE ?= offline
+PYTEST_ARGS ?=
+
+.PHONY: setup demo test lint clean
+setup: .venv/.synced
+
+$(UV):
+	python3 -m venv .tools
+	.tools/bin/pip install --quiet --disable-pip-version-check uv==0.13.9
+
+# Registry look-ups occasionally fail once on these machines: retry the sync.
+.venv/.synced: $(UV) uv.lock pyproject.toml
+	@for attempt in 1 2 3; do $(UV) sync --frozen && break; \
+	  [ $$attempt = 3 ] && exit 1; echo "uv sync failed, retrying ($$attempt)"; sleep 5; done
+	touch $@
+
+demo: setup
+	.venv/bin/python -m oumi_megatron.testing.tiny_models llama runs/tiny_llama_hf
+	.venv/bin/torchrun --nproc-per-node 2 -m oumi_megatron verify --export \
+	  -c configs/recipes/tiny_llama_tp2_cpu.yaml
+
+test: setup
+	.venv/bin/pytest tests -q $(PYTEST_ARGS)
+
+lint: setup
+	.venv/bin/ruff check src tests scripts benchmarks && .venv/bin/ruff format --check src tests scripts benchmarks
+
+clean:
+	rm -rf runs .pytest_cache

@@ -1,0 +1,99 @@
+"""The CLI's commands: each prepares (validates) first, then starts processes and models."""
+
+from __future__ import annotations
+
+import logging
+
+import torch
+import torch.distributed as dist
+
+from oumi_megatron.launch import RunSetup, prepare_run
+
+logger = logging.getLogger("oumi_megatron")
+
+
+def _load(setup: RunSetup):
+    from oumi_megatron.model.bridge import load_megatron_model
+    from oumi_megatron.parallel.startup import init_distributed, init_model_parallel
+
+    init_distributed()
+    init_model_parallel(setup.layout, seed=setup.cfg.training.seed)
+    return load_megatron_model(
+        str(setup.hf_dir),
+        setup.megatron_checkpoint_dir,
+        setup.layout,
+        params_dtype=setup.params_dtype,
+        trust_remote_code=setup.cfg.model.trust_remote_code,
+    )
+
+
+def _rank0(message: str, *args) -> None:
+    if not dist.is_initialized() or dist.get_rank() == 0:
+        logger.info(message, *args)
+
+
+def convert(args) -> int:
+    setup = prepare_run(args.config, args.overrides, for_training=False)
+    loaded = _load(setup)
+    action = "reused" if loaded.reused_checkpoint else "converted"
+    _rank0(
+        "%s %s in %.2f s (weights %.2f s)",
+        action,
+        setup.megatron_checkpoint_dir,
+        loaded.seconds,
+        loaded.weights_seconds,
+    )
+    return 0
+
+
+def export(args) -> int:
+    from oumi_megatron.model.bridge import export_hf_model
+
+    setup = prepare_run(args.config, args.overrides, for_training=False)
+    loaded = _load(setup)
+    path = export_hf_model(loaded, setup.hf_export_dir)
+    _rank0("exported %s", path)
+    return 0
+
+
+def verify(args) -> int:
+    """Compare logits with Hugging Face on the last pipeline stage; non-zero exit on mismatch."""
+    from oumi_megatron.model.bridge import export_hf_model
+    from oumi_megatron.model.forward import forward_logits
+
+    setup = prepare_run(args.config, args.overrides, for_training=False)
+    loaded = _load(setup)
+    vocab = loaded.provider.vocab_size
+    generator = torch.Generator().manual_seed(setup.cfg.training.seed)
+    input_ids = torch.randint(0, vocab, (4, 32), generator=generator)
+    logits = forward_logits(
+        loaded.chunks, input_ids, micro_batch_size=setup.cfg.megatron.micro_batch_size
+    )
+    worst = torch.zeros(1, dtype=torch.float64)
+    if logits is not None:
+        reference = _hf_logits(setup, input_ids)
+        worst[0] = (logits[..., :vocab] - reference[..., :vocab]).abs().max().item()
+    if dist.is_initialized():
+        dist.all_reduce(worst, op=dist.ReduceOp.MAX)
+    ok = worst.item() <= args.tolerance
+    _rank0(
+        "HF vs Megatron logits at %s on %d ranks: max |Δ| = %.3g (%s, tolerance %.0e)",
+        setup.layout,
+        setup.world_size,
+        worst.item(),
+        "OK" if ok else "MISMATCH",
+        args.tolerance,
+    )
+    if args.export:
+        _rank0("exported %s", export_hf_model(loaded, setup.hf_export_dir))
+    return 0 if ok else 1
+
+
+def _hf_logits(setup: RunSetup, input_ids: torch.Tensor) -> torch.Tensor:
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(
+        setup.hf_dir, dtype=setup.params_dtype, trust_remote_code=setup.cfg.model.trust_remote_code
+    ).eval()
+    with torch.no_grad():
+        return model(input_ids).logits.float()

@@ -1,0 +1,254 @@
+"""``megatron:`` section: parallel layout, batching, Megatron sub-configs, weight sync."""
+
+from __future__ import annotations
+
+from typing import Literal, Self
+
+from pydantic import Field, model_validator
+
+from oumi_megatron.config.errors import ConfigError
+from oumi_megatron.config.megatron_sections import (
+    CheckpointConfig,
+    DdpConfig,
+    OptimizerConfig,
+    TransformerConfig,
+)
+from oumi_megatron.config.strict_model import StrictModel
+
+SECTION = "megatron"
+
+
+def _path(field: str) -> str:
+    return f"{SECTION}.{field}"
+
+
+class MegatronParams(StrictModel):
+    """Megatron-Core settings of a ``MEGATRON_*`` trainer (YAML section ``megatron:``)."""
+
+    tensor_model_parallel_size: int = Field(1, ge=1, description="Tensor parallel size (TP).")
+    pipeline_model_parallel_size: int = Field(1, ge=1, description="Pipeline parallel size (PP).")
+    virtual_pipeline_model_parallel_size: int | None = Field(
+        None,
+        ge=1,
+        description=(
+            "Model chunks per pipeline stage for the interleaved schedule (VPP); needs PP > 1."
+        ),
+    )
+    context_parallel_size: int = Field(
+        1, ge=1, description="Context parallel size (CP): splits each sequence across ranks."
+    )
+    expert_model_parallel_size: int = Field(
+        1, ge=1, description="Expert parallel size (EP) for MoE layers; 1 for dense models."
+    )
+    expert_tensor_parallel_size: int | None = Field(
+        None, ge=1, description="Tensor parallel size inside experts (ETP); None means same as TP."
+    )
+    micro_batch_size: int = Field(
+        1,
+        ge=1,
+        description=(
+            "Sequences per forward/backward pass on each data-parallel rank. Same as "
+            "training.per_device_train_batch_size."
+        ),
+    )
+    global_batch_size: int | None = Field(
+        None,
+        ge=1,
+        description=(
+            "Sequences per optimizer step over all data-parallel ranks. None means "
+            "micro_batch_size x data-parallel size x training.gradient_accumulation_steps."
+        ),
+    )
+    enable_sequence_packing: bool = Field(
+        False, description="Pack several sequences into one micro batch row (no padding)."
+    )
+    max_tokens_per_microbatch: int | None = Field(
+        None,
+        ge=1,
+        description=(
+            "Token budget of a packed micro batch. None means micro_batch_size x "
+            "(grpo.max_prompt_length + grpo.max_completion_length). Needs enable_sequence_packing."
+        ),
+    )
+    ddp_config: DdpConfig = Field(default_factory=DdpConfig, description="See megatron.ddp_config.")
+    optimizer_config: OptimizerConfig = Field(
+        default_factory=OptimizerConfig, description="See megatron.optimizer_config."
+    )
+    transformer_config: TransformerConfig = Field(
+        default_factory=TransformerConfig, description="See megatron.transformer_config."
+    )
+    checkpoint_config: CheckpointConfig = Field(
+        default_factory=CheckpointConfig, description="See megatron.checkpoint_config."
+    )
+    enable_weight_sync: bool = Field(
+        True,
+        description=(
+            "Copy the trained weights into the inference engine after every optimizer step."
+        ),
+    )
+    weight_sync_method: Literal["auto", "inprocess", "nccl", "gloo", "checkpoint"] = Field(
+        "auto",
+        description=(
+            "How weights reach the inference engine: 'inprocess' (same process, no copy over "
+            "the network), 'nccl'/'gloo' (collective broadcast), 'checkpoint' (via files). "
+            "'auto' lets the trainer choose at start-up."
+        ),
+    )
+    weight_sync_bucket_size_mb: int = Field(
+        512, ge=1, description="Size of the buckets weights are sent in, in MiB."
+    )
+    inference_backend: Literal["auto", "torch", "vllm"] = Field(
+        "auto",
+        description=(
+            "Rollout engine: 'torch' (the Megatron model itself), 'vllm', or 'auto' (trainer "
+            "chooses at start-up)."
+        ),
+    )
+    megatron_checkpoint_dir: str | None = Field(
+        None,
+        description=(
+            "Where Megatron distributed checkpoints go. None means "
+            "<training.output_dir>/megatron_checkpoint."
+        ),
+    )
+
+    @property
+    def model_parallel_size(self) -> int:
+        """TP x PP x CP: ranks that hold one copy of the model."""
+        return (
+            self.tensor_model_parallel_size
+            * self.pipeline_model_parallel_size
+            * self.context_parallel_size
+        )
+
+    def data_parallel_size(self, world_size: int) -> int:
+        """Data-parallel size for ``world_size`` ranks (Megatron: world / (TP x PP x CP)).
+
+        Raises:
+            ConfigError: if ``world_size`` is not a positive multiple of TP x PP x CP.
+        """
+        if world_size < 1:
+            raise ConfigError(f"world_size ({world_size}) must be >= 1.")
+        if world_size % self.model_parallel_size != 0:
+            raise ConfigError(
+                f"world_size ({world_size}) must be divisible by the product of all model "
+                f"parallel sizes ({self.model_parallel_size}): "
+                f"tensor_model_parallel_size ({self.tensor_model_parallel_size}) × "
+                f"pipeline_model_parallel_size ({self.pipeline_model_parallel_size}) × "
+                f"context_parallel_size ({self.context_parallel_size}). Fix: launch a "
+                f"multiple of {self.model_parallel_size} ranks, or lower the "
+                f"{SECTION}.*_parallel_size values."
+            )
+        return world_size // self.model_parallel_size
+
+    def checkpoint_dir(self, output_dir: str) -> str:
+        """``megatron_checkpoint_dir``, or ``<output_dir>/megatron_checkpoint``."""
+        if self.megatron_checkpoint_dir:
+            return self.megatron_checkpoint_dir
+        return f"{output_dir.rstrip('/')}/megatron_checkpoint"
+
+    @model_validator(mode="after")
+    def _check_cross_fields(self) -> Self:
+        for check in (_check_pipeline, _check_packing, _check_ddp, _check_optimizer):
+            check(self)
+        _check_recompute(self.transformer_config)
+        _check_weight_sync(self)
+        return self
+
+
+def _check_pipeline(p: MegatronParams) -> None:
+    vpp = p.virtual_pipeline_model_parallel_size
+    if vpp is not None and p.pipeline_model_parallel_size == 1:
+        raise ValueError(
+            f"{_path('virtual_pipeline_model_parallel_size')} ({vpp}) needs "
+            f"{_path('pipeline_model_parallel_size')} > 1 (got 1): the interleaved schedule "
+            f"splits each pipeline stage. Fix: remove "
+            f"{_path('virtual_pipeline_model_parallel_size')}, "
+            f"or raise {_path('pipeline_model_parallel_size')}."
+        )
+
+
+def _check_packing(p: MegatronParams) -> None:
+    if p.max_tokens_per_microbatch is not None and not p.enable_sequence_packing:
+        raise ValueError(
+            f"{_path('max_tokens_per_microbatch')} ({p.max_tokens_per_microbatch}) only applies "
+            f"with {_path('enable_sequence_packing')}: true (got false). Fix: enable packing, "
+            f"or remove {_path('max_tokens_per_microbatch')}."
+        )
+
+
+def _check_ddp(p: MegatronParams) -> None:
+    ddp, prefix = p.ddp_config, _path("ddp_config")
+    if ddp.overlap_param_gather and not ddp.use_distributed_optimizer:
+        raise ValueError(
+            f"{prefix}.overlap_param_gather (true) requires {prefix}.use_distributed_optimizer: "
+            f"true (got false); only the distributed optimizer gathers parameters. Fix: set "
+            f"{prefix}.use_distributed_optimizer: true, or {prefix}.overlap_param_gather: false."
+        )
+    if ddp.overlap_param_gather and not ddp.overlap_grad_reduce:
+        raise ValueError(
+            f"{prefix}.overlap_param_gather (true) requires {prefix}.overlap_grad_reduce: true "
+            f"(got false), as in Megatron-LM. Fix: set {prefix}.overlap_grad_reduce: true, or "
+            f"{prefix}.overlap_param_gather: false."
+        )
+
+
+def _check_optimizer(p: MegatronParams) -> None:
+    opt, prefix = p.optimizer_config, _path("optimizer_config")
+    if opt.overlap_cpu_optimizer_d2h_h2d and not opt.optimizer_cpu_offload:
+        raise ValueError(
+            f"{prefix}.overlap_cpu_optimizer_d2h_h2d (true) requires "
+            f"{prefix}.optimizer_cpu_offload: true (got false). Fix: enable "
+            f"{prefix}.optimizer_cpu_offload, or set overlap_cpu_optimizer_d2h_h2d: false."
+        )
+    if opt.optimizer_cpu_offload and opt.optimizer_offload_fraction == 0.0:
+        raise ValueError(
+            f"{prefix}.optimizer_offload_fraction (0.0) offloads nothing although "
+            f"{prefix}.optimizer_cpu_offload is true. Fix: set optimizer_offload_fraction in "
+            f"(0, 1], or optimizer_cpu_offload: false."
+        )
+    if opt.lr_warmup_steps is not None and opt.lr_warmup_fraction is not None:
+        raise ValueError(
+            f"{prefix}.lr_warmup_steps ({opt.lr_warmup_steps}) and {prefix}.lr_warmup_fraction "
+            f"({opt.lr_warmup_fraction}) are both set (also reachable as training.warmup_steps "
+            f"and training.warmup_ratio). Fix: keep only one of them."
+        )
+
+
+def _check_recompute(t: TransformerConfig) -> None:
+    prefix = _path("transformer_config")
+    granularity = t.recompute_granularity
+    if t.recompute_method is not None and granularity != "full":
+        raise ValueError(
+            f"{prefix}.recompute_method ({t.recompute_method!r}) requires "
+            f"{prefix}.recompute_granularity: full (got {granularity!r}). Fix: set "
+            f"recompute_granularity: full, or remove recompute_method."
+        )
+    if granularity == "full" and (t.recompute_method is None or t.recompute_num_layers is None):
+        raise ValueError(
+            f"{prefix}.recompute_granularity 'full' needs {prefix}.recompute_method "
+            f"(got {t.recompute_method!r}) and {prefix}.recompute_num_layers (got "
+            f"{t.recompute_num_layers!r}). Fix: e.g. recompute_method: uniform and "
+            f"recompute_num_layers: 1."
+        )
+    if t.recompute_num_layers is not None and granularity != "full":
+        raise ValueError(
+            f"{prefix}.recompute_num_layers ({t.recompute_num_layers}) requires "
+            f"{prefix}.recompute_granularity: full (got {granularity!r}). Fix: remove "
+            f"recompute_num_layers, or use full recomputation."
+        )
+    if t.recompute_modules is not None and granularity != "selective":
+        raise ValueError(
+            f"{prefix}.recompute_modules ({t.recompute_modules}) requires "
+            f"{prefix}.recompute_granularity: selective (got {granularity!r}). Fix: set "
+            f"recompute_granularity: selective, or remove recompute_modules."
+        )
+
+
+def _check_weight_sync(p: MegatronParams) -> None:
+    if not p.enable_weight_sync and p.weight_sync_method != "auto":
+        raise ValueError(
+            f"{_path('weight_sync_method')} ({p.weight_sync_method!r}) has no effect with "
+            f"{_path('enable_weight_sync')}: false. Fix: enable weight sync, or set "
+            f"{_path('weight_sync_method')}: auto."
+        )

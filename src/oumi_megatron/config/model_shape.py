@@ -1,0 +1,71 @@
+"""``ModelShape``: the few architecture numbers the parallel layout is checked against."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from oumi_megatron.config.errors import ConfigError
+
+if TYPE_CHECKING:
+    from transformers import PretrainedConfig
+
+# Expert-count attribute names used by HF MoE configs (Mixtral, Qwen-MoE, DeepSeek, ...).
+_EXPERT_ATTRS = ("num_local_experts", "num_experts", "n_routed_experts", "moe_num_experts")
+
+
+@dataclass(frozen=True)
+class ModelShape:
+    """Architecture numbers that constrain TP/PP/EP."""
+
+    num_layers: int
+    num_attention_heads: int
+    num_kv_heads: int
+    num_experts: int | None
+    """None (or absent) for dense models."""
+    vocab_size: int
+
+    @classmethod
+    def from_hf_config(cls, config: PretrainedConfig) -> ModelShape:
+        """Reads the shape from a transformers config (the text part, for multimodal ones)."""
+        text: Any = config.get_text_config() if hasattr(config, "get_text_config") else config
+        try:
+            heads = int(text.num_attention_heads)
+            shape = cls(
+                num_layers=int(text.num_hidden_layers),
+                num_attention_heads=heads,
+                num_kv_heads=int(getattr(text, "num_key_value_heads", None) or heads),
+                num_experts=_num_experts(text),
+                vocab_size=int(text.vocab_size),
+            )
+        except AttributeError as e:
+            raise ConfigError(
+                f"Cannot read the model shape from {type(config).__name__}: {e}. Fix: use a "
+                f"decoder-only transformers model config."
+            ) from e
+        return shape
+
+    @classmethod
+    def from_model_dir(cls, model_dir: str | Path) -> ModelShape:
+        """Reads ``config.json`` of a local HF model directory (no remote code, no network)."""
+        path = Path(model_dir).expanduser()
+        if not (path / "config.json").is_file():
+            raise ConfigError(
+                f"No config.json in '{model_dir}'. Fix: point model.model_name at a Hugging "
+                f"Face model directory."
+            )
+        from transformers import AutoConfig  # Deferred: heavy, and only needed here.
+
+        config = AutoConfig.from_pretrained(
+            str(path), trust_remote_code=False, local_files_only=True
+        )
+        return cls.from_hf_config(config)
+
+
+def _num_experts(config: Any) -> int | None:
+    for attr in _EXPERT_ATTRS:
+        value = getattr(config, attr, None)
+        if isinstance(value, int) and value > 0:
+            return value
+    return None

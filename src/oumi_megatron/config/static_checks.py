@@ -1,0 +1,100 @@
+"""Checks that need only the config (no world size, no model): run at load time."""
+
+from __future__ import annotations
+
+from enum import Enum
+from typing import TYPE_CHECKING, Any
+
+from oumi_megatron.config.errors import ConfigError
+from oumi_megatron.config.oumi_fields import REPLACED_OUMI_FIELDS
+from oumi_megatron.config.schema import field_default
+from oumi_megatron.config.trainer_types import MEGATRON_GRPO, MEGATRON_TRAINER_TYPES
+
+if TYPE_CHECKING:
+    from oumi_megatron.config.training_config import MegatronTrainingConfig
+
+
+def _check_trainer_type(cfg: MegatronTrainingConfig) -> None:
+    trainer = cfg.training.trainer_type
+    if trainer not in MEGATRON_TRAINER_TYPES:
+        names = " or ".join(sorted(t.name for t in MEGATRON_TRAINER_TYPES))
+        raise ConfigError(
+            f"training.trainer_type ({trainer.name}) is not a Megatron trainer; this config "
+            f"needs {names}. Fix: set training.trainer_type: MEGATRON_GRPO."
+        )
+
+
+def _check_no_fsdp_deepspeed(cfg: MegatronTrainingConfig) -> None:
+    trainer = cfg.training.trainer_type.name
+    if cfg.fsdp.enable_fsdp:
+        raise ConfigError(
+            f"fsdp.enable_fsdp (true) cannot be combined with training.trainer_type {trainer}: "
+            f"Megatron shards the model itself (megatron.*_parallel_size, "
+            f"megatron.ddp_config.use_distributed_optimizer). Fix: set fsdp.enable_fsdp: false."
+        )
+    if cfg.deepspeed.enable_deepspeed:
+        raise ConfigError(
+            f"deepspeed.enable_deepspeed (true) cannot be combined with training.trainer_type "
+            f"{trainer}: Megatron shards the model itself. Fix: set "
+            f"deepspeed.enable_deepspeed: false."
+        )
+
+
+def _check_replaced_oumi_fields(cfg: MegatronTrainingConfig) -> None:
+    for path, fix in REPLACED_OUMI_FIELDS.items():
+        *parents, name = path.split(".")
+        owner: Any = cfg
+        for part in parents:
+            owner = getattr(owner, part)
+        value = getattr(owner, name)
+        if value != field_default(owner, name):
+            shown = value.value if isinstance(value, Enum) else value
+            raise ConfigError(f"{path} ({shown!r}) is not used by Megatron trainers. Fix: {fix}.")
+    optimizer = cfg.training.optimizer
+    if not optimizer.startswith("adam"):
+        raise ConfigError(
+            f"training.optimizer ({optimizer!r}) is not supported: Megatron trainers use "
+            f"Megatron's AdamW. Fix: remove training.optimizer or use 'adamw_torch'."
+        )
+
+
+def _check_grpo(cfg: MegatronTrainingConfig) -> None:
+    if cfg.training.trainer_type != MEGATRON_GRPO:
+        return
+    if not cfg.grpo.reward_functions:
+        raise ConfigError(
+            "grpo.reward_functions is empty; MEGATRON_GRPO needs at least one reward. Fix: "
+            "list registered reward function names or dotted paths 'pkg.module.fn' under "
+            "grpo.reward_functions (or training.reward_functions)."
+        )
+    sequence = cfg.grpo.max_prompt_length + cfg.grpo.max_completion_length
+    budget = cfg.megatron.max_tokens_per_microbatch
+    if budget is not None and budget < sequence:
+        raise ConfigError(
+            f"megatron.max_tokens_per_microbatch ({budget}) is smaller than one full "
+            f"sequence: grpo.max_prompt_length + grpo.max_completion_length = {sequence}. "
+            f"Fix: raise max_tokens_per_microbatch to at least {sequence}."
+        )
+
+
+def _check_lr(cfg: MegatronTrainingConfig) -> None:
+    lr, min_lr = cfg.training.learning_rate, cfg.megatron.optimizer_config.min_lr
+    if min_lr > lr:
+        raise ConfigError(
+            f"megatron.optimizer_config.min_lr ({min_lr}) exceeds training.learning_rate "
+            f"({lr}); the schedule decays from learning_rate to min_lr. Fix: lower min_lr."
+        )
+
+
+def check_oumi_compatibility(cfg: MegatronTrainingConfig) -> None:
+    """Rejects Oumi settings that a Megatron trainer would otherwise silently ignore."""
+    _check_no_fsdp_deepspeed(cfg)
+    _check_replaced_oumi_fields(cfg)
+
+
+def check_static(cfg: MegatronTrainingConfig) -> None:
+    """Raises ``ConfigError`` on the first config-only problem found."""
+    _check_trainer_type(cfg)
+    check_oumi_compatibility(cfg)
+    _check_grpo(cfg)
+    _check_lr(cfg)

@@ -1,0 +1,117 @@
+"""``MegatronTrainingConfig``: Oumi's ``TrainingConfig`` plus ``megatron:`` and ``grpo:``."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from oumi.core.configs import TrainingConfig
+from oumi.exceptions import OumiConfigError
+
+from oumi_megatron.config.aliases import reconcile_aliases
+from oumi_megatron.config.errors import ConfigError
+from oumi_megatron.config.grpo_params import GrpoParams
+from oumi_megatron.config.megatron_params import MegatronParams
+from oumi_megatron.config.pydantic_errors import validate_section
+from oumi_megatron.config.static_checks import check_oumi_compatibility
+from oumi_megatron.config.trainer_types import MEGATRON_TRAINER_TYPES
+
+
+@dataclass
+class MegatronTrainingConfig(TrainingConfig):
+    """Oumi ``TrainingConfig`` with the Megatron trainers' own sections.
+
+    ``megatron`` and ``grpo`` are validated pydantic objects (a dict is accepted and
+    validated on construction). They are not OmegaConf-typed fields, so build instances
+    with ``load_config`` / the ``from_*`` class methods below, not ``OmegaConf.structured``.
+    """
+
+    megatron: MegatronParams = field(default_factory=MegatronParams)
+    """Megatron-Core settings; see ``MegatronParams``."""
+
+    grpo: GrpoParams = field(default_factory=GrpoParams)
+    """GRPO settings (merged with ``training.grpo``); see ``GrpoParams``."""
+
+    def __post_init__(self) -> None:
+        """Validates our sections, runs Oumi's checks, merges the shared settings."""
+        self.megatron = validate_section(self.megatron, MegatronParams, "megatron")
+        self.grpo = validate_section(self.grpo, GrpoParams, "grpo")
+        if self.training.trainer_type in MEGATRON_TRAINER_TYPES:
+            # Before Oumi's post-init, whose messages for these are generic or misleading
+            # (liger: "Unrecognized trainer type!").
+            check_oumi_compatibility(self)
+        try:
+            super().__post_init__()
+        except OumiConfigError as e:
+            if isinstance(e, ConfigError):
+                raise
+            raise ConfigError(f"{e} (raised by Oumi's TrainingConfig checks)") from e
+        reconcile_aliases(self)
+        # Nested assignment skips MegatronParams' cross-field checks; run them again.
+        self.megatron = validate_section(self.megatron, MegatronParams, "megatron")
+        self.grpo = validate_section(self.grpo, GrpoParams, "grpo")
+
+    def __iter__(self) -> Iterator[tuple[str, Any]]:
+        """Field name/value pairs, with our sections as plain dicts.
+
+        Oumi's ``to_yaml``/``print_config``/``__eq__`` iterate this way and only know
+        dataclasses and primitives; a pydantic object would be dropped with a warning.
+        """
+        for name, value in super().__iter__():
+            if isinstance(value, MegatronParams | GrpoParams):
+                value = value.model_dump(mode="json")
+            yield name, value
+
+    @property
+    def megatron_checkpoint_dir(self) -> str:
+        """``megatron.megatron_checkpoint_dir`` or ``<training.output_dir>/megatron_checkpoint``."""
+        return self.megatron.checkpoint_dir(self.training.output_dir)
+
+    @property
+    def sampling_seed(self) -> int:
+        """``grpo.seed``, or ``training.seed`` when unset."""
+        return self.training.seed if self.grpo.seed is None else self.grpo.seed
+
+    @property
+    def packing_token_budget(self) -> int:
+        """Tokens per packed micro batch (``megatron.max_tokens_per_microbatch`` or derived)."""
+        if self.megatron.max_tokens_per_microbatch is not None:
+            return self.megatron.max_tokens_per_microbatch
+        sequence = self.grpo.max_prompt_length + self.grpo.max_completion_length
+        return self.megatron.micro_batch_size * sequence
+
+    # Oumi's loaders build the class through OmegaConf.structured, which cannot type a
+    # pydantic field; route them through our loader instead.
+    @classmethod
+    def from_yaml(  # type: ignore[override]
+        cls, config_path: str | Path, ignore_interpolation: bool = True
+    ) -> MegatronTrainingConfig:
+        """Same as ``load_config(config_path)``."""
+        from oumi_megatron.config.loader import load_config
+
+        return load_config(config_path)
+
+    @classmethod
+    def from_str(cls, config_str: str) -> MegatronTrainingConfig:  # type: ignore[override]
+        """Loads a config from YAML text."""
+        from oumi_megatron.config.loader import load_config_from_str
+
+        return load_config_from_str(config_str)
+
+    @classmethod
+    def from_yaml_and_arg_list(  # type: ignore[override]
+        cls,
+        config_path: str | None,
+        arg_list: list[str],
+        logger: logging.Logger | None = None,
+        ignore_interpolation: bool = True,
+    ) -> MegatronTrainingConfig:
+        """Same as ``load_config(config_path, arg_list)``; no path means overrides only."""
+        from oumi_megatron.config.loader import load_config, load_config_from_str
+
+        if config_path is None:
+            return load_config_from_str("{}", arg_list)
+        return load_config(config_path, arg_list)

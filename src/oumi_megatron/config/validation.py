@@ -1,0 +1,66 @@
+"""``validate_config``: every check that must pass before any work starts."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from oumi.exceptions import OumiConfigError
+
+from oumi_megatron.config.errors import ConfigError
+from oumi_megatron.config.grpo_params import GrpoParams
+from oumi_megatron.config.layout_checks import ValidatedLayout, check_layout
+from oumi_megatron.config.megatron_params import MegatronParams
+from oumi_megatron.config.model_shape import ModelShape
+from oumi_megatron.config.pydantic_errors import validate_section
+from oumi_megatron.config.static_checks import check_static
+from oumi_megatron.config.training_config import MegatronTrainingConfig
+
+
+def looks_like_local_path(name: str) -> bool:
+    """True if ``name`` is meant as a filesystem path rather than a Hub id like ``org/model``."""
+    return name.startswith(("/", "./", "../", "~", ".\\")) or name.count("/") >= 2
+
+
+def check_model_path(cfg: MegatronTrainingConfig) -> None:
+    name = cfg.model.model_name
+    if looks_like_local_path(name) and not Path(name).expanduser().exists():
+        raise ConfigError(
+            f"model.model_name ('{name}') looks like a local path but does not exist. Fix: "
+            f"point it at a Hugging Face model directory, or use a Hub id such as "
+            f"'Qwen/Qwen2.5-0.5B'."
+        )
+
+
+def validate_config(
+    cfg: MegatronTrainingConfig,
+    world_size: int,
+    model_shape: ModelShape,
+    *,
+    run_oumi_finalize: bool = True,
+) -> ValidatedLayout:
+    """Checks ``cfg`` for a run on ``world_size`` ranks of a model shaped ``model_shape``.
+
+    Re-runs the load-time checks (the config may have been edited since), then the model
+    path, parallel layout and batch-size rules, then Oumi's ``finalize_and_validate``
+    (which needs a training dataset and may resolve adapters via the Hub; skip it with
+    ``run_oumi_finalize=False``, e.g. for checkpoint conversion).
+
+    Returns:
+        The derived sizes (data-parallel size, micro batches per step, ...).
+
+    Raises:
+        ConfigError: naming the field, its value and a fix.
+    """
+    cfg.megatron = validate_section(cfg.megatron, MegatronParams, "megatron")
+    cfg.grpo = validate_section(cfg.grpo, GrpoParams, "grpo")
+    check_static(cfg)
+    check_model_path(cfg)
+    layout = check_layout(cfg, world_size, model_shape)
+    if run_oumi_finalize:
+        try:
+            cfg.finalize_and_validate()
+        except OumiConfigError as e:
+            if isinstance(e, ConfigError):
+                raise
+            raise ConfigError(f"{e} (raised by Oumi's finalize_and_validate)") from e
+    return layout

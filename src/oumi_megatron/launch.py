@@ -1,0 +1,55 @@
+"""From a config path to a validated run on this rank: config, layout, dtype, output paths.
+
+Everything here runs before any process group, model or file exists, so bad input fails fast.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from oumi_megatron.parallel.layout import ParallelLayout
+
+_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+@dataclass
+class RunSetup:
+    cfg: object  # MegatronTrainingConfig
+    hf_dir: Path
+    layout: ParallelLayout
+    world_size: int
+    params_dtype: torch.dtype
+
+    @property
+    def output_dir(self) -> Path:
+        return Path(self.cfg.training.output_dir)
+
+    @property
+    def megatron_checkpoint_dir(self) -> Path:
+        return Path(self.cfg.megatron_checkpoint_dir)
+
+    @property
+    def hf_export_dir(self) -> Path:
+        return self.output_dir / "hf_model"
+
+
+def prepare_run(config_path: str, overrides: list[str], for_training: bool) -> RunSetup:
+    """Load and validate the config for this torchrun world; raises `ConfigError` on bad input."""
+    from oumi_megatron.config import ModelShape, load_config, validate_config
+    from oumi_megatron.config.validation import check_model_path
+    from oumi_megatron.model.bridge import resolve_hf_dir
+
+    cfg = load_config(config_path, overrides)
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    check_model_path(cfg)  # before the model directory is read for its shape
+    hf_dir = resolve_hf_dir(cfg.model.model_name, cfg.model.trust_remote_code)
+    shape = ModelShape.from_model_dir(hf_dir)
+    validate_config(cfg, world_size, shape, run_oumi_finalize=for_training)
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    dtype = _DTYPES[cfg.megatron.transformer_config.resolved_params_dtype(device)]
+    layout = ParallelLayout.from_params(cfg.megatron)
+    return RunSetup(cfg, hf_dir, layout, world_size, dtype)

@@ -1,0 +1,130 @@
+"""torchrun worker: HF ⇄ Megatron parity for every fixture and layout in one launch.
+
+Re-building Megatron's groups per layout inside one 4-process world keeps the heavy imports
+(Megatron, Bridge: ~20 s per process on 2 cores) to one per process for the whole matrix.
+Writes one JSON line per (fixture, layout) to the file named by argv[2] (rank 0).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+
+from oumi_megatron.model.bridge import export_hf_model, load_megatron_model
+from oumi_megatron.model.forward import forward_logits
+from oumi_megatron.parallel.layout import ParallelLayout
+from oumi_megatron.parallel.startup import init_distributed, init_model_parallel
+
+CASES = [
+    ("llama", ParallelLayout(tp=1)),
+    ("llama", ParallelLayout(tp=2)),
+    ("llama", ParallelLayout(pp=2)),
+    ("llama", ParallelLayout(tp=2, pp=2)),
+    ("llama", ParallelLayout(pp=2, vpp=2)),
+    ("qwen2", ParallelLayout(tp=1)),
+    ("qwen2", ParallelLayout(tp=2)),
+    ("qwen2", ParallelLayout(pp=2)),
+    ("qwen2", ParallelLayout(tp=2, pp=2)),
+    ("qwen3_moe", ParallelLayout(tp=1)),
+    ("qwen3_moe", ParallelLayout(ep=2)),
+    ("qwen3_moe", ParallelLayout(tp=2, ep=2)),
+]
+
+
+def hf_reference(model_dir: Path, input_ids: torch.Tensor) -> torch.Tensor:
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).eval()
+    with torch.no_grad():
+        return model(input_ids).logits
+
+
+def exported_tensors_identical(source: Path, exported: Path) -> tuple[bool, list[str]]:
+    from safetensors.torch import load_file
+
+    def tensors(directory: Path) -> dict[str, torch.Tensor]:
+        merged: dict[str, torch.Tensor] = {}
+        for f in sorted(directory.glob("*.safetensors")):
+            merged.update(load_file(f))
+        return merged
+
+    src, out = tensors(source), tensors(exported)
+    bad = sorted(set(src) ^ set(out))
+    bad += [k for k in src.keys() & out.keys() if src[k].dtype != out[k].dtype]
+    bad += [k for k in src.keys() & out.keys() if not torch.equal(src[k], out[k])]
+    return not bad, bad
+
+
+def run_case(arch: str, layout: ParallelLayout, fixtures: Path, out_root: Path) -> dict:
+    init_model_parallel(layout)
+    model_dir = fixtures / arch
+    case_dir = out_root / arch
+    loaded = load_megatron_model(str(model_dir), case_dir / "megatron_checkpoint", layout)
+    input_ids = torch.randint(0, 380, (4, 24), generator=torch.Generator().manual_seed(7))
+    logits = forward_logits(loaded.chunks, input_ids, micro_batch_size=2)
+    hf_dir = case_dir / f"hf_model_{str(layout).replace('×', '_')}"
+    export_hf_model(loaded, hf_dir)
+    result = {"arch": arch, "layout": str(layout), "reused": loaded.reused_checkpoint}
+    result["weights_seconds"] = loaded.weights_seconds
+    if logits is not None:
+        reference = hf_reference(model_dir, input_ids)
+        result["max_abs_diff"] = (logits[..., : reference.shape[-1]] - reference).abs().max().item()
+        result["argmax_equal"] = bool(
+            torch.equal(logits[..., : reference.shape[-1]].argmax(-1), reference.argmax(-1))
+        )
+    if dist.get_rank() == 0:
+        identical, mismatched = exported_tensors_identical(model_dir, hf_dir)
+        reloaded = hf_reference(hf_dir, input_ids)
+        result["export_identical"] = identical
+        result["export_mismatched"] = mismatched[:5]
+        result["export_logits_diff"] = (
+            (reloaded - hf_reference(model_dir, input_ids)).abs().max().item()
+        )
+    return result
+
+
+def stale_checkpoint_case(fixtures: Path, out_root: Path) -> dict:
+    """Point llama's converted checkpoint directory at the qwen2 source: it must re-convert."""
+    layout = ParallelLayout(tp=2)
+    init_model_parallel(layout)
+    checkpoint_dir = out_root / "llama" / "megatron_checkpoint"
+    loaded = load_megatron_model(str(fixtures / "qwen2"), checkpoint_dir, layout)
+    input_ids = torch.randint(0, 380, (2, 16), generator=torch.Generator().manual_seed(3))
+    logits = forward_logits(loaded.chunks, input_ids)
+    diff = (logits[..., :512] - hf_reference(fixtures / "qwen2", input_ids)).abs().max().item()
+    manifest = json.loads((checkpoint_dir / "manifest.json").read_text())
+    return {
+        "case": "stale",
+        "reused": loaded.reused_checkpoint,
+        "max_abs_diff": diff,
+        "manifest_source": manifest["source"],
+    }
+
+
+def main() -> None:
+    fixtures, results_path = Path(sys.argv[1]), Path(sys.argv[2])
+    selected = set(sys.argv[3].split(",")) if len(sys.argv) > 3 else None
+    init_distributed()
+    out_root = results_path.parent / "parity_runs"
+    gathered_lines = []
+    for arch, layout in CASES:
+        if selected and arch not in selected:
+            continue
+        local = run_case(arch, layout, fixtures, out_root)
+        per_rank: list[dict] = [{} for _ in range(dist.get_world_size())]
+        dist.all_gather_object(per_rank, local)
+        gathered_lines.append(json.dumps({"case": f"{arch}-{layout}", "ranks": per_rank}))
+    if selected is None or {"llama", "qwen2"} <= selected:
+        gathered_lines.append(json.dumps(stale_checkpoint_case(fixtures, out_root)))
+    if dist.get_rank() == 0:
+        results_path.write_text("\n".join(gathered_lines) + "\n")
+    dist.barrier()
+    dist.destroy_process_group()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,66 @@
+"""HF ⇄ Megatron on 4 gloo processes: logits parity, exact export, convert-once reuse.
+
+One torchrun launch covers every fixture × layout (see parity_worker.CASES).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from helpers import torchrun
+
+WORKER = Path(__file__).with_name("parity_worker.py")
+LOGIT_TOLERANCE = 1e-5
+
+
+@pytest.fixture(scope="module")
+def parity_results(tiny_models, tmp_path_factory) -> dict[str, dict]:
+    results_path = tmp_path_factory.mktemp("parity") / "results.jsonl"
+    torchrun(4, WORKER, str(tiny_models), str(results_path))
+    lines = [json.loads(line) for line in results_path.read_text().splitlines()]
+    return {line["case"]: line for line in lines}
+
+
+def _case_ids():
+    from parity_worker import CASES
+
+    return [f"{arch}-{layout}" for arch, layout in CASES]
+
+
+@pytest.mark.parametrize("case", _case_ids())
+def test_logits_match_hf(parity_results, case):
+    ranks = parity_results[case]["ranks"]
+    diffs = [r["max_abs_diff"] for r in ranks if "max_abs_diff" in r]
+    assert diffs, "no rank produced logits (the last pipeline stage must)"
+    assert max(diffs) <= LOGIT_TOLERANCE, f"{case}: max |Δ| {max(diffs):.3g}"
+    assert all(r["argmax_equal"] for r in ranks if "argmax_equal" in r)
+
+
+@pytest.mark.parametrize("case", _case_ids())
+def test_export_round_trip_is_bit_identical(parity_results, case):
+    rank0 = parity_results[case]["ranks"][0]
+    assert rank0["export_identical"], f"{case}: tensors differ: {rank0['export_mismatched']}"
+    assert rank0["export_logits_diff"] == 0.0
+
+
+def test_other_layouts_reuse_converted_checkpoint(parity_results):
+    """Converted once (at the first layout), then loaded into every other layout.
+
+    Timing is asserted in test_convert_once.py on a model large enough to measure."""
+    by_arch: dict[str, list[dict]] = {}
+    for case, line in parity_results.items():
+        if case != "stale":
+            by_arch.setdefault(line["ranks"][0]["arch"], []).append(line)
+    for arch, lines in by_arch.items():
+        first, *later = lines
+        assert not any(r["reused"] for r in first["ranks"]), f"{arch}: first run must convert"
+        assert later and all(r["reused"] for line in later for r in line["ranks"])
+
+
+def test_changed_source_is_reconverted(parity_results):
+    stale = parity_results["stale"]
+    assert stale["reused"] is False
+    assert stale["max_abs_diff"] <= LOGIT_TOLERANCE
+    assert stale["manifest_source"].endswith("qwen2")
