@@ -1,7 +1,9 @@
 # Two entry points for a fresh machine (see README): `make demo` and `make test`.
 # The project builds its own Python 3.12 environment with uv (from PyPI), from uv.lock.
 SHELL := /bin/bash
-PY312 ?= $(or $(shell command -v python3.12 2>/dev/null),/root/.pyenv/versions/3.12.1/bin/python3.12)
+# First Python 3.12 that actually runs (a pyenv shim may exist without a selected version).
+PY312 ?= $(shell for p in /root/.pyenv/versions/3.12*/bin/python3.12 $$(command -v python3.12); do \
+  "$$p" -c 'import sys; assert sys.version_info[:2] == (3, 12)' 2>/dev/null && echo "$$p" && break; done)
 UV := .tools/bin/uv
 export UV_PYTHON := $(PY312)
 export UV_PYTHON_DOWNLOADS := never
@@ -19,6 +21,7 @@ $(UV):
 
 # Registry look-ups occasionally fail once on these machines: retry the sync.
 .venv/.synced: $(UV) uv.lock pyproject.toml
+	@[ -n "$(PY312)" ] || { echo "No Python 3.12 found: run make PY312=/path/to/python3.12"; exit 1; }
 	@for attempt in 1 2 3; do $(UV) sync --frozen && break; \
 	  [ $$attempt = 3 ] && exit 1; echo "uv sync failed, retrying ($$attempt)"; sleep 5; done
 	touch $@
