@@ -11,6 +11,7 @@ import logging
 import sys
 
 COMMANDS = {
+    "train": "train with the recipe's trainer (MEGATRON_GRPO), then export output_dir/hf_model",
     "convert": "convert the HF checkpoint to output_dir/megatron_checkpoint (reused when current)",
     "verify": "convert (or reuse), compare Megatron logits with Hugging Face at the configured layout",
     "export": "write output_dir/hf_model from the converted Megatron checkpoint",
@@ -24,6 +25,8 @@ def build_parser() -> argparse.ArgumentParser:
         cmd = sub.add_parser(name, help=help_text, description=help_text)
         cmd.add_argument("-c", "--config", required=True, help="Oumi-style YAML recipe")
         cmd.add_argument("overrides", nargs="*", help="dotted overrides, e.g. training.max_steps=3")
+        if name == "train":
+            cmd.add_argument("--resume", default=None, help="checkpoint path or 'latest'")
         if name == "verify":
             cmd.add_argument("--tolerance", type=float, default=1e-5, help="max |Δ| allowed (fp32)")
             cmd.add_argument("--export", action="store_true", help="also export hf_model/")

@@ -12,12 +12,17 @@ from oumi_megatron.launch import RunSetup, prepare_run
 logger = logging.getLogger("oumi_megatron")
 
 
-def _load(setup: RunSetup):
-    from oumi_megatron.model.bridge import load_megatron_model
+def _start(setup: RunSetup) -> None:
     from oumi_megatron.parallel.startup import init_distributed, init_model_parallel
 
     init_distributed()
     init_model_parallel(setup.layout, seed=setup.cfg.training.seed)
+
+
+def _load(setup: RunSetup):
+    from oumi_megatron.model.bridge import load_megatron_model
+
+    _start(setup)
     return load_megatron_model(
         str(setup.hf_dir),
         setup.megatron_checkpoint_dir,
@@ -30,6 +35,23 @@ def _load(setup: RunSetup):
 def _rank0(message: str, *args) -> None:
     if not dist.is_initialized() or dist.get_rank() == 0:
         logger.info(message, *args)
+
+
+def train(args) -> int:
+    from oumi_megatron.config import MEGATRON_GRPO, ConfigError
+
+    setup = prepare_run(args.config, args.overrides, for_training=True)
+    if setup.cfg.training.trainer_type != MEGATRON_GRPO:
+        raise ConfigError(
+            f"training.trainer_type ({setup.cfg.training.trainer_type.name}) is not trained by "
+            "this release; use MEGATRON_GRPO (MEGATRON_SFT is planned)"
+        )
+    _start(setup)
+    from oumi_megatron.trainer import OumiMegatronGrpoTrainer
+
+    trainer = OumiMegatronGrpoTrainer(setup, setup.validated)
+    trainer.train(resume_from_checkpoint=args.resume)
+    return 0
 
 
 def convert(args) -> int:

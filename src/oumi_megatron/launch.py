@@ -23,6 +23,7 @@ class RunSetup:
     layout: ParallelLayout
     world_size: int
     params_dtype: torch.dtype
+    validated: object  # ValidatedLayout: DP size, micro-batches per step, prompts per step
 
     @property
     def output_dir(self) -> Path:
@@ -48,8 +49,8 @@ def prepare_run(config_path: str, overrides: list[str], for_training: bool) -> R
     check_model_path(cfg)  # before the model directory is read for its shape
     hf_dir = resolve_hf_dir(cfg.model.model_name, cfg.model.trust_remote_code)
     shape = ModelShape.from_model_dir(hf_dir)
-    validate_config(cfg, world_size, shape, run_oumi_finalize=for_training)
+    validated = validate_config(cfg, world_size, shape, run_oumi_finalize=for_training)
     device = "cuda" if torch.cuda.is_available() else "cpu"
     dtype = _DTYPES[cfg.megatron.transformer_config.resolved_params_dtype(device)]
     layout = ParallelLayout.from_params(cfg.megatron)
-    return RunSetup(cfg, hf_dir, layout, world_size, dtype)
+    return RunSetup(cfg, hf_dir, layout, world_size, dtype, validated)

@@ -159,6 +159,12 @@ class TransformerConfig(StrictModel):
 class CheckpointConfig(StrictModel):
     """Megatron distributed-checkpoint settings (how often: training.save_steps)."""
 
+    keep_last: int | None = Field(
+        3,
+        ge=1,
+        description="Training checkpoints to keep under output_dir/checkpoints; None keeps all.",
+    )
+
     use_async_checkpoint: bool = Field(
         False, description="Write checkpoints in the background while training continues."
     )

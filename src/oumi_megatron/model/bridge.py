@@ -68,12 +68,13 @@ def load_megatron_model(
     params_dtype: torch.dtype = torch.float32,
     trust_remote_code: bool = False,
     configure=None,
+    ddp_config=None,
 ) -> LoadedModel:
     """Build the Megatron model for `layout` with weights from `checkpoint_dir`, converting from
     the HF checkpoint first when the directory is missing or stale. Collective: call on all ranks.
 
     `configure(provider)` may adjust the provider (recompute, MoE settings) before the model is
-    built.
+    built; with `ddp_config` the chunks are wrapped in Megatron's DDP for training.
     """
     start = time.perf_counter()
     import_megatron_bridge()
@@ -88,7 +89,7 @@ def load_megatron_model(
     )
     if configure is not None:
         configure(provider)
-    chunks = build_model(provider)
+    chunks = build_model(provider, wrap_with_ddp=ddp_config is not None, ddp_config=ddp_config)
     checkpoint_dir = Path(checkpoint_dir)
     weights_start = time.perf_counter()
     manifest = _expected_manifest(hf_dir, chunks, params_dtype)

@@ -12,7 +12,11 @@ def sharded_state_dict(chunks: list[torch.nn.Module]) -> dict:
     """Megatron-LM's convention: "model" for one chunk, "model<i>" per virtual pipeline stage.
 
     ShardedTensor keys are global (layer numbers included), so either form loads into any layout.
+    Wrappers (DDP, Float16Module) are looked through: the checkpoint holds the bare model.
     """
+    from megatron.core.utils import unwrap_model
+
+    chunks = unwrap_model(chunks)
     if len(chunks) == 1:
         return {"model": chunks[0].sharded_state_dict()}
     return {f"model{i}": chunk.sharded_state_dict() for i, chunk in enumerate(chunks)}
@@ -22,15 +26,17 @@ def save_chunks(chunks: list[torch.nn.Module], directory: str | Path) -> None:
     """Collective save of the model chunks into `directory` (which must exist and be empty)."""
     from megatron.core import dist_checkpointing
 
-    _use_forked_writer_queue()
+    use_forked_writer_queue()
     dist_checkpointing.save(sharded_state_dict(chunks), str(directory))
 
 
 def load_chunks(chunks: list[torch.nn.Module], directory: str | Path) -> None:
     """Collective load into already built chunks; any TP/PP/VPP layout."""
     from megatron.core import dist_checkpointing
+    from megatron.core.utils import unwrap_model
 
     state = dist_checkpointing.load(sharded_state_dict(chunks), str(directory))
+    chunks = unwrap_model(chunks)
     if len(chunks) == 1:
         chunks[0].load_state_dict(state["model"], strict=True)
         return
@@ -38,7 +44,7 @@ def load_chunks(chunks: list[torch.nn.Module], directory: str | Path) -> None:
         chunk.load_state_dict(state[f"model{i}"], strict=True)
 
 
-def _use_forked_writer_queue() -> None:
+def use_forked_writer_queue() -> None:
     # Megatron's checkpoint writer collects results through a multiprocessing Manager started
     # with "spawn", which re-imports the launching script (Megatron and Bridge: ~12 s of CPU per
     # rank). A forked manager only serves a queue, never touches CUDA, and starts instantly.

@@ -52,10 +52,23 @@ def configure_provider(provider, layout: ParallelLayout, params_dtype: torch.dty
 
 
 def build_model(provider, wrap_with_ddp: bool = False, ddp_config=None) -> list[torch.nn.Module]:
-    """Instantiate the model chunks (one per virtual pipeline stage) on this rank."""
-    return provider.provide_distributed_model(
-        wrap_with_ddp=wrap_with_ddp,
-        ddp_config=ddp_config,
+    """Instantiate the model chunks (one per virtual pipeline stage) on this rank.
+
+    DDP wrapping uses Megatron-Core's `DistributedDataParallel` directly: Bridge's wrapper
+    initialises it on a CUDA stream, which a CPU-only machine does not have.
+    """
+    chunks = provider.provide_distributed_model(
+        wrap_with_ddp=False,
         use_cpu_initialization=not torch.cuda.is_available(),
         mixed_precision_wrapper=None,
     )
+    if not wrap_with_ddp:
+        return chunks
+    from megatron.core.distributed import DistributedDataParallel
+
+    return [
+        DistributedDataParallel(
+            config=provider, ddp_config=ddp_config, module=chunk, disable_bucketing=index > 0
+        )
+        for index, chunk in enumerate(chunks)
+    ]

@@ -35,10 +35,26 @@ def apply_cpu_compat() -> None:
     torch.cuda.current_device = lambda: torch.device("cpu")  # type: ignore[assignment]
     # Checkpoint writers synchronise the device before copying tensors; CPU work is synchronous.
     torch.cuda.synchronize = lambda device=None: None  # type: ignore[assignment]
+    # DDP's gradient sync orders itself after CUDA-graph events on the current stream.
+    torch.cuda.current_stream = lambda device=None: _NULL_STREAM  # type: ignore[assignment]
     _install_cpu_rng_tracker()
     _install_cpu_causal_mask()
-    _install_cpu_schedules()
+    _install_cpu_factories()
+    _install_cpu_grad_clipping()
     _APPLIED = True
+
+
+class _NullStream:
+    """What DDP asks of the current stream, for synchronous CPU execution."""
+
+    def wait_event(self, event) -> None:
+        return None
+
+    def wait_stream(self, stream) -> None:
+        return None
+
+
+_NULL_STREAM = _NullStream()
 
 
 class CpuRNGStatesTracker:
@@ -116,7 +132,10 @@ def _install_cpu_causal_mask() -> None:
 
 
 class _CpuDeviceTorch:
-    """`torch` as seen by one Megatron module: factories asked for "cuda" build on the CPU."""
+    """`torch` as seen by one Megatron module: factories asked for "cuda" build on the CPU.
+
+    Every other attribute is the real `torch`, so the module behaves as before.
+    """
 
     _FACTORIES = ("zeros", "ones", "empty", "tensor", "full", "arange")
 
@@ -136,11 +155,43 @@ class _CpuDeviceTorch:
         return on_cpu
 
 
-def _install_cpu_schedules() -> None:
-    # The pipeline schedules count tokens in a tensor created with device="cuda".
-    from megatron.core.pipeline_parallel import schedules
+# Modules that create small bookkeeping tensors with device="cuda": the pipeline schedules'
+# token counter, the optimizers' loss-scale / found-inf flags, gradient-norm buffers.
+_CUDA_FACTORY_MODULES = (
+    "megatron.core.pipeline_parallel.schedules",
+    "megatron.core.optimizer.optimizer",
+    "megatron.core.optimizer.clip_grads",
+    "megatron.core.utils",
+)
 
-    schedules.torch = _CpuDeviceTorch(torch)
+
+def _install_cpu_factories() -> None:
+    for name in _CUDA_FACTORY_MODULES:
+        module = importlib.import_module(name)
+        if not isinstance(module.torch, _CpuDeviceTorch):
+            module.torch = _CpuDeviceTorch(torch)
+
+
+def _clip_grad_by_total_norm_fp32(parameters, max_norm, total_norm, use_decoupled_grad=False):
+    """Megatron's `clip_grad_by_total_norm_fp32`, minus its `torch.cuda.FloatTensor` assertion."""
+    attr = "decoupled_grad" if use_decoupled_grad else "grad"
+    if isinstance(parameters, torch.Tensor):
+        parameters = [parameters]
+    grads = [getattr(p, attr).detach() for p in parameters if getattr(p, attr, None) is not None]
+    clip_coeff = max_norm / (total_norm + 1.0e-6)
+    if isinstance(clip_coeff, torch.Tensor):
+        clip_coeff = clip_coeff.clamp_max(1.0)
+    elif clip_coeff >= 1.0:
+        return
+    for grad in grads:
+        grad.mul_(clip_coeff)
+
+
+def _install_cpu_grad_clipping() -> None:
+    from megatron.core.optimizer import clip_grads, optimizer
+
+    clip_grads.clip_grad_by_total_norm_fp32 = _clip_grad_by_total_norm_fp32
+    optimizer.clip_grad_by_total_norm_fp32 = _clip_grad_by_total_norm_fp32
 
 
 class _PlaceholderModule(types.ModuleType):

@@ -1,0 +1,1 @@
+"""Training data: GRPO prompt datasets (``prompts``, ``sources``, ``synthetic``, ``loader``)."""

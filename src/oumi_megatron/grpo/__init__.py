@@ -1,0 +1,1 @@
+"""The phases of one GRPO step: rollout → reward → advantages → update → weight sync."""

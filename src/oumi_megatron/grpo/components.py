@@ -1,0 +1,157 @@
+"""Build what a GRPO run needs from a validated `RunSetup`: policy, reference, rollout engine,
+weight sender, prompts, rewards, metric sinks. Collective where Megatron is involved."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+
+from oumi_megatron.launch import RunSetup
+from oumi_megatron.training.policy import MegatronPolicy
+
+
+@dataclass
+class GrpoComponents:
+    loaded: object  # LoadedModel of the policy
+    policy: MegatronPolicy
+    reference: MegatronPolicy | None
+    engine: object | None  # rollout engine (global rank 0 only)
+    sender: object | None  # weight sender feeding the engine (global rank 0 only)
+    tokenizer: object
+    loader: object  # PromptDataLoader
+    reward_functions: list
+    reward_weights: list[float] | None
+
+
+def _is_rank0() -> bool:
+    return not dist.is_initialized() or dist.get_rank() == 0
+
+
+def build_policy(setup: RunSetup):
+    from megatron.core.distributed import DistributedDataParallelConfig
+
+    from oumi_megatron.model.bridge import load_megatron_model
+    from oumi_megatron.training.optimizer import OptimizerSettings, build_optimizer
+
+    cfg = setup.cfg
+    ddp = cfg.megatron.ddp_config
+    ddp_config = DistributedDataParallelConfig(
+        grad_reduce_in_fp32=ddp.grad_reduce_in_fp32,
+        overlap_grad_reduce=ddp.overlap_grad_reduce,
+        overlap_param_gather=ddp.overlap_param_gather,
+        average_in_collective=ddp.average_in_collective,
+        use_distributed_optimizer=ddp.use_distributed_optimizer,
+    )
+    loaded = load_megatron_model(
+        str(setup.hf_dir),
+        setup.megatron_checkpoint_dir,
+        setup.layout,
+        params_dtype=setup.params_dtype,
+        trust_remote_code=cfg.model.trust_remote_code,
+        configure=lambda provider: _configure_training(provider, cfg),
+        ddp_config=ddp_config,
+    )
+    settings = OptimizerSettings.from_config(cfg)
+    optimizer, scheduler = build_optimizer(loaded.chunks, settings, setup.params_dtype)
+    policy = MegatronPolicy(loaded.chunks, cfg.grpo.temperature, optimizer, scheduler)
+    return loaded, policy
+
+
+def _configure_training(provider, cfg) -> None:
+    transformer = cfg.megatron.transformer_config
+    provider.calculate_per_token_loss = True  # see training/policy.py: losses are pre-normalised
+    provider.recompute_granularity = transformer.recompute_granularity
+    provider.recompute_method = transformer.recompute_method
+    provider.recompute_num_layers = transformer.recompute_num_layers
+    if transformer.recompute_modules is not None:
+        provider.recompute_modules = list(transformer.recompute_modules)
+
+
+def build_reference(setup: RunSetup) -> MegatronPolicy | None:
+    """A frozen copy of the initial weights, only when the KL term is on (grpo.beta > 0)."""
+    if setup.cfg.grpo.beta <= 0:
+        return None
+    from oumi_megatron.model.bridge import load_megatron_model
+
+    loaded = load_megatron_model(
+        str(setup.hf_dir), setup.megatron_checkpoint_dir, setup.layout, setup.params_dtype
+    )
+    for chunk in loaded.chunks:
+        chunk.requires_grad_(False)
+    return MegatronPolicy(loaded.chunks, setup.cfg.grpo.temperature)
+
+
+def build_engine(setup: RunSetup):
+    """The rollout engine and the weight sender feeding it (global rank 0; None elsewhere)."""
+    if not _is_rank0():
+        return None, None
+    from oumi_megatron.rollout.weight_sync import make_weight_sender
+
+    backend = setup.cfg.megatron.inference_backend
+    if backend == "auto":
+        backend = "vllm" if torch.cuda.is_available() else "torch"
+    if backend == "vllm":
+        from oumi_megatron.rollout.vllm_engine import VllmRolloutEngine
+
+        engine = VllmRolloutEngine(str(setup.hf_dir), seed=setup.cfg.sampling_seed)
+    else:
+        from oumi_megatron.rollout.torch_engine import TorchRolloutEngine
+
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+        engine = TorchRolloutEngine(setup.hf_dir, device=device, dtype=setup.params_dtype)
+    method = setup.cfg.megatron.weight_sync_method
+    bucket_bytes = setup.cfg.megatron.weight_sync_bucket_size_mb << 20
+    if method in ("auto", "inprocess"):
+        sender = make_weight_sender("inprocess", engine=engine, bucket_bytes=bucket_bytes)
+    elif method == "checkpoint":
+        directory = Path(setup.cfg.training.output_dir) / "weight_sync"
+        sender = _CheckpointToEngine(
+            make_weight_sender("checkpoint", directory=directory, bucket_bytes=bucket_bytes),
+            directory,
+            engine,
+        )
+    else:
+        raise NotImplementedError(
+            f"megatron.weight_sync_method ({method}) needs rollout workers in separate processes, "
+            "which the trainer does not launch yet; use 'inprocess' (colocated) or 'checkpoint'"
+        )
+    return engine, sender
+
+
+class _CheckpointToEngine:
+    """Checkpoint transport with the engine in this process: write the version, then load it."""
+
+    def __init__(self, sender, directory: Path, engine):
+        from oumi_megatron.rollout.weight_sync import make_weight_receiver
+
+        self.sender, self.engine = sender, engine
+        self.receiver = make_weight_receiver("checkpoint", directory=directory)
+
+    def send(self, named_tensors):
+        self.sender.send(named_tensors)
+        return self.receiver.receive_into(self.engine)
+
+
+def build_prompts(setup: RunSetup, prompts_per_step: int):
+    from transformers import AutoTokenizer
+
+    from oumi_megatron.data.loader import PromptDataLoader
+    from oumi_megatron.data.prompts import load_prompt_datasets
+
+    cfg = setup.cfg
+    tokenizer = AutoTokenizer.from_pretrained(
+        cfg.model.tokenizer_name or str(setup.hf_dir), trust_remote_code=cfg.model.trust_remote_code
+    )
+    dataset = load_prompt_datasets(cfg.data.train.datasets, tokenizer, cfg.grpo.max_prompt_length)
+    loader = PromptDataLoader(dataset, prompts_per_step, seed=cfg.sampling_seed)
+    return tokenizer, loader
+
+
+def build_rewards(setup: RunSetup):
+    from oumi_megatron.rewards import resolve_reward_functions
+
+    grpo = setup.cfg.grpo
+    return resolve_reward_functions(grpo.reward_functions, grpo.reward_function_kwargs)

@@ -1,0 +1,92 @@
+"""Update: trainer log-probs of the rollout (old policy, reference), then one optimizer step.
+
+Every rank holds the whole step's rollouts; each data-parallel rank trains on its own
+micro-batches (packed or padded). Loss normalisers come from the whole step, so they need no
+communication and the loss does not depend on how the batch is split.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from oumi_megatron.algorithms.aggregation import LossNormalizer
+from oumi_megatron.algorithms.grpo import GrpoLossConfig
+from oumi_megatron.training.metric_reduce import reduce_loss_metrics
+from oumi_megatron.training.step_batches import BatchingSettings, StepSequences, build_microbatches
+
+LOSS_METRICS = [
+    "loss/policy",
+    "loss/kl",
+    "kl",
+    "clip_frac",
+    "clip_frac/low",
+    "clip_frac/high",
+    "ratio/mean",
+    "ratio/min",
+    "ratio/max",
+    "entropy",
+    "mismatch/token_mult_prob_error",
+    "tis/weight_mean",
+    "tis/capped_frac",
+]
+
+
+@dataclass(frozen=True)
+class UpdateSettings:
+    loss: GrpoLossConfig
+    batching: BatchingSettings
+    max_completion_length: int
+
+
+def loss_config(grpo) -> GrpoLossConfig:
+    return GrpoLossConfig(
+        epsilon=grpo.epsilon,
+        epsilon_high=grpo.epsilon_high,
+        beta=grpo.beta,
+        kl_estimator=grpo.kl_estimator,
+        loss_aggregation=grpo.loss_aggregation,
+        tis_cap=grpo.truncated_importance_sampling_cap,
+    )
+
+
+def _per_sequence(policy, seqs: StepSequences, batching) -> list[torch.Tensor]:
+    """Token-aligned trainer log-probs per sequence of this rank (zeros where not computed)."""
+    batches, _ = build_microbatches(seqs, batching)
+    per_batch = policy.compute_logprobs(batches)
+    found: dict[int, torch.Tensor] = {}
+    for batch, values in zip(batches, per_batch or [], strict=False):
+        found.update(zip(batch.sequence_indices, values, strict=True))
+    return [found.get(i, torch.zeros(len(x))) for i, x in enumerate(seqs.input_ids)]
+
+
+def run_update(policy, reference, seqs: StepSequences, settings: UpdateSettings) -> dict:
+    """Old (and reference) log-probs, then one optimizer step; metrics are global."""
+    seqs = seqs.with_aux("old_logprobs", _per_sequence(policy, seqs, settings.batching))
+    if reference is not None:
+        seqs = seqs.with_aux("ref_logprobs", _per_sequence(reference, seqs, settings.batching))
+    batches, plan = build_microbatches(seqs, settings.batching)
+    masks = torch.nn.utils.rnn.pad_sequence(seqs.loss_masks, batch_first=True)
+    norm = LossNormalizer.from_global_batch(
+        masks, settings.loss.loss_aggregation, max_len=settings.max_completion_length
+    )
+    out = policy.train_step(batches, settings.loss, norm)
+    names = [n for n in LOSS_METRICS if _metric_applies(n, settings.loss, reference)]
+    metrics = reduce_loss_metrics(out["microbatch_metrics"], names)
+    metrics["grad_norm"] = out["grad_norm"]
+    metrics["lr"] = out["lr"]
+    metrics["microbatches_per_rank"] = len(batches)
+    if plan is not None:
+        metrics.update(plan.stats.as_metrics())
+    return metrics
+
+
+def _metric_applies(name: str, loss: GrpoLossConfig, reference) -> bool:
+    if name in ("kl",):
+        return reference is not None
+    if name == "loss/kl":
+        return loss.beta > 0
+    if name.startswith("tis/"):
+        return loss.tis_cap is not None
+    return True

@@ -1,0 +1,122 @@
+"""Rollout engine interface: sampling parameters, samples, and the engine contract.
+
+The rollout side knows nothing about Megatron: weights arrive as ``(hf_name, tensor)`` pairs
+in Hugging Face naming (``model.state_dict()`` names of the ``*ForCausalLM`` model).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from abc import ABC, abstractmethod
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+
+FinishReason = Literal["stop", "length"]
+
+# Below this temperature sampling is greedy (vLLM's _SAMPLING_EPS).
+GREEDY_TEMPERATURE = 1e-5
+
+
+@dataclass(frozen=True)
+class SamplingParams:
+    """How to sample completions (one set for the whole batch of prompts).
+
+    - ``n``: completions per prompt (GRPO's ``num_generations``).
+    - ``temperature``: 0 (below 1e-5) means greedy.
+    - ``top_p`` in (0, 1]; 1 disables. ``top_k`` <= 0 disables.
+    - ``max_new_tokens``: completion length cap (finish_reason ``"length"``).
+    - ``stop_token_ids``: extra ids that end a completion; the model's own EOS ids
+      (``generation_config.eos_token_id``) stop it too unless ``ignore_eos`` (as in vLLM).
+    - ``seed``: makes sampling reproducible; None draws fresh randomness.
+    """
+
+    n: int = 1
+    temperature: float = 1.0
+    top_p: float = 1.0
+    top_k: int = -1
+    max_new_tokens: int = 128
+    stop_token_ids: tuple[int, ...] = ()
+    seed: int | None = None
+    ignore_eos: bool = False
+
+    def __post_init__(self) -> None:
+        if self.n < 1:
+            raise ValueError(f"n must be >= 1, got {self.n}")
+        if self.temperature < 0:
+            raise ValueError(f"temperature must be >= 0, got {self.temperature}")
+        if not 0.0 < self.top_p <= 1.0:
+            raise ValueError(f"top_p must be in (0, 1], got {self.top_p}")
+        if self.max_new_tokens < 1:
+            raise ValueError(f"max_new_tokens must be >= 1, got {self.max_new_tokens}")
+        # Accept lists from configs but keep the dataclass hashable.
+        object.__setattr__(self, "stop_token_ids", tuple(int(t) for t in self.stop_token_ids))
+
+    @property
+    def greedy(self) -> bool:
+        return self.temperature < GREEDY_TEMPERATURE
+
+
+@dataclass
+class RolloutSample:
+    """One completion of one prompt.
+
+    ``completion_logprobs[i]`` is the log-probability of ``completion_ids[i]`` under the
+    *processed* distribution it was sampled from ("processed logprobs", the same quantity as
+    vLLM's ``logprobs_mode="processed_logprobs"``)::
+
+        z = logits.float() / temperature          # temperature first
+        z = top_k_top_p_mask(z)                   # tokens outside top-k / top-p set to -inf
+        logprobs = log_softmax(z)                 # renormalised over the kept tokens
+
+    With top_k/top_p disabled this is exactly ``log_softmax(logits / T)[token]``, which the
+    trainer recomputes teacher-forced. For greedy sampling (T == 0) no temperature is applied:
+    ``log_softmax(logits)[token]``. The EOS token, when sampled, is part of the completion
+    and has a logprob.
+    """
+
+    prompt_index: int
+    prompt_ids: list[int]
+    completion_ids: list[int]
+    completion_logprobs: list[float]
+    finish_reason: FinishReason
+    sample_index: int = 0  # which of the n completions of this prompt
+
+
+def derive_seed(seed: int, *keys: int) -> int:
+    """A 63-bit seed mixed from ``seed`` and ``keys`` (e.g. prompt and sample index).
+
+    Hashing (rather than ``seed + index``) keeps streams of nearby seeds unrelated: step s,
+    prompt 1 must not reuse the noise of step s+1, prompt 0.
+    """
+    text = ":".join(str(int(k)) for k in (seed, *keys)).encode()
+    return int.from_bytes(hashlib.blake2b(text, digest_size=8).digest(), "little") >> 1
+
+
+class RolloutEngine(ABC):
+    """Generates completions and accepts new weights by Hugging Face parameter name."""
+
+    @abstractmethod
+    def generate(
+        self, prompt_token_ids: list[list[int]], params: SamplingParams
+    ) -> list[RolloutSample]:
+        """``n`` samples per prompt, grouped: prompt 0's n samples, then prompt 1's, ...."""
+
+    @abstractmethod
+    def update_weights(self, named_tensors: Iterable[tuple[str, torch.Tensor]]) -> None:
+        """Load one bucket of ``(hf_name, tensor)``; called many times per sync.
+
+        Tensors may be views into a transport buffer that is reused after this call returns:
+        engines must copy them, never keep references.
+        """
+
+    def finish_weight_update(self) -> None:  # noqa: B027 - optional hook
+        """Called once after the last bucket of a sync (e.g. to reset a prefix cache)."""
+
+    def sleep(self) -> None:  # noqa: B027 - optional hook
+        """Release accelerator memory while the trainer runs."""
+
+    def wake_up(self) -> None:  # noqa: B027 - optional hook
+        """Undo :meth:`sleep` before the next :meth:`generate`."""

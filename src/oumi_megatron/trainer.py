@@ -1,0 +1,188 @@
+"""`OumiMegatronGrpoTrainer`: Oumi's `BaseTrainer` running GRPO on Megatron-Core.
+
+One step reads like the algorithm: rollout → reward → advantages → update → weight sync →
+log → checkpoint. Each phase lives in its own module under `grpo/` and `training/`.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import torch.distributed as dist
+from oumi.core.trainers.base_trainer import BaseTrainer
+
+from oumi_megatron.grpo import components
+from oumi_megatron.grpo.reward_phase import score_and_advantages
+from oumi_megatron.grpo.rollout_phase import generate_rollouts, share_from_rank0
+from oumi_megatron.grpo.step_metrics import step_metrics
+from oumi_megatron.grpo.update_phase import UpdateSettings, loss_config, run_update
+from oumi_megatron.launch import RunSetup
+from oumi_megatron.metrics import MetricsLogger, PhaseTimer, TrainingProgress
+from oumi_megatron.rollout.base import SamplingParams
+from oumi_megatron.training import checkpoint
+from oumi_megatron.training.step_batches import BatchingSettings, StepSequences
+
+logger = logging.getLogger(__name__)
+
+
+class OumiMegatronGrpoTrainer(BaseTrainer):
+    """GRPO with the policy on Megatron-Core (TP/PP/VPP/EP/DP) and a colocated rollout engine."""
+
+    def __init__(self, setup: RunSetup, validated_layout):
+        from megatron.core import parallel_state
+
+        self.setup, self.cfg = setup, setup.cfg
+        grpo, megatron = self.cfg.grpo, self.cfg.megatron
+        self.loaded, self.policy = components.build_policy(setup)
+        self.reference = components.build_reference(setup)
+        self.engine, self.sender = components.build_engine(setup)
+        self.tokenizer, self.loader = components.build_prompts(
+            setup, validated_layout.prompts_per_step
+        )
+        self.reward_functions = components.build_rewards(setup)
+        self.sampling = SamplingParams(
+            n=grpo.num_generations,
+            temperature=grpo.temperature,
+            top_p=grpo.top_p,
+            top_k=grpo.top_k or -1,
+            max_new_tokens=grpo.max_completion_length,
+            seed=self.cfg.sampling_seed,
+        )
+        self.update_settings = UpdateSettings(
+            loss=loss_config(grpo),
+            batching=BatchingSettings(
+                micro_batch_size=megatron.micro_batch_size,
+                dp_size=parallel_state.get_data_parallel_world_size(),
+                dp_rank=parallel_state.get_data_parallel_rank(),
+                packing=megatron.enable_sequence_packing,
+                token_budget=self.cfg.packing_token_budget,
+                microbatch_multiple=setup.layout.pp if setup.layout.vpp else 1,
+                pad_token_id=self.tokenizer.pad_token_id or 0,
+            ),
+            max_completion_length=grpo.max_completion_length,
+        )
+        self.is_main = not dist.is_initialized() or dist.get_rank() == 0
+        self.timer = PhaseTimer()
+        self.checkpoint_root = setup.output_dir / "checkpoints"
+        self.step = 0
+        self._last_metrics: dict[str, float] = {}
+        self.metrics_logger = MetricsLogger(
+            setup.output_dir,
+            run_name=self.cfg.training.run_name or "oumi-megatron-grpo",
+            enable_tensorboard=self.cfg.training.enable_tensorboard,
+            enable_wandb=self.cfg.training.enable_wandb,
+            logging_dir=self.cfg.training.logging_dir,
+            is_main_process=self.is_main,
+        )
+
+    # ---- the loop ------------------------------------------------------------------------
+
+    def train(self, resume_from_checkpoint: str | None = None) -> None:
+        self._resume(resume_from_checkpoint)
+        max_steps = int(self.cfg.training.max_steps)
+        progress = TrainingProgress(max_steps, initial_step=self.step, is_main_process=self.is_main)
+        while self.step < max_steps:
+            self.timer.start_step()
+            with self.timer.phase("rollout"):
+                rollouts = self._rollout()
+            with self.timer.phase("reward"):
+                scored = share_from_rank0(self._score(rollouts) if self.is_main else None)
+            with self.timer.phase("update"):
+                sequences = StepSequences.from_rollouts(
+                    rollouts.prompt_ids, rollouts.completion_ids,
+                    rollouts.rollout_logprobs, scored.advantages,
+                )  # fmt: skip
+                update = run_update(self.policy, self.reference, sequences, self.update_settings)
+            with self.timer.phase("sync"):
+                self._sync_weights()
+            self.step += 1
+            with self.timer.phase("checkpoint"):
+                self._maybe_save()
+            self._last_metrics = step_metrics(
+                rollouts, scored, update, self.timer.step_metrics(), self.loaded.provider
+            )
+            self.metrics_logger.log(self.step, self._last_metrics)
+            progress.update(self.step, self._last_metrics)
+        progress.close()
+        if self.cfg.training.save_final_model:
+            self.save_model(self.cfg, final=True)
+        self.metrics_logger.close()
+
+    def _rollout(self):
+        prompts = next(self.loader).prompts
+        batch = None
+        if self.is_main:
+            batch = generate_rollouts(
+                self.engine, self.tokenizer, prompts, self.sampling, self.step
+            )
+        return share_from_rank0(batch)
+
+    def _score(self, rollouts):
+        return score_and_advantages(
+            rollouts, self.reward_functions, self.cfg.grpo.reward_weights, self.cfg.grpo
+        )
+
+    def _sync_weights(self) -> None:
+        """Stream the updated weights (HF names, gathered over TP/PP) into the engine."""
+        if not self.cfg.megatron.enable_weight_sync:
+            return
+        weights = self.policy.export_weights(self.loaded.bridge)
+        if self.sender is not None:
+            self.sender.send(weights)
+        else:
+            for _ in weights:  # the export is collective: every rank walks it
+                pass
+
+    # ---- checkpoints -----------------------------------------------------------------------
+
+    def _trainer_state(self) -> dict:
+        return {"loader": self.loader.state_dict(), "last_metrics": self._last_metrics}
+
+    def _maybe_save(self) -> None:
+        save_steps = int(self.cfg.training.save_steps or 0)
+        if save_steps > 0 and self.step % save_steps == 0:
+            self.save_state()
+
+    def save_state(self) -> None:
+        checkpoint.save_checkpoint(
+            self.checkpoint_root,
+            self.step,
+            self.policy.model,
+            self.policy.optimizer,
+            self.policy.scheduler,
+            self._trainer_state(),
+            keep_last=self.cfg.megatron.checkpoint_config.keep_last,
+            fully_parallel=self.cfg.megatron.checkpoint_config.use_fully_parallel_strategy,
+        )
+
+    def _resume(self, resume_from_checkpoint: str | None) -> None:
+        resume = resume_from_checkpoint or self.cfg.training.resume_from_checkpoint
+        if not resume and self.cfg.training.try_resume_from_last_checkpoint:
+            resume = checkpoint.LATEST
+        path = checkpoint.resolve_resume_path(self.checkpoint_root, resume)
+        if path is None:
+            return
+        state = checkpoint.load_checkpoint(
+            path, self.policy.model, self.policy.optimizer, self.policy.scheduler
+        )
+        self.loader.load_state_dict(state["loader"])
+        self._last_metrics = state.get("last_metrics", {})
+        self.step = int(state["step"])
+        self._sync_weights()  # the engine started from the HF weights
+
+    # ---- BaseTrainer -----------------------------------------------------------------------
+
+    def save_model(self, config=None, final: bool = True) -> None:
+        from oumi_megatron.model.bridge import export_hf_model
+
+        path = export_hf_model(self.loaded, self.setup.hf_export_dir)
+        if self.is_main:
+            logger.info("exported %s", path)
+
+    def get_last_eval_metrics(self) -> dict[str, float]:
+        return dict(self._last_metrics)
+
+    @property
+    def output_dir(self) -> Path:
+        return self.setup.output_dir

@@ -1,0 +1,1 @@
+"""Policy update on Megatron-Core: micro-batches, forward/backward, optimizer, checkpoints."""

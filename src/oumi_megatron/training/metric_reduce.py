@@ -1,0 +1,45 @@
+"""Reduce per-micro-batch loss metrics to global values, identical on every rank.
+
+Only the last pipeline stage computes losses, and its tensor-parallel ranks hold copies: one
+"owner" rank per data-parallel replica (last stage, TP rank 0) contributes, every other rank
+contributes the reduction's identity, and one world all-reduce per op gives exact values.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.distributed as dist
+from megatron.core import parallel_state
+
+from oumi_megatron.algorithms.grpo import combine_metrics, metric_reduce_op
+
+_IDENTITY = {"sum": 0.0, "min": float("inf"), "max": float("-inf")}
+_OPS = {"sum": dist.ReduceOp.SUM, "min": dist.ReduceOp.MIN, "max": dist.ReduceOp.MAX}
+
+
+def is_metric_owner() -> bool:
+    return (
+        parallel_state.is_pipeline_last_stage(ignore_virtual=True)
+        and parallel_state.get_tensor_model_parallel_rank() == 0
+        and parallel_state.get_context_parallel_rank() == 0
+    )
+
+
+def reduce_loss_metrics(microbatch_metrics: list[dict], names: list[str]) -> dict[str, float]:
+    """Global metric values from this rank's micro-batch outputs (collective over the world).
+
+    `names` must be the same list on every rank (non-owner ranks have no outputs to read it from).
+    """
+    local = combine_metrics(microbatch_metrics) if is_metric_owner() and microbatch_metrics else {}
+    result: dict[str, float] = {}
+    for op in ("sum", "min", "max"):
+        keys = [k for k in names if metric_reduce_op(k) == op]
+        if not keys:
+            continue
+        values = torch.tensor(
+            [float(local[k]) if k in local else _IDENTITY[op] for k in keys], dtype=torch.float64
+        )
+        if dist.is_initialized():
+            dist.all_reduce(values, op=_OPS[op])
+        result.update(zip(keys, values.tolist(), strict=True))
+    return result

@@ -1,0 +1,155 @@
+"""The policy on Megatron-Core: log-probs (forward only) and GRPO updates through Megatron's
+pipeline schedule, for any TP/PP/VPP/DP layout.
+
+Loss normalisation: every micro-batch returns its share of the *global* loss (divided by the
+step's global token/sequence counts, see `algorithms.aggregation`). Megatron must therefore not
+rescale: `calculate_per_token_loss=True` stops the schedule dividing by the number of
+micro-batches and makes DDP sum (not average) gradients over data-parallel ranks, and the
+finalize hook is called without a token count. The loss then does not depend on how the batch
+is split into micro-batches or ranks.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from functools import partial
+
+import torch
+from megatron.core import parallel_state
+from megatron.core.distributed import finalize_model_grads
+from megatron.core.packed_seq_params import PackedSeqParams
+from megatron.core.pipeline_parallel import get_forward_backward_func
+from megatron.core.utils import get_model_config
+
+from oumi_megatron.algorithms.grpo import GrpoLossConfig, grpo_loss
+from oumi_megatron.algorithms.logprobs import vocab_parallel_entropy, vocab_parallel_logprobs
+from oumi_megatron.data.packing import MicroBatch, PackedBatch
+
+
+def prepare_model_config(model: list[torch.nn.Module]) -> None:
+    """Wire Megatron's hooks the way its own training loop does, minus token rescaling."""
+    config = get_model_config(model[0])
+    config.calculate_per_token_loss = True
+    config.variable_seq_lengths = True  # micro-batches differ in length (packing, padding)
+    config.finalize_model_grads_func = _finalize_without_token_scaling
+    config.no_sync_func = [chunk.no_sync for chunk in model] if len(model) > 1 else model[0].no_sync
+
+
+def _finalize_without_token_scaling(model, num_tokens=None, pg_collection=None, **kwargs):
+    # Losses are already normalised by global counts; Megatron would divide by num_tokens again.
+    return finalize_model_grads(model, num_tokens=None, pg_collection=pg_collection, **kwargs)
+
+
+class MegatronPolicy:
+    """Model chunks + optimizer + LR scheduler of one rank (no optimizer: a frozen reference)."""
+
+    def __init__(self, model, temperature: float, optimizer=None, scheduler=None):
+        self.model = model
+        self.optimizer = optimizer
+        self.scheduler = scheduler
+        self.temperature = temperature
+        self.device = next(model[0].parameters()).device
+        if optimizer is not None:
+            prepare_model_config(model)
+
+    # ---- forward ---------------------------------------------------------------------------
+
+    def _vocab_shard(self, logits: torch.Tensor) -> tuple[int, object]:
+        tp_rank = parallel_state.get_tensor_model_parallel_rank()
+        return tp_rank * logits.shape[-1], parallel_state.get_tensor_model_parallel_group()
+
+    def _forward(self, chunk, batch: MicroBatch) -> torch.Tensor:
+        packed = None
+        if isinstance(batch, PackedBatch):
+            packed = PackedSeqParams(**batch.packed_seq_kwargs())
+        return chunk(
+            input_ids=batch.input_ids,
+            position_ids=batch.position_ids,
+            attention_mask=None,
+            packed_seq_params=packed,
+        )
+
+    def token_logprobs(self, logits: torch.Tensor, batch: MicroBatch) -> torch.Tensor:
+        """Position-aligned log p(labels) under softmax(logits / temperature)."""
+        vocab_start, group = self._vocab_shard(logits)
+        return vocab_parallel_logprobs(logits, batch.labels, vocab_start, self.temperature, group)
+
+    def _run(self, batches: list[MicroBatch], loss_func: Callable, forward_only: bool) -> list:
+        batches = [b.to(self.device) for b in batches]
+
+        def forward_step(data_iterator, chunk):
+            batch = next(data_iterator)
+            return self._forward(chunk, batch), partial(loss_func, batch)
+
+        for chunk in self.model:
+            chunk.train(not forward_only)
+        iterators = [iter(batches) for _ in self.model]
+        return get_forward_backward_func()(
+            forward_step_func=forward_step,
+            data_iterator=iterators if len(self.model) > 1 else iterators[0],
+            model=self.model if len(self.model) > 1 else self.model[0],
+            num_microbatches=len(batches),
+            seq_length=max(b.input_ids.shape[1] for b in batches),
+            micro_batch_size=max(b.input_ids.shape[0] for b in batches),
+            forward_only=forward_only,
+        )
+
+    @torch.no_grad()
+    def compute_logprobs(self, batches: list[MicroBatch]) -> list[list[torch.Tensor]] | None:
+        """Token-aligned log-probs per sequence of every micro-batch (last pipeline stage)."""
+
+        def collect(batch, logits):
+            logprobs = self.token_logprobs(logits, batch)
+            return logits.new_zeros(()), torch.tensor(1), {"logprobs": logprobs.detach().cpu()}
+
+        outputs = self._run(batches, collect, forward_only=True)
+        if not parallel_state.is_pipeline_last_stage(ignore_virtual=True):
+            return None
+        return [b.unpack(out["logprobs"]) for b, out in zip(batches, outputs, strict=True)]
+
+    # ---- update ----------------------------------------------------------------------------
+
+    def train_step(self, batches: list[MicroBatch], loss_cfg: GrpoLossConfig, norm) -> dict:
+        """One optimizer step over `batches`; returns this rank's summed metric contributions
+        (last stage) plus grad norm and learning rate."""
+
+        def loss_func(batch, logits):
+            logprobs = self.token_logprobs(logits, batch)
+            rows = partial(batch.to_rows)
+            aux = batch.aux
+            loss, metrics = grpo_loss(
+                rows(logprobs),
+                rows(aux["old_logprobs"]),
+                rows(aux["advantages"]),
+                rows(batch.loss_mask),
+                loss_cfg,
+                norm,
+                ref_logprobs=rows(aux["ref_logprobs"]) if "ref_logprobs" in aux else None,
+                rollout_logprobs=rows(aux["rollout_logprobs"]),
+            )
+            vocab_start, group = self._vocab_shard(logits)
+            entropy = vocab_parallel_entropy(logits.detach(), vocab_start, self.temperature, group)
+            mask = batch.loss_mask.bool()
+            metrics["entropy"] = entropy[mask].sum() / max(norm.num_tokens, 1)
+            metrics = {k: v.detach().float().cpu() for k, v in metrics.items()}
+            return loss, torch.tensor(1), metrics
+
+        for chunk in self.model:
+            chunk.zero_grad_buffer()
+        self.optimizer.zero_grad()
+        outputs = self._run(batches, loss_func, forward_only=False)
+        update_ok, grad_norm, _ = self.optimizer.step()
+        if not update_ok:
+            raise FloatingPointError("optimizer step skipped: non-finite gradients")
+        self.scheduler.step(increment=1)
+        return {
+            "microbatch_metrics": outputs,
+            "grad_norm": float(grad_norm) if grad_norm is not None else float("nan"),
+            "lr": self.optimizer.param_groups[0]["lr"],
+        }
+
+    # ---- weights ---------------------------------------------------------------------------
+
+    def export_weights(self, bridge) -> Iterator[tuple[str, torch.Tensor]]:
+        """Current weights in Hugging Face naming, gathered across TP/PP (collective)."""
+        yield from bridge.export_hf_weights(self.model, cpu=True, show_progress=False)

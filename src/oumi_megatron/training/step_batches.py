@@ -1,0 +1,80 @@
+"""The micro-batches one data-parallel rank trains on in one GRPO step.
+
+Sequences are prompt + completion token ids; only completion tokens are targets. Packing on:
+first-fit-decreasing bins under a token budget, balanced across DP ranks (`data.packing`).
+Packing off: the rank's contiguous slice of the global batch, `micro_batch_size` rows each.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from oumi_megatron.data.packing import MicroBatch, pack_bin, pad_batch, plan_microbatches
+
+
+@dataclass(frozen=True)
+class StepSequences:
+    """All sequences of one step (identical on every rank), token-aligned extras per sequence."""
+
+    input_ids: list[torch.Tensor]  # prompt + completion
+    loss_masks: list[torch.Tensor]  # 1 on completion tokens
+    aux: dict[str, list[torch.Tensor | float]]  # e.g. advantages (scalar), rollout_logprobs
+
+    @classmethod
+    def from_rollouts(cls, prompts, completions, rollout_logprobs, advantages) -> StepSequences:
+        input_ids, masks, rollout_lp = [], [], []
+        for prompt, completion, logprobs in zip(
+            prompts, completions, rollout_logprobs, strict=True
+        ):
+            p, c = len(prompt), len(completion)
+            input_ids.append(torch.tensor(list(prompt) + list(completion), dtype=torch.long))
+            masks.append(torch.cat([torch.zeros(p), torch.ones(c)]))
+            rollout_lp.append(
+                torch.cat([torch.zeros(p), torch.as_tensor(logprobs, dtype=torch.float32)])
+            )
+        aux = {"rollout_logprobs": rollout_lp, "advantages": [float(a) for a in advantages]}
+        return cls(input_ids, masks, aux)
+
+    def with_aux(self, name: str, values: list[torch.Tensor | float]) -> StepSequences:
+        return StepSequences(self.input_ids, self.loss_masks, {**self.aux, name: values})
+
+    def __len__(self) -> int:
+        return len(self.input_ids)
+
+
+@dataclass(frozen=True)
+class BatchingSettings:
+    micro_batch_size: int
+    dp_size: int
+    dp_rank: int
+    packing: bool
+    token_budget: int | None = None
+    microbatch_multiple: int = 1  # the interleaved pipeline schedule wants a multiple of PP
+    pad_token_id: int = 0
+
+
+def rank_microbatch_indices(num_sequences: int, lengths: list[int], s: BatchingSettings):
+    """Sequence indices of each micro-batch of rank `s.dp_rank` (same count on every rank)."""
+    if s.packing:
+        budget = s.token_budget or max(lengths) * s.micro_batch_size
+        plan = plan_microbatches(
+            lengths, budget, s.dp_size, microbatch_multiple=s.microbatch_multiple
+        )
+        return plan.for_rank(s.dp_rank), plan
+    per_rank = num_sequences // s.dp_size
+    start = s.dp_rank * per_rank
+    mine = list(range(start, start + per_rank))
+    return [mine[i : i + s.micro_batch_size] for i in range(0, per_rank, s.micro_batch_size)], None
+
+
+def build_microbatches(seqs: StepSequences, s: BatchingSettings) -> tuple[list[MicroBatch], object]:
+    lengths = [len(x) for x in seqs.input_ids]
+    groups, plan = rank_microbatch_indices(len(seqs), lengths, s)
+    build = pack_bin if s.packing else pad_batch
+    batches = [
+        build(indices, seqs.input_ids, seqs.loss_masks, seqs.aux, pad_token_id=s.pad_token_id)
+        for indices in groups
+    ]
+    return batches, plan
