@@ -26,10 +26,12 @@ $(UV):
 	  [ $$attempt = 3 ] && exit 1; echo "uv sync failed, retrying ($$attempt)"; sleep 5; done
 	touch $@
 
+# GRPO on a tiny model, 2 CPU processes; then checks that it learned (see README).
 demo: setup
 	.venv/bin/python -m oumi_megatron.testing.tiny_models llama runs/tiny_llama_hf
-	.venv/bin/torchrun --nproc-per-node 2 -m oumi_megatron verify --export \
-	  -c configs/recipes/tiny_llama_tp2_cpu.yaml
+	.venv/bin/torchrun --standalone --nproc-per-node 2 -m oumi_megatron train \
+	  -c configs/recipes/tiny_grpo_cpu.yaml
+	.venv/bin/python -m oumi_megatron.demo_report runs/tiny_grpo_cpu
 
 test: setup
 	.venv/bin/pytest tests -q $(PYTEST_ARGS)

@@ -67,19 +67,12 @@ class OumiMegatronGrpoTrainer(BaseTrainer):
         self.checkpoint_root = setup.output_dir / "checkpoints"
         self.step = 0
         self._last_metrics: dict[str, float] = {}
-        self.metrics_logger = MetricsLogger(
-            setup.output_dir,
-            run_name=self.cfg.training.run_name or "oumi-megatron-grpo",
-            enable_tensorboard=self.cfg.training.enable_tensorboard,
-            enable_wandb=self.cfg.training.enable_wandb,
-            logging_dir=self.cfg.training.logging_dir,
-            is_main_process=self.is_main,
-        )
 
     # ---- the loop ------------------------------------------------------------------------
 
     def train(self, resume_from_checkpoint: str | None = None) -> None:
         self._resume(resume_from_checkpoint)
+        self.metrics_logger = self._open_metrics()
         max_steps = int(self.cfg.training.max_steps)
         progress = TrainingProgress(max_steps, initial_step=self.step, is_main_process=self.is_main)
         while self.step < max_steps:
@@ -108,6 +101,32 @@ class OumiMegatronGrpoTrainer(BaseTrainer):
         if self.cfg.training.save_final_model:
             self.save_model(self.cfg, final=True)
         self.metrics_logger.close()
+        if self.is_main:
+            self._plot_rewards()
+
+    def _plot_rewards(self) -> None:
+        from oumi_megatron.plotting import plot_reward_curve
+
+        metrics = self.setup.output_dir / "metrics.jsonl"
+        if metrics.exists():
+            logger.info(
+                "reward curve: %s",
+                plot_reward_curve(metrics, metrics.with_name("reward_curve.png")),
+            )
+
+    def _open_metrics(self) -> MetricsLogger:
+        training = self.cfg.training
+        jsonl = self.setup.output_dir / "metrics.jsonl"
+        if self.step == 0 and self.is_main and jsonl.exists():
+            jsonl.unlink()  # a fresh run; a resumed one appends to its own history
+        return MetricsLogger(
+            self.setup.output_dir,
+            run_name=training.run_name or "oumi-megatron-grpo",
+            enable_tensorboard=training.enable_tensorboard,
+            enable_wandb=training.enable_wandb,
+            logging_dir=training.logging_dir,
+            is_main_process=self.is_main,
+        )
 
     def _rollout(self):
         prompts = next(self.loader).prompts

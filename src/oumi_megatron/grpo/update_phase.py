@@ -51,21 +51,41 @@ def loss_config(grpo) -> GrpoLossConfig:
     )
 
 
-def _per_sequence(policy, seqs: StepSequences, batching) -> list[torch.Tensor]:
-    """Token-aligned trainer log-probs per sequence of this rank (zeros where not computed)."""
+def _per_sequence(policy, seqs: StepSequences, batching) -> dict[int, torch.Tensor]:
+    """Token-aligned trainer log-probs of the sequences this rank computed (last stage)."""
     batches, _ = build_microbatches(seqs, batching)
     per_batch = policy.compute_logprobs(batches)
     found: dict[int, torch.Tensor] = {}
     for batch, values in zip(batches, per_batch or [], strict=False):
         found.update(zip(batch.sequence_indices, values, strict=True))
+    return found
+
+
+def _as_aux(found: dict[int, torch.Tensor], seqs: StepSequences) -> list[torch.Tensor]:
     return [found.get(i, torch.zeros(len(x))) for i, x in enumerate(seqs.input_ids)]
+
+
+def max_rollout_mismatch(found: dict[int, torch.Tensor], seqs: StepSequences) -> float:
+    """max |logp_trainer - logp_rollout| over completion tokens, across all ranks."""
+    worst = torch.zeros(1, dtype=torch.float64)
+    for i, trainer in found.items():
+        mask = seqs.loss_masks[i].bool()
+        rollout = torch.as_tensor(seqs.aux["rollout_logprobs"][i])
+        if mask.any():
+            worst[0] = max(worst[0].item(), (trainer - rollout)[mask].abs().max().item())
+    if torch.distributed.is_initialized():
+        torch.distributed.all_reduce(worst, op=torch.distributed.ReduceOp.MAX)
+    return worst.item()
 
 
 def run_update(policy, reference, seqs: StepSequences, settings: UpdateSettings) -> dict:
     """Old (and reference) log-probs, then one optimizer step; metrics are global."""
-    seqs = seqs.with_aux("old_logprobs", _per_sequence(policy, seqs, settings.batching))
+    old = _per_sequence(policy, seqs, settings.batching)
+    mismatch = max_rollout_mismatch(old, seqs)
+    seqs = seqs.with_aux("old_logprobs", _as_aux(old, seqs))
     if reference is not None:
-        seqs = seqs.with_aux("ref_logprobs", _per_sequence(reference, seqs, settings.batching))
+        ref = _per_sequence(reference, seqs, settings.batching)
+        seqs = seqs.with_aux("ref_logprobs", _as_aux(ref, seqs))
     batches, plan = build_microbatches(seqs, settings.batching)
     masks = torch.nn.utils.rnn.pad_sequence(seqs.loss_masks, batch_first=True)
     norm = LossNormalizer.from_global_batch(
@@ -74,6 +94,7 @@ def run_update(policy, reference, seqs: StepSequences, settings: UpdateSettings)
     out = policy.train_step(batches, settings.loss, norm)
     names = [n for n in LOSS_METRICS if _metric_applies(n, settings.loss, reference)]
     metrics = reduce_loss_metrics(out["microbatch_metrics"], names)
+    metrics["mismatch/max_abs_logprob_diff"] = mismatch
     metrics["grad_norm"] = out["grad_norm"]
     metrics["lr"] = out["lr"]
     metrics["microbatches_per_rank"] = len(batches)

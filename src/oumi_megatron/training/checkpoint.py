@@ -11,6 +11,7 @@ import os
 import random
 import re
 import shutil
+import signal
 from pathlib import Path
 
 import torch
@@ -23,6 +24,17 @@ STEP_DIR = re.compile(r"^step_(\d+)$")
 TRAINER_STATE = "trainer_state.json"
 RNG_STATE = "rng_state_rank{rank}.pt"
 LATEST = "latest"
+
+
+# Fault injection for tests: SIGKILL this process at a named point of the save of step N
+# (OUMI_MEGATRON_FAULT=before_rename:3 or after_save:3). Never set in normal runs.
+FAULT_ENV = "OUMI_MEGATRON_FAULT"
+
+
+def _fault_point(name: str, step: int) -> None:
+    if os.environ.get(FAULT_ENV) == f"{name}:{step}":
+        logger.warning("fault injection: killing rank %d at %s of step %d", _rank(), name, step)
+        os.kill(os.getpid(), signal.SIGKILL)
 
 
 def _rank() -> int:
@@ -82,6 +94,7 @@ def save_checkpoint(root: Path, step: int, model, optimizer, scheduler, trainer_
     )
     torch.save(_rng_state(), tmp / RNG_STATE.format(rank=_rank()))
     _barrier()
+    _fault_point("before_rename", step)
     if _rank() == 0:
         state = {**trainer_state, "step": step, "scheduler": scheduler.state_dict()}
         (tmp / TRAINER_STATE).write_text(json.dumps(state, indent=1))
@@ -90,6 +103,7 @@ def save_checkpoint(root: Path, step: int, model, optimizer, scheduler, trainer_
         (root / LATEST).write_text(final.name)
         _prune(root, keep_last)
     _barrier()
+    _fault_point("after_save", step)
     return final
 
 
