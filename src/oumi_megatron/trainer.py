@@ -6,7 +6,9 @@ log → checkpoint. Each phase lives in its own module under `grpo/` and `traini
 
 from __future__ import annotations
 
+import json
 import logging
+import time
 from pathlib import Path
 
 import torch.distributed as dist
@@ -16,7 +18,12 @@ from oumi_megatron.grpo import components
 from oumi_megatron.grpo.reward_phase import score_and_advantages
 from oumi_megatron.grpo.rollout_phase import generate_rollouts, share_from_rank0
 from oumi_megatron.grpo.step_metrics import step_metrics
-from oumi_megatron.grpo.update_phase import UpdateSettings, loss_config, run_update
+from oumi_megatron.grpo.update_phase import (
+    UpdateSettings,
+    loss_config,
+    optimizer_steps_per_grpo_step,
+    run_update,
+)
 from oumi_megatron.launch import RunSetup
 from oumi_megatron.metrics import MetricsLogger, PhaseTimer, TrainingProgress
 from oumi_megatron.rollout.base import SamplingParams
@@ -61,6 +68,7 @@ class OumiMegatronGrpoTrainer(BaseTrainer):
                 pad_token_id=self.tokenizer.pad_token_id or 0,
             ),
             max_completion_length=grpo.max_completion_length,
+            optimizer_steps=optimizer_steps_per_grpo_step(self.cfg, validated_layout),
         )
         self.is_main = not dist.is_initialized() or dist.get_rank() == 0
         self.timer = PhaseTimer()
@@ -81,6 +89,8 @@ class OumiMegatronGrpoTrainer(BaseTrainer):
                 rollouts = self._rollout()
             with self.timer.phase("reward"):
                 scored = share_from_rank0(self._score(rollouts) if self.is_main else None)
+            if self.engine is not None:
+                self.engine.sleep()  # frees the rollout engine's accelerator memory (vLLM)
             with self.timer.phase("update"):
                 sequences = StepSequences.from_rollouts(
                     rollouts.prompt_ids, rollouts.completion_ids,
@@ -90,13 +100,15 @@ class OumiMegatronGrpoTrainer(BaseTrainer):
             with self.timer.phase("sync"):
                 self._sync_weights()
             self.step += 1
-            with self.timer.phase("checkpoint"):
-                self._maybe_save()
+            timings = self.timer.step_metrics()
             self._last_metrics = step_metrics(
-                rollouts, scored, update, self.timer.step_metrics(), self.loaded.provider
+                rollouts, scored, update, timings, self.loaded.provider
             )
-            self.metrics_logger.log(self.step, self._last_metrics)
-            progress.update(self.step, self._last_metrics)
+            self._save_if_due()
+            if self._is_logging_step(max_steps):
+                self.metrics_logger.log(self.step, self._last_metrics)
+                progress.update(self.step, self._last_metrics)
+                self._log_completions(rollouts, scored)
         progress.close()
         if self.cfg.training.save_final_model:
             self.save_model(self.cfg, final=True)
@@ -117,9 +129,9 @@ class OumiMegatronGrpoTrainer(BaseTrainer):
     def _open_metrics(self) -> MetricsLogger:
         training = self.cfg.training
         jsonl = self.setup.output_dir / "metrics.jsonl"
-        if self.step == 0 and self.is_main and jsonl.exists():
-            jsonl.unlink()  # a fresh run; a resumed one appends to its own history
-        return MetricsLogger(
+        if self.is_main and jsonl.exists():
+            _truncate_history(jsonl, before_step=self.step)
+        sink = MetricsLogger(
             self.setup.output_dir,
             run_name=training.run_name or "oumi-megatron-grpo",
             enable_tensorboard=training.enable_tensorboard,
@@ -127,6 +139,9 @@ class OumiMegatronGrpoTrainer(BaseTrainer):
             logging_dir=training.logging_dir,
             is_main_process=self.is_main,
         )
+        if self.step > 0 and self._last_metrics:
+            sink.log(self.step, self._last_metrics)  # the checkpointed step's own row
+        return sink
 
     def _rollout(self):
         prompts = next(self.loader).prompts
@@ -142,8 +157,26 @@ class OumiMegatronGrpoTrainer(BaseTrainer):
             rollouts, self.reward_functions, self.cfg.grpo.reward_weights, self.cfg.grpo
         )
 
+    def _is_logging_step(self, max_steps: int) -> bool:
+        every = max(int(self.cfg.training.logging_steps or 1), 1)
+        return self.step % every == 0 or self.step == max_steps
+
+    def _log_completions(self, rollouts, scored, limit: int = 8) -> None:
+        """grpo.log_completions: a few samples per logged step in output_dir/completions.jsonl."""
+        if not (self.is_main and self.cfg.grpo.log_completions):
+            return
+        with (self.setup.output_dir / "completions.jsonl").open("a") as out:
+            for i in range(min(limit, len(rollouts))):
+                record = {"step": self.step, "sample_id": rollouts.sample_ids[i],
+                          "prompt": rollouts.prompts_text[i],
+                          "completion": rollouts.completions_text[i],
+                          "reward": scored.rewards[i], "advantage": scored.advantages[i]}  # fmt: skip
+                out.write(json.dumps(record) + "\n")
+
     def _sync_weights(self) -> None:
         """Stream the updated weights (HF names, gathered over TP/PP) into the engine."""
+        if self.engine is not None:
+            self.engine.wake_up()
         if not self.cfg.megatron.enable_weight_sync:
             return
         weights = self.policy.export_weights(self.loaded.bridge)
@@ -158,10 +191,16 @@ class OumiMegatronGrpoTrainer(BaseTrainer):
     def _trainer_state(self) -> dict:
         return {"loader": self.loader.state_dict(), "last_metrics": self._last_metrics}
 
-    def _maybe_save(self) -> None:
+    def _save_if_due(self) -> None:
+        """Checkpoint every `save_steps`; the checkpoint holds this step's metrics row (so a
+        resumed run's metrics.jsonl is the uninterrupted one's) and the save time is logged."""
         save_steps = int(self.cfg.training.save_steps or 0)
+        self._last_metrics["time/checkpoint"] = 0.0
         if save_steps > 0 and self.step % save_steps == 0:
+            start = time.perf_counter()
             self.save_state()
+            self._last_metrics["time/checkpoint"] = time.perf_counter() - start
+            self._last_metrics["time/step"] += self._last_metrics["time/checkpoint"]
 
     def save_state(self) -> None:
         checkpoint.save_checkpoint(
@@ -205,3 +244,10 @@ class OumiMegatronGrpoTrainer(BaseTrainer):
     @property
     def output_dir(self) -> Path:
         return self.setup.output_dir
+
+
+def _truncate_history(jsonl: Path, before_step: int) -> None:
+    """Keep metric rows of steps before `before_step` (0 = a fresh run keeps nothing)."""
+    rows = [line for line in jsonl.read_text().splitlines() if line]
+    kept = [line for line in rows if json.loads(line).get("step", 0) < before_step]
+    jsonl.write_text("".join(line + "\n" for line in kept))

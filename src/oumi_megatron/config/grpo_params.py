@@ -140,6 +140,13 @@ class GrpoParams(StrictModel):
         description="Weight of each reward function in the total reward; None means all 1.0.",
     )
     seed: int | None = Field(None, description="Sampling seed; None means training.seed.")
+    accuracy_reward: str | None = Field(
+        None,
+        description=(
+            "Reward function whose value 1.0 counts as a correct answer for the reward/accuracy "
+            "metric; None means the first of reward_functions."
+        ),
+    )
     log_completions: bool = Field(
         False,
         description=(

@@ -67,6 +67,12 @@ def _check_grpo(cfg: MegatronTrainingConfig) -> None:
             "list registered reward function names or dotted paths 'pkg.module.fn' under "
             "grpo.reward_functions (or training.reward_functions)."
         )
+    accuracy = cfg.grpo.accuracy_reward
+    if accuracy is not None and accuracy not in cfg.grpo.reward_functions:
+        raise ConfigError(
+            f"grpo.accuracy_reward ({accuracy!r}) is not one of grpo.reward_functions "
+            f"{cfg.grpo.reward_functions}. Fix: name one of them (weight 0 logs it only)."
+        )
     sequence = cfg.grpo.max_prompt_length + cfg.grpo.max_completion_length
     budget = cfg.megatron.max_tokens_per_microbatch
     if budget is not None and budget < sequence:
@@ -92,9 +98,27 @@ def check_oumi_compatibility(cfg: MegatronTrainingConfig) -> None:
     _check_replaced_oumi_fields(cfg)
 
 
+def _check_not_yet_supported(cfg: MegatronTrainingConfig) -> None:
+    """Settings whose implementation has not landed: refuse them rather than ignore them."""
+    grpo = cfg.grpo
+    if grpo.top_p != 1.0 or grpo.top_k is not None:
+        raise ConfigError(
+            f"grpo.top_p ({grpo.top_p}) / grpo.top_k ({grpo.top_k}): the trainer's log-probs are "
+            f"of softmax(logits / temperature) over the full vocabulary, so truncated sampling "
+            f"would make rollout and trainer distributions differ. Fix: set grpo.top_p: 1.0 and "
+            f"grpo.top_k: null."
+        )
+    if cfg.megatron.checkpoint_config.use_async_checkpoint:
+        raise ConfigError(
+            "megatron.checkpoint_config.use_async_checkpoint (true) is not implemented yet. "
+            "Fix: set it to false (checkpoints are written synchronously)."
+        )
+
+
 def check_static(cfg: MegatronTrainingConfig) -> None:
     """Raises ``ConfigError`` on the first config-only problem found."""
     _check_trainer_type(cfg)
     check_oumi_compatibility(cfg)
     _check_grpo(cfg)
     _check_lr(cfg)
+    _check_not_yet_supported(cfg)

@@ -54,7 +54,10 @@ def build_policy(setup: RunSetup):
         configure=lambda provider: _configure_training(provider, cfg),
         ddp_config=ddp_config,
     )
-    settings = OptimizerSettings.from_config(cfg)
+    from oumi_megatron.grpo.update_phase import optimizer_steps_per_grpo_step
+
+    per_step = optimizer_steps_per_grpo_step(cfg, setup.validated)
+    settings = OptimizerSettings.from_config(cfg, optimizer_steps_per_step=per_step)
     optimizer, scheduler = build_optimizer(loaded.chunks, settings, setup.params_dtype)
     policy = MegatronPolicy(loaded.chunks, cfg.grpo.temperature, optimizer, scheduler)
     return loaded, policy

@@ -35,6 +35,11 @@ def score_and_advantages(batch: RolloutBatch, reward_functions, weights, grpo) -
         scale_rewards=grpo.normalize_advantages_by_std,
     )
     metrics = result.metrics()
+    accuracy_fn = grpo.accuracy_reward or grpo.reward_functions[0]
+    correct = [
+        value is not None and value >= 1.0 - 1e-6 for value in result.per_function[accuracy_fn]
+    ]
+    metrics["reward/accuracy"] = sum(correct) / max(len(correct), 1)
     metrics["advantages/frac_zero_std_groups"] = float(groups.frac_zero_std)
     metrics["advantages/abs_mean"] = float(groups.advantages.abs().mean())
     return ScoredBatch(rewards.tolist(), groups.advantages.tolist(), metrics)

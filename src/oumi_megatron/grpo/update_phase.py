@@ -38,6 +38,13 @@ class UpdateSettings:
     loss: GrpoLossConfig
     batching: BatchingSettings
     max_completion_length: int
+    optimizer_steps: int = 1  # rollouts per step / global batch size
+
+
+def optimizer_steps_per_grpo_step(cfg, validated) -> int:
+    """Rollouts of a step / global batch: one optimizer step per mini-batch (validated whole)."""
+    rollouts = validated.prompts_per_step * cfg.grpo.num_generations
+    return max(1, rollouts // validated.global_batch_size)
 
 
 def loss_config(grpo) -> GrpoLossConfig:
@@ -86,6 +93,22 @@ def run_update(policy, reference, seqs: StepSequences, settings: UpdateSettings)
     if reference is not None:
         ref = _per_sequence(reference, seqs, settings.batching)
         seqs = seqs.with_aux("ref_logprobs", _as_aux(ref, seqs))
+    per_step = len(seqs) // settings.optimizer_steps
+    steps = [
+        _optimizer_step(policy, reference, seqs.subset(k * per_step, (k + 1) * per_step), settings)
+        for k in range(settings.optimizer_steps)
+    ]
+    # Mini-batch metrics are each normalised over their own mini-batch: average them.
+    metrics = {k: sum(m[k] for m in steps) / len(steps) for k in steps[0]}
+    for k in ("ratio/min",):
+        metrics[k] = min(m[k] for m in steps)
+    metrics["ratio/max"] = max(m["ratio/max"] for m in steps)
+    metrics["lr"] = steps[-1]["lr"]
+    metrics["mismatch/max_abs_logprob_diff"] = mismatch
+    return metrics
+
+
+def _optimizer_step(policy, reference, seqs: StepSequences, settings: UpdateSettings) -> dict:
     batches, plan = build_microbatches(seqs, settings.batching)
     masks = torch.nn.utils.rnn.pad_sequence(seqs.loss_masks, batch_first=True)
     norm = LossNormalizer.from_global_batch(
@@ -94,7 +117,6 @@ def run_update(policy, reference, seqs: StepSequences, settings: UpdateSettings)
     out = policy.train_step(batches, settings.loss, norm)
     names = [n for n in LOSS_METRICS if _metric_applies(n, settings.loss, reference)]
     metrics = reduce_loss_metrics(out["microbatch_metrics"], names)
-    metrics["mismatch/max_abs_logprob_diff"] = mismatch
     metrics["grad_norm"] = out["grad_norm"]
     metrics["lr"] = out["lr"]
     metrics["microbatches_per_rank"] = len(batches)

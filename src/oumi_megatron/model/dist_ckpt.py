@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import ctypes
 import multiprocessing as mp
+import signal
+import sys
+from multiprocessing.managers import SyncManager
 from pathlib import Path
 
 import torch
@@ -51,4 +55,16 @@ def use_forked_writer_queue() -> None:
     from megatron.core.dist_checkpointing.strategies import filesystem_async
 
     if filesystem_async._results_queue is None:
-        filesystem_async._results_queue = mp.get_context("fork").Manager().Queue()
+        manager = SyncManager(ctx=mp.get_context("fork"))
+        manager.start(initializer=_die_with_parent)
+        filesystem_async._results_queue = manager.Queue()
+        _MANAGERS.append(manager)  # keep it referenced: collecting it stops the server
+
+
+_MANAGERS: list = []
+
+
+def _die_with_parent() -> None:
+    # A killed trainer must not leave its queue server behind (holding its stdout open).
+    if sys.platform.startswith("linux"):
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG

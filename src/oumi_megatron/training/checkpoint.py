@@ -70,9 +70,12 @@ def resolve_resume_path(root: Path, resume: str | None) -> Path | None:
     return path
 
 
-def _full_state(model, optimizer) -> dict:
+def _full_state(model, optimizer, is_loading: bool = False) -> dict:
+    # is_loading makes the optimizer create its (lazy) Adam state first, so there is
+    # something to load the checkpoint into.
     model_state = sharded_state_dict(model)
-    return {**model_state, "optimizer": optimizer.sharded_state_dict(model_state)}
+    optimizer_state = optimizer.sharded_state_dict(model_state, is_loading=is_loading)
+    return {**model_state, "optimizer": optimizer_state}
 
 
 def save_checkpoint(root: Path, step: int, model, optimizer, scheduler, trainer_state: dict,
@@ -128,7 +131,9 @@ def load_checkpoint(path: Path, model, optimizer, scheduler) -> dict:
     from megatron.core import dist_checkpointing
     from megatron.core.utils import unwrap_model
 
-    state = dist_checkpointing.load(_full_state(model, optimizer), str(path / "dist"))
+    state = dist_checkpointing.load(
+        _full_state(model, optimizer, is_loading=True), str(path / "dist")
+    )
     bare = unwrap_model(model)
     if len(bare) == 1:
         bare[0].load_state_dict(state["model"], strict=True)

@@ -27,9 +27,9 @@ class OptimizerSettings:
     overlap_cpu_offload: bool = False
 
     @classmethod
-    def from_config(cls, cfg) -> OptimizerSettings:
+    def from_config(cls, cfg, optimizer_steps_per_step: int = 1) -> OptimizerSettings:
         opt = cfg.megatron.optimizer_config
-        total = max(int(cfg.training.max_steps), 1)
+        total = max(int(cfg.training.max_steps), 1) * optimizer_steps_per_step
         warmup = opt.lr_warmup_steps
         if warmup is None:
             warmup = int(round((opt.lr_warmup_fraction or 0.0) * total))

@@ -43,6 +43,11 @@ class StepSequences:
     def __len__(self) -> int:
         return len(self.input_ids)
 
+    def subset(self, start: int, stop: int) -> StepSequences:
+        """Sequences [start, stop) with their extras (a mini-batch of the step)."""
+        aux = {k: v[start:stop] for k, v in self.aux.items()}
+        return StepSequences(self.input_ids[start:stop], self.loss_masks[start:stop], aux)
+
 
 @dataclass(frozen=True)
 class BatchingSettings:
