@@ -19,24 +19,9 @@ from pathlib import Path
 
 
 def build_model(directory: Path, hidden: int, layers: int, vocab: int) -> None:
-    import torch
-    from transformers import AutoModelForCausalLM, LlamaConfig
+    from oumi_megatron.testing.tiny_models import build_llama
 
-    from oumi_megatron.testing.tokenizer import save_tokenizer
-
-    torch.manual_seed(0)
-    config = LlamaConfig(
-        vocab_size=vocab,
-        hidden_size=hidden,
-        intermediate_size=hidden * 11 // 4,
-        num_hidden_layers=layers,
-        num_attention_heads=8,
-        num_key_value_heads=4,
-        tie_word_embeddings=False,
-        architectures=["LlamaForCausalLM"],
-    )
-    AutoModelForCausalLM.from_config(config).save_pretrained(directory)
-    save_tokenizer(directory)
+    build_llama(directory, hidden, layers, vocab)
 
 
 def main() -> None:

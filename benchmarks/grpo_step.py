@@ -51,25 +51,9 @@ TORCHRUN_ENV = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"
 
 def build_model(directory: Path, hidden: int, layers: int, vocab: int, max_len: int) -> Path:
     """A random Llama-shaped checkpoint (GQA 4/2 heads), written offline."""
-    from transformers import AutoModelForCausalLM, LlamaConfig
+    from oumi_megatron.testing.tiny_models import build_llama
 
-    from oumi_megatron.testing.tokenizer import save_tokenizer
-
-    torch.manual_seed(0)
-    config = LlamaConfig(
-        vocab_size=vocab,
-        hidden_size=hidden,
-        intermediate_size=hidden * 11 // 4,
-        num_hidden_layers=layers,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=max_len,
-        tie_word_embeddings=False,
-        architectures=["LlamaForCausalLM"],
-    )
-    AutoModelForCausalLM.from_config(config).save_pretrained(directory)
-    save_tokenizer(directory)
-    return directory
+    return build_llama(directory, hidden, layers, vocab, heads=4, kv_heads=2, max_len=max_len)
 
 
 def skewed_lengths(args: argparse.Namespace) -> list[int]:

@@ -126,3 +126,30 @@ def test_kill_while_saving_keeps_previous_checkpoint(tiny_models, tmp_path):
     assert (checkpoints / "step_4" / "trainer_state.json").exists()
     assert [r["step"] for r in metrics(out)] == [1, 2, 3, 4]
     assert os.listdir(out / "hf_model")
+
+
+def test_oumi_launcher_runs_the_demo_config(tiny_models, tmp_path):
+    """`oumi distributed torchrun -m oumi_megatron train -c tiny_grpo_cpu.yaml`, 2 processes."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    venv_bin = Path(TORCHRUN).parent
+    env = {
+        **quiet_env(),
+        "PATH": f"{venv_bin}{os.pathsep}{os.environ['PATH']}",
+        # Oumi sizes a local job from its GPUs; on CPU describe a one-node job instead.
+        "SKYPILOT_NODE_RANK": "0",
+        "SKYPILOT_NODE_IPS": "127.0.0.1",
+        "SKYPILOT_NUM_GPUS_PER_NODE": "2",
+        "MASTER_PORT": str(port),
+    }
+    out = tmp_path / "oumi_launch"
+    command = [str(venv_bin / "oumi"), "distributed", "torchrun", "-m", "oumi_megatron", "train",
+               "-c", str(RECIPE), f"model.model_name={tiny_models / 'llama'}",
+               f"training.output_dir={out}", "training.max_steps=2", *SMALL_RUN]  # fmt: skip
+    proc = subprocess.run(command, env=env, capture_output=True, text=True, timeout=900, cwd=REPO)
+    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-6000:]
+    assert [r["step"] for r in metrics(out)] == [1, 2]
+    assert (out / "hf_model" / "config.json").exists()

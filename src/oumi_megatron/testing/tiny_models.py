@@ -72,6 +72,36 @@ def build_tiny_model(arch: str, directory: str | Path, seed: int = 0, num_layers
     return directory
 
 
+def build_llama(
+    directory: str | Path,
+    hidden: int,
+    layers: int,
+    vocab: int,
+    heads: int = 8,
+    kv_heads: int = 4,
+    max_len: int = 2048,
+) -> Path:
+    """A random Llama-shaped checkpoint of any size (benchmarks), written offline."""
+    import torch
+    from transformers import AutoModelForCausalLM, LlamaConfig
+
+    torch.manual_seed(0)
+    config = LlamaConfig(
+        vocab_size=vocab,
+        hidden_size=hidden,
+        intermediate_size=hidden * 11 // 4,
+        num_hidden_layers=layers,
+        num_attention_heads=heads,
+        num_key_value_heads=kv_heads,
+        max_position_embeddings=max_len,
+        tie_word_embeddings=False,
+        architectures=["LlamaForCausalLM"],
+    )
+    AutoModelForCausalLM.from_config(config).save_pretrained(directory)
+    save_tokenizer(directory)
+    return Path(directory)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("arch", choices=ARCHITECTURES)

@@ -1,0 +1,71 @@
+"""The same batch gives the same loss and updated weights however it is split or laid out:
+micro-batch 1 vs 4, packing on vs off, TP1 / TP2 / PP2 / DP2 / TP2×PP2 (fp32, ≤ 1e-5)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from helpers import torchrun
+
+WORKER = Path(__file__).with_name("update_worker.py")
+TOLERANCE = 1e-5
+LAUNCHES = {
+    1: [
+        {"name": "tp1_mbs1", "layout": {}, "mbs": 1, "packing": False},
+        {"name": "tp1_mbs4", "layout": {}, "mbs": 4, "packing": False},
+        {"name": "tp1_packed", "layout": {}, "mbs": 4, "packing": True},
+    ],
+    2: [{"name": "dp2", "layout": {}, "mbs": 2, "packing": False}],
+    4: [
+        {"name": "tp2_dp2", "layout": {"tp": 2}, "mbs": 4, "packing": False},
+        {"name": "pp2_dp2", "layout": {"pp": 2}, "mbs": 1, "packing": False},
+        {"name": "tp2pp2", "layout": {"tp": 2, "pp": 2}, "mbs": 2, "packing": False},
+        {"name": "tp2pp2_packed", "layout": {"tp": 2, "pp": 2}, "mbs": 2, "packing": True},
+    ],
+}
+REFERENCE = "tp1_mbs1"
+
+
+@pytest.fixture(scope="module")
+def updates(tiny_models, tmp_path_factory) -> tuple[dict[str, dict], Path]:
+    results: dict[str, dict] = {}
+    root = tmp_path_factory.mktemp("updates")
+    for nproc, cases in LAUNCHES.items():
+        out = root / f"world{nproc}"
+        out.mkdir()
+        (out / "cases.json").write_text(json.dumps(cases))
+        torchrun(nproc, WORKER, str(tiny_models / "llama"), str(out / "results.json"),
+                 str(out / "cases.json"))  # fmt: skip
+        for result in json.loads((out / "results.json").read_text()):
+            results[result["name"]] = {**result, "weights": out / f"{result['name']}.safetensors"}
+    return results, tiny_models / "llama"
+
+
+CASES = [c["name"] for cases in LAUNCHES.values() for c in cases if c["name"] != REFERENCE]
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_same_loss_and_weights(updates, case):
+    from safetensors.torch import load_file
+
+    results, _ = updates
+    ref, other = results[REFERENCE], results[case]
+    for key, value in ref["metrics"].items():
+        assert other["metrics"][key] == pytest.approx(value, abs=TOLERANCE), key
+    assert other["grad_norm"] == pytest.approx(ref["grad_norm"], abs=TOLERANCE)
+    ref_w, other_w = load_file(ref["weights"]), load_file(other["weights"])
+    assert ref_w.keys() == other_w.keys()
+    worst = max((ref_w[k] - other_w[k]).abs().max().item() for k in ref_w)
+    assert worst <= TOLERANCE, f"{case}: max |Δw| = {worst:.3g}"
+
+
+def test_update_moves_weights(updates):
+    """Guards the comparison above: the step must actually change the weights."""
+    from safetensors.torch import load_file
+
+    results, model_dir = updates
+    before = load_file(model_dir / "model.safetensors")
+    after = load_file(results[REFERENCE]["weights"])
+    assert max((before[k] - after[k]).abs().max().item() for k in before) > 1e-4
