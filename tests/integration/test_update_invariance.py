@@ -52,8 +52,12 @@ def test_same_loss_and_weights(updates, case):
 
     results, _ = updates
     ref, other = results[REFERENCE], results[case]
+    assert other["metrics"]["loss/policy"] == pytest.approx(
+        ref["metrics"]["loss/policy"], abs=TOLERANCE
+    )
     for key, value in ref["metrics"].items():
-        assert other["metrics"][key] == pytest.approx(value, abs=TOLERANCE), key
+        # exp(|Δ|) of the synthetic rollout log-probs reaches ~160: compare relatively.
+        assert other["metrics"][key] == pytest.approx(value, rel=TOLERANCE, abs=TOLERANCE), key
     assert other["grad_norm"] == pytest.approx(ref["grad_norm"], abs=TOLERANCE)
     ref_w, other_w = load_file(ref["weights"]), load_file(other["weights"])
     assert ref_w.keys() == other_w.keys()
