@@ -66,6 +66,7 @@ class OumiMegatronGrpoTrainer(BaseTrainer):
                 token_budget=self.cfg.packing_token_budget,
                 microbatch_multiple=setup.layout.pp if setup.layout.vpp else 1,
                 pad_token_id=self.tokenizer.pad_token_id or 0,
+                fixed_shape=setup.layout.vpp is not None,
             ),
             max_completion_length=grpo.max_completion_length,
             optimizer_steps=optimizer_steps_per_grpo_step(self.cfg, validated_layout),

@@ -68,6 +68,7 @@ def run_case(case: dict, model_dir: str, out_dir: Path) -> dict:
         packing=case["packing"],
         token_budget=24,
         microbatch_multiple=layout.pp if layout.vpp else 1,
+        fixed_shape=layout.vpp is not None or case.get("fixed", False),
     )
     batches, _ = build_microbatches(seqs, batching)
     old = policy.compute_logprobs(batches)

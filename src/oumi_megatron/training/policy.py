@@ -30,7 +30,9 @@ def prepare_model_config(model: list[torch.nn.Module]) -> None:
     """Wire Megatron's hooks the way its own training loop does, minus token rescaling."""
     config = get_model_config(model[0])
     config.calculate_per_token_loss = True
-    config.variable_seq_lengths = True  # micro-batches differ in length (packing, padding)
+    # Micro-batches differ in length (packing, padding); the interleaved schedule (VPP chunks)
+    # cannot exchange varying shapes, so there step_batches pads them to one shape instead.
+    config.variable_seq_lengths = len(model) == 1
     config.finalize_model_grads_func = _finalize_without_token_scaling
     config.no_sync_func = [chunk.no_sync for chunk in model] if len(model) > 1 else model[0].no_sync
 

@@ -58,6 +58,8 @@ class BatchingSettings:
     token_budget: int | None = None
     microbatch_multiple: int = 1  # the interleaved pipeline schedule wants a multiple of PP
     pad_token_id: int = 0
+    # The interleaved (VPP) schedule needs one tensor shape for every micro-batch.
+    fixed_shape: bool = False
 
 
 def rank_microbatch_indices(num_sequences: int, lengths: list[int], s: BatchingSettings):
@@ -78,8 +80,18 @@ def build_microbatches(seqs: StepSequences, s: BatchingSettings) -> tuple[list[M
     lengths = [len(x) for x in seqs.input_ids]
     groups, plan = rank_microbatch_indices(len(seqs), lengths, s)
     build = pack_bin if s.packing else pad_batch
+    # Padding every micro-batch up to one length (a multiple of it, which no batch exceeds).
+    fixed = (s.token_budget or max(lengths) * s.micro_batch_size) if s.packing else max(lengths)
+    pad = fixed if s.fixed_shape else 1
     batches = [
-        build(indices, seqs.input_ids, seqs.loss_masks, seqs.aux, pad_token_id=s.pad_token_id)
+        build(
+            indices,
+            seqs.input_ids,
+            seqs.loss_masks,
+            seqs.aux,
+            pad_to_multiple=pad,
+            pad_token_id=s.pad_token_id,
+        )  # fmt: skip
         for indices in groups
     ]
     return batches, plan
