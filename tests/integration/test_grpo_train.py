@@ -78,8 +78,13 @@ def test_layout_trains_syncs_and_exports(layout, tiny_models, tmp_path):
     assert rows[1]["grad_norm"] > 0 and math.isfinite(rows[1]["loss/policy"])
     from transformers import AutoModelForCausalLM
 
+    from transformers import AutoTokenizer
+
     model = AutoModelForCausalLM.from_pretrained(out / "hf_model")
-    assert sum(p.numel() for p in model.parameters()) > 0
+    tokenizer = AutoTokenizer.from_pretrained(out / "hf_model")
+    prompt = tokenizer("What is 2 + 3?", return_tensors="pt")
+    generated = model.generate(**prompt, max_new_tokens=4, do_sample=False)
+    assert generated.shape[1] > prompt["input_ids"].shape[1], "the exported model must generate"
     assert (out / "reward_curve.png").exists()
 
 
