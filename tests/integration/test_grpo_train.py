@@ -76,9 +76,7 @@ def test_layout_trains_syncs_and_exports(layout, tiny_models, tmp_path):
     for row in rows:
         assert row["mismatch/max_abs_logprob_diff"] <= 1e-5, row
     assert rows[1]["grad_norm"] > 0 and math.isfinite(rows[1]["loss/policy"])
-    from transformers import AutoModelForCausalLM
-
-    from transformers import AutoTokenizer
+    from transformers import AutoModelForCausalLM, AutoTokenizer
 
     model = AutoModelForCausalLM.from_pretrained(out / "hf_model")
     tokenizer = AutoTokenizer.from_pretrained(out / "hf_model")
