@@ -61,7 +61,7 @@ def test_no_close_match_lists_valid_keys(load) -> None:
     message = _message(load, "megatron.checkpoint_config.zzz=1")
     assert message == (
         "Unknown key 'megatron.checkpoint_config.zzz'. Valid keys here: "
-        "use_async_checkpoint, use_fully_parallel_strategy."
+        "keep_last, use_async_checkpoint, use_fully_parallel_strategy."
     )
 
 
