@@ -8,6 +8,7 @@ import torch
 import torch.distributed as dist
 
 from oumi_megatron.launch import RunSetup, prepare_run
+from oumi_megatron.parallel.ranks import is_rank0
 
 logger = logging.getLogger("oumi_megatron")
 
@@ -33,7 +34,7 @@ def _load(setup: RunSetup):
 
 
 def _rank0(message: str, *args) -> None:
-    if not dist.is_initialized() or dist.get_rank() == 0:
+    if is_rank0():
         logger.info(message, *args)
 
 
@@ -55,7 +56,7 @@ def train(args) -> int:
     _start(setup)
     from oumi_megatron.trainer import OumiMegatronGrpoTrainer
 
-    trainer = OumiMegatronGrpoTrainer(setup, setup.validated)
+    trainer = OumiMegatronGrpoTrainer(setup)
     trainer.train(resume_from_checkpoint=args.resume)
     return 0
 

@@ -11,7 +11,6 @@ import logging
 import time
 from pathlib import Path
 
-import torch.distributed as dist
 from oumi.core.trainers.base_trainer import BaseTrainer
 
 from oumi_megatron.grpo import components
@@ -26,6 +25,7 @@ from oumi_megatron.grpo.update_phase import (
 )
 from oumi_megatron.launch import RunSetup
 from oumi_megatron.metrics import MetricsLogger, PhaseTimer, TrainingProgress
+from oumi_megatron.parallel.ranks import is_rank0
 from oumi_megatron.rollout.base import SamplingParams
 from oumi_megatron.training import checkpoint
 from oumi_megatron.training.step_batches import BatchingSettings, StepSequences
@@ -36,7 +36,7 @@ logger = logging.getLogger(__name__)
 class OumiMegatronGrpoTrainer(BaseTrainer):
     """GRPO with the policy on Megatron-Core (TP/PP/VPP/EP/DP) and a colocated rollout engine."""
 
-    def __init__(self, setup: RunSetup, validated_layout):
+    def __init__(self, setup: RunSetup):
         from megatron.core import parallel_state
 
         self.setup, self.cfg = setup, setup.cfg
@@ -45,7 +45,7 @@ class OumiMegatronGrpoTrainer(BaseTrainer):
         self.reference = components.build_reference(setup)
         self.engine, self.sender = components.build_engine(setup)
         self.tokenizer, self.loader = components.build_prompts(
-            setup, validated_layout.prompts_per_step
+            setup, setup.validated.prompts_per_step
         )
         self.reward_functions = components.build_rewards(setup)
         self.sampling = SamplingParams(
@@ -69,9 +69,9 @@ class OumiMegatronGrpoTrainer(BaseTrainer):
                 fixed_shape=setup.layout.vpp is not None,
             ),
             max_completion_length=grpo.max_completion_length,
-            optimizer_steps=optimizer_steps_per_grpo_step(self.cfg, validated_layout),
+            optimizer_steps=optimizer_steps_per_grpo_step(self.cfg, setup.validated),
         )
-        self.is_main = not dist.is_initialized() or dist.get_rank() == 0
+        self.is_main = is_rank0()
         self.timer = PhaseTimer()
         self.checkpoint_root = setup.output_dir / "checkpoints"
         self.step = 0

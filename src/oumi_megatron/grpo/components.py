@@ -7,9 +7,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-import torch.distributed as dist
 
 from oumi_megatron.launch import RunSetup
+from oumi_megatron.parallel.ranks import is_rank0
 from oumi_megatron.training.policy import MegatronPolicy
 
 
@@ -24,10 +24,6 @@ class GrpoComponents:
     loader: object  # PromptDataLoader
     reward_functions: list
     reward_weights: list[float] | None
-
-
-def _is_rank0() -> bool:
-    return not dist.is_initialized() or dist.get_rank() == 0
 
 
 def build_policy(setup: RunSetup):
@@ -89,7 +85,7 @@ def build_reference(setup: RunSetup) -> MegatronPolicy | None:
 
 def build_engine(setup: RunSetup):
     """The rollout engine and the weight sender feeding it (global rank 0; None elsewhere)."""
-    if not _is_rank0():
+    if not is_rank0():
         return None, None
     from oumi_megatron.rollout.weight_sync import make_weight_sender
 

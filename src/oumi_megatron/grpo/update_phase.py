@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import torch
 
 from oumi_megatron.algorithms.aggregation import LossNormalizer
-from oumi_megatron.algorithms.grpo import GrpoLossConfig
+from oumi_megatron.algorithms.grpo import GrpoLossConfig, metric_reduce_op
 from oumi_megatron.training.metric_reduce import reduce_loss_metrics
 from oumi_megatron.training.step_batches import BatchingSettings, StepSequences, build_microbatches
 
@@ -98,14 +98,27 @@ def run_update(policy, reference, seqs: StepSequences, settings: UpdateSettings)
         _optimizer_step(policy, reference, seqs.subset(k * per_step, (k + 1) * per_step), settings)
         for k in range(settings.optimizer_steps)
     ]
-    # Mini-batch metrics are each normalised over their own mini-batch: average them.
-    metrics = {k: sum(m[k] for m in steps) / len(steps) for k in steps[0]}
-    for k in ("ratio/min",):
-        metrics[k] = min(m[k] for m in steps)
-    metrics["ratio/max"] = max(m["ratio/max"] for m in steps)
-    metrics["lr"] = steps[-1]["lr"]
+    metrics = _combine_minibatches(steps)
     metrics["mismatch/max_abs_logprob_diff"] = mismatch
     return metrics
+
+
+def _combine_minibatches(steps: list[dict]) -> dict:
+    """Min/max metrics by their reduction; the rest, each normalised over its own mini-batch,
+    averaged; the learning rate is the last one."""
+    combined = {}
+    for key in steps[0]:
+        values = [m[key] for m in steps]
+        op = metric_reduce_op(key)
+        combined[key] = (
+            min(values)
+            if op == "min"
+            else max(values)
+            if op == "max"
+            else (sum(values) / len(values))
+        )
+    combined["lr"] = steps[-1]["lr"]
+    return combined
 
 
 def _optimizer_step(policy, reference, seqs: StepSequences, settings: UpdateSettings) -> dict:

@@ -24,6 +24,7 @@ from oumi_megatron.model.fingerprint import hf_fingerprint
 from oumi_megatron.model.provider import build_model, configure_provider
 from oumi_megatron.parallel.cpu_compat import import_megatron_bridge
 from oumi_megatron.parallel.layout import ParallelLayout
+from oumi_megatron.parallel.ranks import barrier, rank
 
 logger = logging.getLogger(__name__)
 MANIFEST = "manifest.json"
@@ -119,17 +120,17 @@ def export_hf_model(loaded: LoadedModel, output_dir: str | Path) -> Path:
     """
     output_dir = Path(output_dir)
     tmp_dir = output_dir.with_name(output_dir.name + ".tmp")
-    if _rank() == 0:
+    if rank() == 0:
         shutil.rmtree(tmp_dir, ignore_errors=True)
-    _barrier()
+    barrier()
     loaded.bridge.save_hf_pretrained(loaded.chunks, tmp_dir, show_progress=False)
-    if _rank() == 0:
+    if rank() == 0:
         generation_config = loaded.hf_dir / "generation_config.json"
         if generation_config.exists() and not (tmp_dir / "generation_config.json").exists():
             shutil.copy2(generation_config, tmp_dir / "generation_config.json")
         shutil.rmtree(output_dir, ignore_errors=True)
         os.replace(tmp_dir, output_dir)
-    _barrier()
+    barrier()
     return output_dir
 
 
@@ -193,23 +194,14 @@ def _sharded_tensors(chunks) -> dict:
 
 def _save_converted(chunks, checkpoint_dir: Path, manifest: dict) -> None:
     tmp_dir = checkpoint_dir.with_name(checkpoint_dir.name + ".tmp")
-    if _rank() == 0:
+    if rank() == 0:
         shutil.rmtree(tmp_dir, ignore_errors=True)
         (tmp_dir / WEIGHTS_SUBDIR).mkdir(parents=True)
-    _barrier()
+    barrier()
     save_chunks(chunks, tmp_dir / WEIGHTS_SUBDIR)
     manifest = {**manifest, "shapes": _gather_shapes(manifest["shapes"])}
-    if _rank() == 0:
+    if rank() == 0:
         (tmp_dir / MANIFEST).write_text(json.dumps(manifest, indent=2))
         shutil.rmtree(checkpoint_dir, ignore_errors=True)
         os.replace(tmp_dir, checkpoint_dir)
-    _barrier()
-
-
-def _rank() -> int:
-    return dist.get_rank() if dist.is_initialized() else 0
-
-
-def _barrier() -> None:
-    if dist.is_initialized():
-        dist.barrier()
+    barrier()

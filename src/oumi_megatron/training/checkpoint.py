@@ -15,9 +15,9 @@ import signal
 from pathlib import Path
 
 import torch
-import torch.distributed as dist
 
 from oumi_megatron.model.dist_ckpt import sharded_state_dict
+from oumi_megatron.parallel.ranks import barrier, rank
 
 logger = logging.getLogger(__name__)
 STEP_DIR = re.compile(r"^step_(\d+)$")
@@ -33,17 +33,8 @@ FAULT_ENV = "OUMI_MEGATRON_FAULT"
 
 def _fault_point(name: str, step: int) -> None:
     if os.environ.get(FAULT_ENV) == f"{name}:{step}":
-        logger.warning("fault injection: killing rank %d at %s of step %d", _rank(), name, step)
+        logger.warning("fault injection: killing rank %d at %s of step %d", rank(), name, step)
         os.kill(os.getpid(), signal.SIGKILL)
-
-
-def _rank() -> int:
-    return dist.get_rank() if dist.is_initialized() else 0
-
-
-def _barrier() -> None:
-    if dist.is_initialized():
-        dist.barrier()
 
 
 def list_checkpoints(root: Path) -> list[Path]:
@@ -87,25 +78,25 @@ def save_checkpoint(root: Path, step: int, model, optimizer, scheduler, trainer_
 
     final = root / f"step_{step}"
     tmp = root / f".step_{step}.tmp"
-    if _rank() == 0:
+    if rank() == 0:
         shutil.rmtree(tmp, ignore_errors=True)
         (tmp / "dist").mkdir(parents=True)
-    _barrier()
+    barrier()
     use_forked_writer_queue()
     dist_checkpointing.save(
         _full_state(model, optimizer), str(tmp / "dist"), sharded_strategy=_strategy(fully_parallel)
     )
-    torch.save(_rng_state(), tmp / RNG_STATE.format(rank=_rank()))
-    _barrier()
+    torch.save(_rng_state(), tmp / RNG_STATE.format(rank=rank()))
+    barrier()
     _fault_point("before_rename", step)
-    if _rank() == 0:
+    if rank() == 0:
         state = {**trainer_state, "step": step, "scheduler": scheduler.state_dict()}
         (tmp / TRAINER_STATE).write_text(json.dumps(state, indent=1))
         shutil.rmtree(final, ignore_errors=True)
         os.replace(tmp, final)
         (root / LATEST).write_text(final.name)
         _prune(root, keep_last)
-    _barrier()
+    barrier()
     _fault_point("after_save", step)
     return final
 
@@ -143,7 +134,7 @@ def load_checkpoint(path: Path, model, optimizer, scheduler) -> dict:
     optimizer.load_state_dict(state["optimizer"])
     trainer_state = json.loads((path / TRAINER_STATE).read_text())
     scheduler.load_state_dict(trainer_state["scheduler"])
-    rng_file = path / RNG_STATE.format(rank=_rank())
+    rng_file = path / RNG_STATE.format(rank=rank())
     if rng_file.exists():
         _set_rng_state(torch.load(rng_file, weights_only=True))
     logger.info("resumed from %s (step %d)", path, trainer_state["step"])
