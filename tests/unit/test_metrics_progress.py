@@ -40,7 +40,11 @@ def test_non_main_rank_is_silent(caplog: pytest.LogCaptureFixture) -> None:
     assert console.file.getvalue() == ""
 
 
-def test_bar_shows_step_reward_and_time(caplog: pytest.LogCaptureFixture) -> None:
+def test_bar_shows_step_reward_and_time(
+    caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("CI", raising=False)  # CI machines set CI=true, which turns the bar off.
+    monkeypatch.setenv("TERM", "xterm")
     caplog.set_level(logging.INFO, logger=LOGGER)
     console = Console(file=io.StringIO(), force_terminal=True, width=150)
     with TrainingProgress(10, initial_step=2, console=console) as progress:
@@ -52,6 +56,7 @@ def test_bar_shows_step_reward_and_time(caplog: pytest.LogCaptureFixture) -> Non
 
 
 def test_ci_disables_the_bar(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TERM", "xterm")
     console = Console(file=io.StringIO(), force_terminal=True)
     monkeypatch.setenv("CI", "true")
     assert not interactive_console(console)
