@@ -47,12 +47,6 @@ def train(args) -> int:
             f"training.trainer_type ({setup.cfg.training.trainer_type.name}) is not trained by "
             "this release; use MEGATRON_GRPO (MEGATRON_SFT is planned)"
         )
-    if setup.layout.vpp:
-        raise ConfigError(
-            f"megatron.virtual_pipeline_model_parallel_size ({setup.layout.vpp}): GRPO updates "
-            "with the interleaved pipeline schedule do not yet match the non-interleaved ones "
-            "(convert/verify/export support VPP). Fix: remove it (plain PP works)."
-        )
     _start(setup)
     from oumi_megatron.trainer import OumiMegatronGrpoTrainer
 

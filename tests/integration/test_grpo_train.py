@@ -54,9 +54,21 @@ LAYOUTS = {
     "TP2": (2, ["megatron.tensor_model_parallel_size=2"]),
     "PP2": (2, ["megatron.pipeline_model_parallel_size=2"]),
     "DP2": (2, []),
+    "PP2xVPP2": (
+        2,
+        [
+            "megatron.pipeline_model_parallel_size=2",
+            "megatron.virtual_pipeline_model_parallel_size=2",
+        ],
+    ),  # fmt: skip
     "TP2xPP2": (
         4,
         ["megatron.tensor_model_parallel_size=2", "megatron.pipeline_model_parallel_size=2"],
+    ),  # fmt: skip
+    # Truncated sampling: the trainer's log-probs are of the engine's top-k/top-p distribution.
+    "TP2_topp_topk": (
+        2,
+        ["megatron.tensor_model_parallel_size=2", "grpo.top_p=0.9", "grpo.top_k=20"],
     ),  # fmt: skip
 }
 
@@ -75,6 +87,9 @@ def test_layout_trains_syncs_and_exports(layout, tiny_models, tmp_path):
     # Step 2's rollouts come from the engine after the weight sync of step 1.
     for row in rows:
         assert row["mismatch/max_abs_logprob_diff"] <= 1e-5, row
+    if layout == "TP2_topp_topk":
+        assert all(row["mismatch/outside_kept_frac"] == 0.0 for row in rows)
+        assert all(row["entropy"] < math.log(20) for row in rows), "at most 20 tokens are kept"
     assert rows[1]["grad_norm"] > 0 and math.isfinite(rows[1]["loss/policy"])
     from transformers import AutoModelForCausalLM, AutoTokenizer
 

@@ -57,30 +57,3 @@ def test_bad_layout_message_names_fields(tmp_path, monkeypatch, tiny_model_dir) 
             [f"model.model_name={tiny_model_dir}", "megatron.tensor_model_parallel_size=4"],
             for_training=False,
         )
-
-
-def test_train_refuses_interleaved_pipeline(tmp_path, monkeypatch, tiny_model_dir) -> None:
-    from oumi_megatron.cli import main
-
-    monkeypatch.setenv("WORLD_SIZE", "2")
-    output_dir = tmp_path / "out"
-    code = main(
-        [
-            "train",
-            "-c",
-            str(REPO / "configs" / "recipes" / "tiny_grpo_cpu.yaml"),
-            f"model.model_name={tiny_model_dir}",
-            f"training.output_dir={output_dir}",
-            "megatron.pipeline_model_parallel_size=2",
-            "megatron.virtual_pipeline_model_parallel_size=2",
-        ]
-    )
-    assert code == 2
-    assert not output_dir.exists()
-
-
-def test_train_refuses_top_p(load) -> None:
-    from oumi_megatron.config import ConfigError
-
-    with pytest.raises(ConfigError, match=r"grpo.top_p \(0.9\).*Fix: set grpo.top_p: 1.0"):
-        load("grpo.top_p=0.9")

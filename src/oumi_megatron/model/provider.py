@@ -30,6 +30,12 @@ def configure_provider(provider, layout: ParallelLayout, params_dtype: torch.dty
     provider.expert_model_parallel_size = layout.ep
     provider.expert_tensor_parallel_size = layout.etp
     provider.sequence_parallel = False
+    # Megatron-LM's defaults for the interleaved schedule: with PP=2 both neighbours are one
+    # rank, and batched p2p would send forward activations and backward gradients to it on one
+    # group in one batch, where they can be matched to the wrong receive (they have one shape).
+    # Unbatched p2p puts the two directions on separate groups.
+    provider.overlap_p2p_comm = layout.vpp is not None
+    provider.batch_p2p_comm = layout.vpp is None
     for name in _TE_ONLY_FUSIONS:
         setattr(provider, name, False)
     provider.transformer_layer_spec = torch_layer_spec
