@@ -111,3 +111,9 @@ def test_oumi_post_init_still_runs(load) -> None:
     assert _message(load, "model.compile=true").startswith(
         "Use `training.compile` instead of `model.compile`"
     )
+
+
+def test_truncated_sampling_is_accepted(load) -> None:
+    # Implemented (algorithms/truncation.py): the trainer's log-probs use the same top-k/top-p.
+    cfg = load("grpo.top_p=0.9", "grpo.top_k=20")
+    assert (cfg.grpo.top_p, cfg.grpo.top_k) == (0.9, 20)

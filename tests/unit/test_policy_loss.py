@@ -284,6 +284,44 @@ def test_grpo_loss_step0_gradient_is_minus_advantage_over_normaliser(mode: Aggre
     torch.testing.assert_close(logp.grad, -G_ADV.unsqueeze(1) * weight)
 
 
+@pytest.mark.parametrize(
+    ("mode", "expected"),
+    # Token losses [[-1.2, left out], [0.8]]; normalisers unchanged: N = 3, n = [2, 1], S = 2.
+    [("token-mean", -0.4 / 3), ("seq-mean-token-mean", (-1.2 / 2 + 0.8) / 2)],
+)
+def test_grpo_loss_leaves_out_tokens_outside_the_kept_set(mode, expected) -> None:
+    # Top-k/top-p: a sampled token outside the trainer's kept set has log-prob -inf.
+    for where in ("current", "old"):
+        logp = G_LOGP.clone()
+        old = torch.zeros(2, 2)
+        (logp if where == "current" else old)[0, 1] = float("-inf")
+        logp.requires_grad_(True)
+        loss, mx = grpo_loss(logp, old, G_ADV, G_MASK, GrpoLossConfig(loss_aggregation=mode),
+                             _norm(mode), rollout_logprobs=torch.zeros(2, 2))  # fmt: skip
+        loss.backward()
+        torch.testing.assert_close(loss, torch.tensor(expected))
+        assert torch.isfinite(logp.grad).all() and logp.grad[0, 1] == 0
+        torch.testing.assert_close(mx["mismatch/outside_kept_frac"], torch.tensor(1 / 3))
+        torch.testing.assert_close(mx["ratio/mean"], torch.tensor(2.0 / 3))  # (1.5 + 0.5) / 3
+        assert all(torch.isfinite(v) for v in mx.values())
+
+
+def test_grpo_loss_kl_term_uses_kl_logprobs() -> None:
+    # Truncated sampling: surrogate on the truncated log-probs, KL on the full ones.
+    full = torch.log(torch.tensor([[0.5, 0.25], [0.25, 1.0]])).requires_grad_(True)
+    logp = G_LOGP.clone().requires_grad_(True)
+    cfg = GrpoLossConfig(beta=0.1, kl_estimator="k1")
+    loss, mx = grpo_loss(logp, torch.zeros(2, 2), G_ADV, G_MASK, cfg, _norm(),
+                         ref_logprobs=torch.zeros(2, 2), kl_logprobs=full)  # fmt: skip
+    loss.backward()
+    # k1 = full - 0 = [ln 0.5, ln 0.25, ln 0.25] -> mean (5 ln 0.5) / 3.
+    torch.testing.assert_close(mx["kl"], torch.tensor(5 * LN(0.5) / 3))
+    torch.testing.assert_close(loss, torch.tensor(-1.4 / 3 + 0.1 * 5 * LN(0.5) / 3))
+    torch.testing.assert_close(full.grad, torch.tensor([[0.1 / 3, 0.1 / 3], [0.1 / 3, 0.0]]))
+    # The surrogate's gradient alone (clipped tokens get none): the KL does not reach logp.
+    torch.testing.assert_close(logp.grad, torch.tensor([[0.0, -1 / 3], [0.0, 0.0]]))
+
+
 def test_grpo_loss_no_grad_into_constants() -> None:
     old = torch.zeros(2, 2, requires_grad=True)
     ref = torch.zeros(2, 2, requires_grad=True)

@@ -95,6 +95,7 @@ def grpo_loss(
     norm: LossNormalizer,
     ref_logprobs: torch.Tensor | None = None,
     rollout_logprobs: torch.Tensor | None = None,
+    kl_logprobs: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """Loss contribution of one micro-batch and its metrics.
 
@@ -109,7 +110,15 @@ def grpo_loss(
         mask: [B, T], 1 for completion tokens.
         ref_logprobs: [B, T] reference log-probs; required when ``cfg.beta > 0``.
         rollout_logprobs: [B, T] log-probs reported by the rollout engine; required when
-            ``cfg.tis_cap`` is set, and enables the mismatch metric.
+            ``cfg.tis_cap`` is set, and enables the mismatch metrics.
+        kl_logprobs: [B, T] current log-probs (with grad) for the KL term, when they are of
+            another distribution than ``logprobs``: with top-k/top-p sampling the surrogate
+            uses the truncated distribution, the KL the full one. None = ``logprobs``.
+
+    A token whose current or old log-prob is -inf (it was sampled, but lies outside the
+    trainer's top-k/top-p set: the engine's logits differ slightly) is left out of every term
+    and metric: zero loss, zero gradient. It still counts in the normalisers, so no other
+    token's weight changes; ``mismatch/outside_kept_frac`` counts such tokens.
 
     Returns:
         ``(loss, metrics)``; all metrics are detached scalars that reduce per
@@ -126,7 +135,12 @@ def grpo_loss(
     if cfg.tis_cap is not None and rollout_logprobs is None:
         raise ValueError("tis_cap needs rollout_logprobs")
 
-    m = mask.bool()
+    given = mask.bool()
+    # Only -inf (a token outside the top-k/top-p set) is left out: NaN must still fail loudly.
+    kept = ~torch.isneginf(logprobs.detach())
+    if old_logprobs is not None:
+        kept &= ~torch.isneginf(old_logprobs.detach())
+    m = given & kept
     # At least fp32 maths: bf16 ratios are too coarse (1 ulp at 1.0 is 0.0078).
     dtype = torch.promote_types(logprobs.dtype, torch.float32)
     zero = torch.zeros((), dtype=dtype, device=logprobs.device)
@@ -147,13 +161,18 @@ def grpo_loss(
     pg_tok = sur.loss
     metrics: dict[str, torch.Tensor] = {}
 
-    def token_mean(x: torch.Tensor) -> torch.Tensor:
-        return aggregate_loss(x.detach().to(dtype), m, norm, mode="token-mean")
+    def token_mean(x: torch.Tensor, mask: torch.Tensor = m) -> torch.Tensor:
+        return aggregate_loss(x.detach().to(dtype), mask, norm, mode="token-mean")
+
+    def aggregate(x: torch.Tensor) -> torch.Tensor:
+        # Sequence lengths from the given mask: a left-out token does not reweight its row.
+        return aggregate_loss(x, m, norm, seq_num_tokens=given.sum(dim=-1))
 
     if rollout_logprobs is not None:
         rollout = clean(rollout_logprobs.detach())
         # Same quantity as token_mult_prob_error(), but as a split-invariant contribution.
         metrics["mismatch/token_mult_prob_error"] = token_mean(torch.exp((old - rollout).abs()))
+        metrics["mismatch/outside_kept_frac"] = token_mean(~kept, given)
         if cfg.tis_cap is not None:
             w = truncated_is_weight(old, rollout, cfg.tis_cap)
             # Only the policy-gradient term is reweighted (as in verl), not the KL term.
@@ -162,15 +181,16 @@ def grpo_loss(
             metrics["tis/capped_frac"] = token_mean(w >= cfg.tis_cap)
 
     token_loss = pg_tok
-    metrics["loss/policy"] = aggregate_loss(pg_tok.detach(), m, norm)
+    metrics["loss/policy"] = aggregate(pg_tok.detach())
     if ref_logprobs is not None:
-        kl_tok = kl_penalty(logp, clean(ref_logprobs.detach()), cfg.kl_estimator)
+        kl_logp = logp if kl_logprobs is None else clean(kl_logprobs)
+        kl_tok = kl_penalty(kl_logp, clean(ref_logprobs.detach()), cfg.kl_estimator)
         metrics["kl"] = token_mean(kl_tok)
         if cfg.beta > 0:
             token_loss = token_loss + cfg.beta * kl_tok
-            metrics["loss/kl"] = aggregate_loss(cfg.beta * kl_tok.detach(), m, norm)
+            metrics["loss/kl"] = aggregate(cfg.beta * kl_tok.detach())
 
-    loss = aggregate_loss(token_loss, m, norm)
+    loss = aggregate(token_loss)
 
     ratio = sur.ratio.detach()
     inf = torch.tensor(float("inf"), dtype=dtype, device=ratio.device)

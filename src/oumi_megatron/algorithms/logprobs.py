@@ -4,12 +4,21 @@ Each tensor-parallel rank holds logits for a slice of the vocabulary. The full f
 batch (tokens × vocab × 4 bytes: 8 GB for 16k tokens of a 128k vocabulary) never exist: tokens
 are processed in chunks, only the per-token log-sum-exp is kept, and backward recomputes each
 chunk's softmax. Pure torch + torch.distributed (the TP group is passed in), no Megatron import.
+
+With ``top_k``/``top_p`` the distribution is the truncated one the rollout engine samples from
+(see ``algorithms/truncation.py``); without them the full-vocabulary path below runs.
 """
 
 from __future__ import annotations
 
 import torch
 import torch.distributed as dist
+
+from oumi_megatron.algorithms.truncation import (
+    truncated_entropy,
+    truncated_logprobs,
+    truncation_active,
+)
 
 DEFAULT_CHUNK_TOKENS = 1024
 
@@ -18,6 +27,20 @@ def _all_reduce(tensor: torch.Tensor, op, group) -> torch.Tensor:
     if group is not None and dist.get_world_size(group) > 1:
         dist.all_reduce(tensor, op=op, group=group)
     return tensor
+
+
+def _truncates(logits: torch.Tensor, vocab_start: int, group, top_k, top_p) -> bool:
+    """Whether top-k/top-p apply; checks the vocabulary layout the row exchange relies on."""
+    tp = dist.get_world_size(group) if group is not None else 1
+    if not truncation_active(top_k, top_p, logits.shape[-1] * tp):
+        return False
+    rank = dist.get_rank(group) if group is not None else 0
+    if vocab_start != rank * logits.shape[-1]:
+        raise ValueError(
+            f"top-k/top-p log-probs need equal vocabulary slices in TP-rank order; rank {rank} "
+            f"holds {logits.shape[-1]} entries from {vocab_start}"
+        )
+    return True
 
 
 def _chunk_lse_and_target(logits, target, vocab_start, temperature, group):
@@ -75,15 +98,24 @@ def vocab_parallel_logprobs(
     temperature: float = 1.0,
     group=None,
     chunk_tokens: int = DEFAULT_CHUNK_TOKENS,
+    top_k: int | None = None,
+    top_p: float = 1.0,
 ) -> torch.Tensor:
     """log softmax(logits / temperature)[target] for each token, differentiable.
 
     `logits` is [..., V_local] (this rank's vocabulary slice starting at `vocab_start`),
     `target` has the leading shape of `logits`. Returns fp32 log-probs of that shape.
+    With `top_k` (None or <= 0: off) / `top_p` (1: off), the softmax is over the tokens kept by
+    vLLM's top-k/top-p rules (renormalised); a target outside that set gets -inf.
     """
     lead_shape = target.shape
     flat_logits = logits.reshape(-1, logits.shape[-1])
     flat_target = target.reshape(-1)
+    if _truncates(logits, vocab_start, group, top_k, top_p):
+        logprobs = truncated_logprobs(
+            flat_logits, flat_target, float(temperature), top_k, top_p, group, chunk_tokens
+        )
+        return logprobs.reshape(lead_shape)
     logprobs = _ChunkedVocabParallelLogprob.apply(
         flat_logits, flat_target, vocab_start, float(temperature), group, chunk_tokens
     )
@@ -97,9 +129,17 @@ def vocab_parallel_entropy(
     temperature: float = 1.0,
     group=None,
     chunk_tokens: int = DEFAULT_CHUNK_TOKENS,
+    top_k: int | None = None,
+    top_p: float = 1.0,
 ) -> torch.Tensor:
-    """Entropy of softmax(logits / temperature) per token (a metric: no gradient)."""
+    """Entropy of softmax(logits / temperature) per token (a metric: no gradient).
+
+    With `top_k`/`top_p`, of the truncated distribution (as :func:`vocab_parallel_logprobs`).
+    """
     flat = logits.reshape(-1, logits.shape[-1])
+    if _truncates(logits, vocab_start, group, top_k, top_p):
+        entropy = truncated_entropy(flat, float(temperature), top_k, top_p, group, chunk_tokens)
+        return entropy.reshape(logits.shape[:-1])
     entropy = torch.empty(flat.shape[0], dtype=torch.float32, device=logits.device)
     dummy_target = torch.full((flat.shape[0],), vocab_start, device=logits.device)
     for start in range(0, flat.shape[0], chunk_tokens):

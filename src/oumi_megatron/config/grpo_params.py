@@ -46,9 +46,22 @@ class GrpoParams(StrictModel):
             "training.grpo.temperature."
         ),
     )
-    top_p: float = Field(1.0, gt=0.0, le=1.0, description="Nucleus sampling probability mass.")
+    top_p: float = Field(
+        1.0,
+        gt=0.0,
+        le=1.0,
+        description=(
+            "Nucleus sampling probability mass (vLLM's rule); 1.0 disables. The trainer's "
+            "log-probs use the same truncated, renormalised distribution."
+        ),
+    )
     top_k: int | None = Field(
-        None, ge=1, description="Sample only from the k likeliest tokens; None disables."
+        None,
+        ge=1,
+        description=(
+            "Sample only from the k likeliest tokens (ties with the k-th kept); None disables. "
+            "The trainer's log-probs use the same truncated distribution."
+        ),
     )
     max_prompt_length: int = Field(
         512,

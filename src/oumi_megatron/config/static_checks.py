@@ -100,14 +100,6 @@ def check_oumi_compatibility(cfg: MegatronTrainingConfig) -> None:
 
 def _check_not_yet_supported(cfg: MegatronTrainingConfig) -> None:
     """Settings whose implementation has not landed: refuse them rather than ignore them."""
-    grpo = cfg.grpo
-    if grpo.top_p != 1.0 or grpo.top_k is not None:
-        raise ConfigError(
-            f"grpo.top_p ({grpo.top_p}) / grpo.top_k ({grpo.top_k}): the trainer's log-probs are "
-            f"of softmax(logits / temperature) over the full vocabulary, so truncated sampling "
-            f"would make rollout and trainer distributions differ. Fix: set grpo.top_p: 1.0 and "
-            f"grpo.top_k: null."
-        )
     if cfg.megatron.checkpoint_config.use_async_checkpoint:
         raise ConfigError(
             "megatron.checkpoint_config.use_async_checkpoint (true) is not implemented yet. "

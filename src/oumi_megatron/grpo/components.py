@@ -55,7 +55,10 @@ def build_policy(setup: RunSetup):
     per_step = optimizer_steps_per_grpo_step(cfg, setup.validated)
     settings = OptimizerSettings.from_config(cfg, optimizer_steps_per_step=per_step)
     optimizer, scheduler = build_optimizer(loaded.chunks, settings, setup.params_dtype)
-    policy = MegatronPolicy(loaded.chunks, cfg.grpo.temperature, optimizer, scheduler)
+    policy = MegatronPolicy(
+        loaded.chunks, cfg.grpo.temperature, optimizer, scheduler,
+        top_k=cfg.grpo.top_k, top_p=cfg.grpo.top_p,
+    )  # fmt: skip
     return loaded, policy
 
 
@@ -80,6 +83,7 @@ def build_reference(setup: RunSetup) -> MegatronPolicy | None:
     )
     for chunk in loaded.chunks:
         chunk.requires_grad_(False)
+    # No top-k/top-p: the KL is between full distributions (see MegatronPolicy).
     return MegatronPolicy(loaded.chunks, setup.cfg.grpo.temperature)
 
 

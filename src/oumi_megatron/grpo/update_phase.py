@@ -28,6 +28,7 @@ LOSS_METRICS = [
     "ratio/max",
     "entropy",
     "mismatch/token_mult_prob_error",
+    "mismatch/outside_kept_frac",
     "tis/weight_mean",
     "tis/capped_frac",
 ]
@@ -73,10 +74,14 @@ def _as_aux(found: dict[int, torch.Tensor], seqs: StepSequences) -> list[torch.T
 
 
 def max_rollout_mismatch(found: dict[int, torch.Tensor], seqs: StepSequences) -> float:
-    """max |logp_trainer - logp_rollout| over completion tokens, across all ranks."""
+    """max |logp_trainer - logp_rollout| over completion tokens, across all ranks.
+
+    Tokens outside the trainer's top-k/top-p set (log-prob -inf) are counted by
+    `mismatch/outside_kept_frac` instead.
+    """
     worst = torch.zeros(1, dtype=torch.float64)
     for i, trainer in found.items():
-        mask = seqs.loss_masks[i].bool()
+        mask = seqs.loss_masks[i].bool() & ~torch.isneginf(trainer)
         rollout = torch.as_tensor(seqs.aux["rollout_logprobs"][i])
         if mask.any():
             worst[0] = max(worst[0].item(), (trainer - rollout)[mask].abs().max().item())
@@ -128,7 +133,7 @@ def _optimizer_step(policy, reference, seqs: StepSequences, settings: UpdateSett
         masks, settings.loss.loss_aggregation, max_len=settings.max_completion_length
     )
     out = policy.train_step(batches, settings.loss, norm)
-    names = [n for n in LOSS_METRICS if _metric_applies(n, settings.loss, reference)]
+    names = [n for n in LOSS_METRICS if _metric_applies(n, settings.loss, policy, reference)]
     metrics = reduce_loss_metrics(out["microbatch_metrics"], names)
     metrics["grad_norm"] = out["grad_norm"]
     metrics["lr"] = out["lr"]
@@ -138,9 +143,11 @@ def _optimizer_step(policy, reference, seqs: StepSequences, settings: UpdateSett
     return metrics
 
 
-def _metric_applies(name: str, loss: GrpoLossConfig, reference) -> bool:
+def _metric_applies(name: str, loss: GrpoLossConfig, policy, reference) -> bool:
     if name in ("kl",):
         return reference is not None
+    if name == "mismatch/outside_kept_frac":
+        return policy.truncates
     if name == "loss/kl":
         return loss.beta > 0
     if name.startswith("tis/"):

@@ -1,38 +1,18 @@
 """Logit processing and sampling with vLLM's semantics, in plain torch.
 
 Mirrors vLLM's V1 sampler (``apply_top_k_top_p_pytorch`` + ``processed_logprobs``) so that the
-torch engine and the vLLM engine return the same quantity for the same logits.
+torch engine and the vLLM engine return the same quantity for the same logits. The mask itself
+lives in ``algorithms/truncation.py``: the trainer applies the same one to its log-probs.
 """
 
 from __future__ import annotations
 
 import torch
 
+from oumi_megatron.algorithms.truncation import apply_top_k_top_p
 from oumi_megatron.rollout.base import SamplingParams
 
-
-def apply_top_k_top_p(logits: torch.Tensor, top_k: int, top_p: float) -> torch.Tensor:
-    """Set logits outside the top-k / top-p set to -inf (returns a new tensor).
-
-    Same rules as vLLM: top-k keeps every token whose logit is >= the k-th largest (ties
-    kept); top-p then drops, from the least likely up, tokens whose cumulative probability
-    (renormalised after top-k) is <= 1 - p, always keeping the most likely token.
-    """
-    vocab = logits.shape[-1]
-    use_k = 0 < top_k < vocab
-    use_p = top_p < 1.0
-    if not (use_k or use_p):
-        return logits
-    sorted_logits, order = logits.sort(dim=-1, descending=False)
-    if use_k:
-        kth_largest = sorted_logits[..., vocab - top_k : vocab - top_k + 1]
-        sorted_logits = sorted_logits.masked_fill(sorted_logits < kth_largest, float("-inf"))
-    if use_p:
-        cumulative = sorted_logits.softmax(dim=-1).cumsum(dim=-1)
-        drop = cumulative <= 1.0 - top_p
-        drop[..., -1] = False  # the most likely token always survives
-        sorted_logits = sorted_logits.masked_fill(drop, float("-inf"))
-    return torch.empty_like(sorted_logits).scatter_(-1, order, sorted_logits)
+__all__ = ["apply_top_k_top_p", "processed_logits", "processed_logprobs", "sample_next"]
 
 
 def processed_logits(logits: torch.Tensor, params: SamplingParams) -> torch.Tensor:

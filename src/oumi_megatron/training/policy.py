@@ -43,13 +43,29 @@ def _finalize_without_token_scaling(model, num_tokens=None, pg_collection=None, 
 
 
 class MegatronPolicy:
-    """Model chunks + optimizer + LR scheduler of one rank (no optimizer: a frozen reference)."""
+    """Model chunks + optimizer + LR scheduler of one rank (no optimizer: a frozen reference).
 
-    def __init__(self, model, temperature: float, optimizer=None, scheduler=None):
+    Log-probs and entropy are of the distribution the rollout engine samples from:
+    softmax(logits / temperature), truncated by `top_k` (None: off) and `top_p` (1: off).
+    The reference policy keeps the full distribution: its top-k/top-p set is not the
+    policy's, so a sampled token could be outside it (log-prob -inf, infinite KL).
+    """
+
+    def __init__(
+        self,
+        model,
+        temperature: float,
+        optimizer=None,
+        scheduler=None,
+        *,
+        top_k: int | None = None,
+        top_p: float = 1.0,
+    ):
         self.model = model
         self.optimizer = optimizer
         self.scheduler = scheduler
         self.temperature = temperature
+        self.top_k, self.top_p = top_k, top_p
         self.device = next(model[0].parameters()).device
         if optimizer is not None:
             prepare_model_config(model)
@@ -71,10 +87,20 @@ class MegatronPolicy:
             packed_seq_params=packed,
         )
 
-    def token_logprobs(self, logits: torch.Tensor, batch: MicroBatch) -> torch.Tensor:
-        """Position-aligned log p(labels) under softmax(logits / temperature)."""
+    @property
+    def truncates(self) -> bool:
+        """Whether top-k/top-p sampling is on (vLLM treats top_k >= vocabulary as off)."""
+        return self.top_k is not None or self.top_p < 1.0
+
+    def token_logprobs(
+        self, logits: torch.Tensor, batch: MicroBatch, *, full: bool = False
+    ) -> torch.Tensor:
+        """Position-aligned log p(labels) under the sampling distribution (`full`: untruncated)."""
         vocab_start, group = self._vocab_shard(logits)
-        return vocab_parallel_logprobs(logits, batch.labels, vocab_start, self.temperature, group)
+        top_k, top_p = (None, 1.0) if full else (self.top_k, self.top_p)
+        return vocab_parallel_logprobs(
+            logits, batch.labels, vocab_start, self.temperature, group, top_k=top_k, top_p=top_p
+        )
 
     def _run(self, batches: list[MicroBatch], loss_func: Callable, forward_only: bool) -> list:
         batches = [b.to(self.device) for b in batches]
@@ -119,6 +145,10 @@ class MegatronPolicy:
             logprobs = self.token_logprobs(logits, batch)
             rows = partial(batch.to_rows)
             aux = batch.aux
+            kl_logprobs = None
+            if "ref_logprobs" in aux and self.truncates:
+                # The KL to the reference is between full distributions (see the class doc).
+                kl_logprobs = rows(self.token_logprobs(logits, batch, full=True))
             loss, metrics = grpo_loss(
                 rows(logprobs),
                 rows(aux["old_logprobs"]),
@@ -128,9 +158,13 @@ class MegatronPolicy:
                 norm,
                 ref_logprobs=rows(aux["ref_logprobs"]) if "ref_logprobs" in aux else None,
                 rollout_logprobs=rows(aux["rollout_logprobs"]),
+                kl_logprobs=kl_logprobs,
             )
             vocab_start, group = self._vocab_shard(logits)
-            entropy = vocab_parallel_entropy(logits.detach(), vocab_start, self.temperature, group)
+            entropy = vocab_parallel_entropy(
+                logits.detach(), vocab_start, self.temperature, group,
+                top_k=self.top_k, top_p=self.top_p,
+            )  # fmt: skip
             mask = batch.loss_mask.bool()
             metrics["entropy"] = entropy[mask].sum() / max(norm.num_tokens, 1)
             metrics = {k: v.detach().float().cpu() for k, v in metrics.items()}
