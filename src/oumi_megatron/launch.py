@@ -53,4 +53,47 @@ def prepare_run(config_path: str, overrides: list[str], for_training: bool) -> R
     device = "cuda" if torch.cuda.is_available() else "cpu"
     dtype = _DTYPES[cfg.megatron.transformer_config.resolved_params_dtype(device)]
     layout = ParallelLayout.from_params(cfg.megatron)
+    if for_training and cfg.megatron.weight_sync_method in ("gloo", "nccl"):
+        from oumi_megatron.parallel.ranks import local_world_size
+
+        m = cfg.megatron
+        resolve_rollout_devices(m.weight_sync_method, m.rollout_workers, m.rollout_devices,
+                                local_world_size(), torch.cuda.device_count())  # fmt: skip
     return RunSetup(cfg, hf_dir, layout, world_size, dtype, validated)
+
+
+def resolve_rollout_devices(
+    method: str,
+    workers: int,
+    devices: list[str] | None,
+    local_world_size: int,
+    cuda_count: int,
+) -> list[str]:
+    """Devices of the rollout processes for weight_sync_method `method` ("gloo" | "nccl").
+
+    Raises ``ConfigError`` (before any work) when nccl has no spare GPU: NCCL cannot connect
+    two processes on one GPU, so rollout GPUs must come after the trainer's local ones.
+    """
+    from oumi_megatron.config import ConfigError
+
+    if devices is not None:
+        resolved = list(devices)
+    elif method == "nccl":
+        resolved = [f"cuda:{local_world_size + i}" for i in range(workers)]
+    else:
+        resolved = ["cpu"] * workers
+    wanted = [int(d.split(":")[1]) for d in resolved if d.startswith("cuda:")]
+    if method == "nccl" and any(i < local_world_size for i in wanted):
+        raise ConfigError(
+            f"megatron.rollout_devices ({resolved}) overlap the trainer's GPUs on this node "
+            f"(cuda:0..{local_world_size - 1}); NCCL cannot connect two processes on one GPU. "
+            f"Fix: rollout GPUs from cuda:{local_world_size} on, or weight_sync_method: gloo."
+        )
+    if method == "nccl" and (cuda_count == 0 or any(i >= cuda_count for i in wanted)):
+        raise ConfigError(
+            f"megatron.weight_sync_method 'nccl' with {workers} rollout process(es) needs GPUs "
+            f"{resolved}, but this node has {cuda_count} and the trainer uses the first "
+            f"{local_world_size}. Fix: start fewer trainer processes per node, set "
+            f"megatron.rollout_devices, or use weight_sync_method: gloo / inprocess."
+        )
+    return resolved

@@ -61,6 +61,15 @@ LAYOUTS = {
             "megatron.virtual_pipeline_model_parallel_size=2",
         ],
     ),  # fmt: skip
+    # Rollout in two separate processes, weights broadcast over gloo.
+    "TP2_gloo_2workers": (
+        2,
+        [
+            "megatron.tensor_model_parallel_size=2",
+            "megatron.weight_sync_method=gloo",
+            "megatron.rollout_workers=2",
+        ],
+    ),  # fmt: skip
     "TP2xPP2": (
         4,
         ["megatron.tensor_model_parallel_size=2", "megatron.pipeline_model_parallel_size=2"],

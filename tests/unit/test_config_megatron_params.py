@@ -206,3 +206,31 @@ def test_params_dtype_resolution(dtype: str, device: str, expected: str) -> None
 def test_checkpoint_dir() -> None:
     assert MegatronParams().checkpoint_dir("out/run/") == "out/run/megatron_checkpoint"
     assert MegatronParams(megatron_checkpoint_dir="/ckpt").checkpoint_dir("out") == "/ckpt"
+
+
+def test_rollout_workers_need_a_separate_process_method() -> None:
+    message = _error(rollout_workers=2)
+    assert message.startswith("megatron.rollout_workers (2) / megatron.rollout_devices (None)")
+    assert "Fix: set megatron.weight_sync_method: gloo (or nccl)" in message
+
+
+def test_rollout_devices_one_per_worker() -> None:
+    message = _error(weight_sync_method="gloo", rollout_workers=2, rollout_devices=["cpu"])
+    assert "megatron.rollout_devices has 1 entries but megatron.rollout_workers is 2" in message
+
+
+def test_nccl_rollout_devices_must_be_gpus() -> None:
+    message = _error(weight_sync_method="nccl", rollout_devices=["cpu"])
+    assert "weight_sync_method 'nccl' needs GPU devices ('cuda:N')" in message
+
+
+def test_rollout_devices_resolution() -> None:
+    from oumi_megatron.launch import resolve_rollout_devices
+
+    assert resolve_rollout_devices("gloo", 2, None, 4, 0) == ["cpu", "cpu"]
+    assert resolve_rollout_devices("nccl", 2, None, 2, 4) == ["cuda:2", "cuda:3"]
+    assert resolve_rollout_devices("nccl", 1, ["cuda:3"], 1, 4) == ["cuda:3"]
+    with pytest.raises(ConfigError, match=r"overlap the trainer's GPUs on this node \(cuda:0..1\)"):
+        resolve_rollout_devices("nccl", 1, ["cuda:1"], 2, 4)
+    with pytest.raises(ConfigError, match=r"needs GPUs \['cuda:4'\], but this node has 4"):
+        resolve_rollout_devices("nccl", 1, None, 4, 4)

@@ -97,11 +97,28 @@ class MegatronParams(StrictModel):
     weight_sync_bucket_size_mb: int = Field(
         512, ge=1, description="Size of the buckets weights are sent in, in MiB."
     )
+    rollout_workers: int = Field(
+        1,
+        ge=1,
+        description=(
+            "Rollout processes the trainer starts with weight_sync_method 'gloo' or 'nccl' "
+            "(each one engine; a step's prompts are split between them). The other methods run "
+            "one engine inside the trainer's rank 0."
+        ),
+    )
+    rollout_devices: list[str] | None = Field(
+        None,
+        description=(
+            "Device of each rollout process, e.g. ['cuda:2', 'cuda:3']. None: 'cpu' with gloo; "
+            "with nccl the GPUs after the trainer's own on that node (cuda:LOCAL_WORLD_SIZE, "
+            "...), since NCCL cannot connect two processes on one GPU."
+        ),
+    )
     inference_backend: Literal["auto", "torch", "vllm"] = Field(
         "auto",
         description=(
-            "Rollout engine: 'torch' (the Megatron model itself), 'vllm', or 'auto' (trainer "
-            "chooses at start-up)."
+            "Rollout engine: 'torch' (Hugging Face transformers generate), 'vllm', or 'auto' "
+            "(vllm on GPU, torch on CPU)."
         ),
     )
     megatron_checkpoint_dir: str | None = Field(
@@ -251,4 +268,24 @@ def _check_weight_sync(p: MegatronParams) -> None:
             f"{_path('weight_sync_method')} ({p.weight_sync_method!r}) has no effect with "
             f"{_path('enable_weight_sync')}: false. Fix: enable weight sync, or set "
             f"{_path('weight_sync_method')}: auto."
+        )
+    separate = p.weight_sync_method in ("gloo", "nccl")
+    if not separate and (p.rollout_workers != 1 or p.rollout_devices is not None):
+        raise ValueError(
+            f"{_path('rollout_workers')} ({p.rollout_workers}) / {_path('rollout_devices')} "
+            f"({p.rollout_devices}) need rollout processes, which only weight_sync_method "
+            f"'gloo' or 'nccl' starts (got {p.weight_sync_method!r}). Fix: set "
+            f"{_path('weight_sync_method')}: gloo (or nccl), or remove them."
+        )
+    if p.rollout_devices is not None and len(p.rollout_devices) != p.rollout_workers:
+        raise ValueError(
+            f"{_path('rollout_devices')} has {len(p.rollout_devices)} entries but "
+            f"{_path('rollout_workers')} is {p.rollout_workers}. Fix: one device per worker."
+        )
+    if p.weight_sync_method == "nccl" and any(
+        not d.startswith("cuda") for d in p.rollout_devices or []
+    ):
+        raise ValueError(
+            f"{_path('rollout_devices')} ({p.rollout_devices}): weight_sync_method 'nccl' needs "
+            f"GPU devices ('cuda:N'). Fix: use GPUs, or weight_sync_method: gloo."
         )

@@ -9,7 +9,7 @@ from pathlib import Path
 import torch
 
 from oumi_megatron.launch import RunSetup
-from oumi_megatron.parallel.ranks import is_rank0
+from oumi_megatron.parallel.ranks import is_rank0, local_world_size
 from oumi_megatron.training.policy import MegatronPolicy
 
 
@@ -96,6 +96,9 @@ def build_engine(setup: RunSetup):
     backend = setup.cfg.megatron.inference_backend
     if backend == "auto":
         backend = "vllm" if torch.cuda.is_available() else "torch"
+    method = setup.cfg.megatron.weight_sync_method
+    if method in ("gloo", "nccl"):
+        return _remote_engines(setup, backend, method)
     if backend == "vllm":
         from oumi_megatron.rollout.vllm_engine import VllmRolloutEngine
 
@@ -105,7 +108,6 @@ def build_engine(setup: RunSetup):
 
         device = "cuda" if torch.cuda.is_available() else "cpu"
         engine = TorchRolloutEngine(setup.hf_dir, device=device, dtype=setup.params_dtype)
-    method = setup.cfg.megatron.weight_sync_method
     bucket_bytes = setup.cfg.megatron.weight_sync_bucket_size_mb << 20
     if method in ("auto", "inprocess"):
         sender = make_weight_sender("inprocess", engine=engine, bucket_bytes=bucket_bytes)
@@ -116,12 +118,31 @@ def build_engine(setup: RunSetup):
             directory,
             engine,
         )
-    else:
-        raise NotImplementedError(
-            f"megatron.weight_sync_method ({method}) needs rollout workers in separate processes, "
-            "which the trainer does not launch yet; use 'inprocess' (colocated) or 'checkpoint'"
-        )
     return engine, sender
+
+
+def _remote_engines(setup: RunSetup, backend: str, method: str):
+    """Rollout processes fed over a gloo/NCCL broadcast group (started by global rank 0)."""
+    from oumi_megatron.launch import resolve_rollout_devices
+    from oumi_megatron.rollout.factory import EngineSpec, dtype_name
+    from oumi_megatron.rollout.remote import RemoteRolloutEngines
+
+    m, cfg = setup.cfg.megatron, setup.cfg
+    devices = resolve_rollout_devices(method, m.rollout_workers, m.rollout_devices,
+                                      local_world_size(), torch.cuda.device_count())  # fmt: skip
+    specs = [
+        EngineSpec(
+            backend,
+            str(setup.hf_dir),
+            device,
+            dtype_name(setup.params_dtype),
+            cfg.sampling_seed,
+            cfg.model.trust_remote_code,
+        )  # fmt: skip
+        for device in devices
+    ]
+    engine = RemoteRolloutEngines(specs, method, m.weight_sync_bucket_size_mb << 20)
+    return engine, engine.weight_sender()
 
 
 class _CheckpointToEngine:

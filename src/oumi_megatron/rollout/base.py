@@ -120,3 +120,6 @@ class RolloutEngine(ABC):
 
     def wake_up(self) -> None:  # noqa: B027 - optional hook
         """Undo :meth:`sleep` before the next :meth:`generate`."""
+
+    def close(self) -> None:  # noqa: B027 - optional hook
+        """Release the engine (processes, accelerator memory) at the end of training."""

@@ -1,0 +1,18 @@
+"""Helper processes that must not outlive the trainer."""
+
+from __future__ import annotations
+
+import ctypes
+import signal
+import sys
+
+
+def die_with_parent() -> None:
+    """Ask Linux to SIGKILL this process when its parent dies (PR_SET_PDEATHSIG).
+
+    A killed trainer must not leave writers or rollout processes behind (holding its stdout,
+    GPUs or ports). Call it first thing in the child, then check ``os.getppid()`` against the
+    parent's pid: the parent may have died before the call.
+    """
+    if sys.platform.startswith("linux"):
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)

@@ -1,0 +1,249 @@
+"""Rollout engines in their own processes, fed new weights over a gloo/NCCL broadcast group.
+
+The trainer's global rank 0 starts ``len(specs)`` rollout processes (``spawn``), each building
+its engine from an :class:`EngineSpec`. Commands (generate, sleep, wake_up, receive weights)
+travel over a pipe per process; weights travel over a standalone broadcast group (TCPStore
+rendezvous, trainer = group rank 0) with the bucket protocol of
+:mod:`oumi_megatron.rollout.transports.broadcast`. Prompts are split into contiguous chunks,
+one per process, and the samples are put back in prompt order.
+
+A rollout process dies with the trainer (PDEATHSIG); one that dies on its own makes the next
+call raise with its exit code and last error.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import multiprocessing as mp
+import os
+import socket
+import traceback
+from collections.abc import Iterable
+from dataclasses import replace
+from typing import Any
+
+import torch
+
+from oumi_megatron.processes import die_with_parent
+from oumi_megatron.rollout.base import RolloutEngine, RolloutSample, SamplingParams, derive_seed
+from oumi_megatron.rollout.factory import EngineSpec, build_engine
+from oumi_megatron.rollout.transports import SyncStats, WeightSender
+from oumi_megatron.rollout.weight_sync import (
+    StoreRendezvous,
+    make_weight_receiver,
+    make_weight_sender,
+)
+
+# A rollout process is not part of the trainer's torchrun world.
+_LAUNCHER_VARS = ("RANK", "LOCAL_RANK", "WORLD_SIZE", "LOCAL_WORLD_SIZE", "GROUP_RANK",
+                  "ROLE_RANK", "ROLE_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT",
+                  "TORCHELASTIC_RUN_ID", "TORCHELASTIC_RESTART_COUNT")  # fmt: skip
+
+
+class RolloutProcessError(RuntimeError):
+    """A rollout process failed or exited."""
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class RemoteRolloutEngines(RolloutEngine):
+    """Rollout engines in separate processes behind the engine interface (trainer side).
+
+    Weights do not go through :meth:`update_weights`: :meth:`weight_sender` returns the sender
+    whose ``send`` tells every process to receive and broadcasts the buckets to them.
+    """
+
+    def __init__(
+        self,
+        specs: list[EngineSpec],
+        transport: str = "gloo",
+        bucket_bytes: int = 512 << 20,
+        timeout_s: float = 600.0,
+    ) -> None:
+        if not specs:
+            raise ValueError("need at least one rollout process")
+        if transport not in ("gloo", "nccl"):
+            raise ValueError(f"transport must be 'gloo' or 'nccl', got {transport!r}")
+        self.timeout_s = timeout_s
+        ctx = mp.get_context("spawn")
+        port = _free_port()
+        world = len(specs) + 1
+        self._conns, self._procs = [], []
+        for rank, spec in enumerate(specs, start=1):
+            parent, child = ctx.Pipe()
+            rendezvous = StoreRendezvous("127.0.0.1", port, rank, world, timeout_s)
+            proc = ctx.Process(
+                target=serve,
+                args=(child, spec, transport, rendezvous, os.getpid()),
+                name=f"rollout-{rank - 1}",
+            )
+            proc.start()
+            child.close()
+            self._conns.append(parent)
+            self._procs.append(proc)
+        for index in range(len(specs)):
+            self._reply(index)  # "hello": the process runs and is about to join the group
+        device = torch.device("cuda", torch.cuda.current_device()) if transport == "nccl" else None
+        sender = make_weight_sender(
+            transport,
+            rendezvous=StoreRendezvous("127.0.0.1", port, 0, world, timeout_s),
+            bucket_bytes=bucket_bytes,
+            device=device,
+        )
+        self._sender = _RemoteWeightSender(self, sender)
+        for index in range(len(specs)):
+            self._reply(index)  # "ready": engine built
+
+    # ---- protocol ----------------------------------------------------------------------------
+
+    def _reply(self, index: int) -> Any:
+        conn, proc = self._conns[index], self._procs[index]
+        while not conn.poll(1.0):
+            if not proc.is_alive():
+                raise RolloutProcessError(
+                    f"rollout process {index} exited (code {proc.exitcode}) without replying"
+                )
+        try:
+            status, value = conn.recv()
+        except EOFError as error:
+            proc.join(5)
+            raise RolloutProcessError(
+                f"rollout process {index} exited (code {proc.exitcode})"
+            ) from error
+        if status == "error":
+            raise RolloutProcessError(f"rollout process {index} failed:\n{value}")
+        return value
+
+    def _send(self, index: int, command: str, args: tuple = ()) -> None:
+        try:
+            self._conns[index].send((command, args))
+        except (BrokenPipeError, ConnectionResetError) as error:
+            proc = self._procs[index]
+            proc.join(5)
+            raise RolloutProcessError(
+                f"rollout process {index} exited (code {proc.exitcode})"
+            ) from error
+
+    def _call_all(self, command: str, args: list[tuple] | None = None) -> list[Any]:
+        for index in range(len(self._conns)):
+            self._send(index, command, args[index] if args else ())
+        return [self._reply(index) for index in range(len(self._conns))]
+
+    # ---- engine interface ----------------------------------------------------------------------
+
+    def generate(
+        self, prompt_token_ids: list[list[int]], params: SamplingParams
+    ) -> list[RolloutSample]:
+        """Contiguous prompt chunks per process; samples come back in prompt order."""
+        count = len(self._conns)
+        bounds = [len(prompt_token_ids) * i // count for i in range(count + 1)]
+        requests = []
+        for index in range(count):
+            chunk_params = params
+            if count > 1 and params.seed is not None:  # distinct noise per chunk
+                chunk_params = replace(params, seed=derive_seed(params.seed, bounds[index]))
+            requests.append((prompt_token_ids[bounds[index] : bounds[index + 1]], chunk_params))
+        samples: list[RolloutSample] = []
+        for start, chunk in zip(bounds, self._call_all("generate", requests), strict=False):
+            for sample in chunk:
+                sample.prompt_index += start
+                samples.append(sample)
+        return samples
+
+    def update_weights(self, named_tensors: Iterable[tuple[str, torch.Tensor]]) -> None:
+        raise TypeError("remote rollout engines receive weights through weight_sender()")
+
+    def weight_sender(self) -> WeightSender:
+        return self._sender
+
+    def sleep(self) -> None:
+        self._call_all("sleep")
+
+    def wake_up(self) -> None:
+        self._call_all("wake_up")
+
+    def close(self) -> None:
+        for conn in self._conns:
+            with contextlib.suppress(BrokenPipeError, OSError):
+                conn.send(("close", ()))
+        for proc in self._procs:
+            proc.join(30)
+            if proc.is_alive():
+                proc.kill()
+        self._sender.close()
+
+    @property
+    def pids(self) -> list[int]:
+        return [proc.pid for proc in self._procs]
+
+
+class _RemoteWeightSender(WeightSender):
+    """Tell every rollout process to receive, broadcast the buckets, wait for them to load."""
+
+    def __init__(self, engines: RemoteRolloutEngines, sender: WeightSender) -> None:
+        self.engines, self.sender = engines, sender
+
+    def send(self, named_tensors: Iterable[tuple[str, torch.Tensor]]) -> SyncStats:
+        for index in range(len(self.engines._conns)):
+            self.engines._send(index, "receive")
+        stats = self.sender.send(named_tensors)
+        for index in range(len(self.engines._conns)):
+            self.engines._reply(index)
+        return stats
+
+    def close(self) -> None:
+        self.sender.close()
+
+
+# ---- rollout process ----------------------------------------------------------------------------
+
+
+def serve(conn, spec: EngineSpec, transport: str, rendezvous: StoreRendezvous, parent: int):
+    """Entry point of a rollout process: build the engine, then answer commands until close."""
+    die_with_parent()
+    if os.getppid() != parent:  # the trainer died before the line above
+        os._exit(1)
+    for name in _LAUNCHER_VARS:
+        os.environ.pop(name, None)
+    receiver = None
+    try:
+        conn.send(("ok", "hello"))
+        device = None
+        if transport == "nccl":
+            torch.cuda.set_device(torch.device(spec.device))
+            device = torch.device(spec.device)
+        receiver = make_weight_receiver(transport, rendezvous=rendezvous, device=device)
+        engine = build_engine(spec)
+        conn.send(("ok", "ready"))
+        _serve_commands(conn, engine, receiver)
+    except BaseException:  # noqa: BLE001 - reported to the trainer, then exit non-zero
+        try:
+            conn.send(("error", traceback.format_exc()))
+        finally:
+            os._exit(1)
+    finally:
+        if receiver is not None:
+            receiver.close()
+
+
+def _serve_commands(conn, engine: RolloutEngine, receiver) -> None:
+    while True:
+        try:
+            command, args = conn.recv()
+        except EOFError:  # the trainer closed its end
+            return
+        if command == "close":
+            return
+        if command == "generate":
+            conn.send(("ok", engine.generate(*args)))
+        elif command == "receive":
+            conn.send(("ok", receiver.receive_into(engine)))
+        elif command in ("sleep", "wake_up"):
+            getattr(engine, command)()
+            conn.send(("ok", None))
+        else:
+            raise ValueError(f"unknown rollout command {command!r}")
