@@ -74,6 +74,13 @@ class OumiMegatronGrpoTrainer(BaseTrainer):
         self.is_main = is_rank0()
         self.timer = PhaseTimer()
         self.checkpoint_root = setup.output_dir / "checkpoints"
+        checkpoint_config = megatron.checkpoint_config
+        self.checkpointer = checkpoint.Checkpointer(
+            self.checkpoint_root,
+            keep_last=checkpoint_config.keep_last,
+            fully_parallel=checkpoint_config.use_fully_parallel_strategy,
+            use_async=checkpoint_config.use_async_checkpoint,
+        )
         self.step = 0
         self._last_metrics: dict[str, float] = {}
 
@@ -111,6 +118,7 @@ class OumiMegatronGrpoTrainer(BaseTrainer):
                 progress.update(self.step, self._last_metrics)
                 self._log_completions(rollouts, scored)
         progress.close()
+        self.checkpointer.close()  # waits for a save still being written (async)
         if self.cfg.training.save_final_model:
             self.save_model(self.cfg, final=True)
         self.metrics_logger.close()
@@ -194,31 +202,32 @@ class OumiMegatronGrpoTrainer(BaseTrainer):
 
     def _save_if_due(self) -> None:
         """Checkpoint every `save_steps`; the checkpoint holds this step's metrics row (so a
-        resumed run's metrics.jsonl is the uninterrupted one's) and the save time is logged."""
+        resumed run's metrics.jsonl is the uninterrupted one's). `time/checkpoint` is the time
+        training was blocked: the whole save, or with async saves the hand-off to the writer
+        plus publishing a background save that has finished."""
         save_steps = int(self.cfg.training.save_steps or 0)
         self._last_metrics["time/checkpoint"] = 0.0
+        start = time.perf_counter()
+        self.checkpointer.finalize(blocking=False)
         if save_steps > 0 and self.step % save_steps == 0:
-            start = time.perf_counter()
             self.save_state()
-            self._last_metrics["time/checkpoint"] = time.perf_counter() - start
-            self._last_metrics["time/step"] += self._last_metrics["time/checkpoint"]
+        self._last_metrics["time/checkpoint"] = time.perf_counter() - start
+        self._last_metrics["time/step"] += self._last_metrics["time/checkpoint"]
 
     def save_state(self) -> None:
-        checkpoint.save_checkpoint(
-            self.checkpoint_root,
+        self.checkpointer.save(
             self.step,
             self.policy.model,
             self.policy.optimizer,
             self.policy.scheduler,
             self._trainer_state(),
-            keep_last=self.cfg.megatron.checkpoint_config.keep_last,
-            fully_parallel=self.cfg.megatron.checkpoint_config.use_fully_parallel_strategy,
         )
 
     def _resume(self, resume_from_checkpoint: str | None) -> None:
         resume = resume_from_checkpoint or self.cfg.training.resume_from_checkpoint
         if not resume and self.cfg.training.try_resume_from_last_checkpoint:
             resume = checkpoint.LATEST
+        self.checkpointer.finalize(blocking=True)  # `latest` must name the newest save
         path = checkpoint.resolve_resume_path(self.checkpoint_root, resume)
         if path is None:
             return

@@ -113,6 +113,12 @@ def test_oumi_post_init_still_runs(load) -> None:
     )
 
 
+def test_async_checkpoint_is_accepted(load) -> None:
+    # Implemented (training/checkpoint.py): no longer refused at load time.
+    cfg = load("megatron.checkpoint_config.use_async_checkpoint=true")
+    assert cfg.megatron.checkpoint_config.use_async_checkpoint is True
+
+
 def test_truncated_sampling_is_accepted(load) -> None:
     # Implemented (algorithms/truncation.py): the trainer's log-probs use the same top-k/top-p.
     cfg = load("grpo.top_p=0.9", "grpo.top_k=20")

@@ -98,19 +98,9 @@ def check_oumi_compatibility(cfg: MegatronTrainingConfig) -> None:
     _check_replaced_oumi_fields(cfg)
 
 
-def _check_not_yet_supported(cfg: MegatronTrainingConfig) -> None:
-    """Settings whose implementation has not landed: refuse them rather than ignore them."""
-    if cfg.megatron.checkpoint_config.use_async_checkpoint:
-        raise ConfigError(
-            "megatron.checkpoint_config.use_async_checkpoint (true) is not implemented yet. "
-            "Fix: set it to false (checkpoints are written synchronously)."
-        )
-
-
 def check_static(cfg: MegatronTrainingConfig) -> None:
     """Raises ``ConfigError`` on the first config-only problem found."""
     _check_trainer_type(cfg)
     check_oumi_compatibility(cfg)
     _check_grpo(cfg)
     _check_lr(cfg)
-    _check_not_yet_supported(cfg)

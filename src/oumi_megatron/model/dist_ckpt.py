@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import ctypes
+import functools
 import multiprocessing as mp
+import os
 import signal
 import sys
 from multiprocessing.managers import SyncManager
@@ -62,6 +64,27 @@ def use_forked_writer_queue() -> None:
 
 
 _MANAGERS: list = []
+
+
+def writer_dies_with_trainer(request):
+    """The same Megatron `AsyncRequest`, its forked writer killed if the trainer dies.
+
+    A trainer that dies can never finalize the save, so its writer's files are garbage; an
+    orphaned writer could even still be writing into the temporary directory that a restarted
+    run is reusing for the same step.
+    """
+    if request.async_fn is None:  # nothing to write on this rank: no process is started
+        return request
+    return request._replace(
+        async_fn=functools.partial(_write_as_child, os.getpid(), request.async_fn)
+    )
+
+
+def _write_as_child(trainer_pid: int, write, *args, **kwargs) -> None:
+    _die_with_parent()
+    if os.getppid() != trainer_pid:  # the trainer died before the line above
+        os._exit(1)
+    write(*args, **kwargs)
 
 
 def _die_with_parent() -> None:

@@ -1,10 +1,12 @@
 """Training checkpoints: `output_dir/checkpoints/step_N/` with model, optimizer, LR scheduler,
 data position, RNG states and step; written under a temporary name and renamed when complete,
 so a process killed mid-save leaves the previous checkpoint intact. Keeps the last K.
+Optionally asynchronous: the shards are written in the background while training continues.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
@@ -12,6 +14,7 @@ import random
 import re
 import shutil
 import signal
+import time
 from pathlib import Path
 
 import torch
@@ -27,7 +30,8 @@ LATEST = "latest"
 
 
 # Fault injection for tests: SIGKILL this process at a named point of the save of step N
-# (OUMI_MEGATRON_FAULT=before_rename:3 or after_save:3). Never set in normal runs.
+# (OUMI_MEGATRON_FAULT=before_rename:3, after_save:3, or after_schedule:3 = an asynchronous
+# save just handed to its writer, training about to continue). Never set in normal runs.
 FAULT_ENV = "OUMI_MEGATRON_FAULT"
 
 
@@ -69,36 +73,90 @@ def _full_state(model, optimizer, is_loading: bool = False) -> dict:
     return {**model_state, "optimizer": optimizer_state}
 
 
-def save_checkpoint(root: Path, step: int, model, optimizer, scheduler, trainer_state: dict,
-                    keep_last: int | None = None, fully_parallel: bool = False) -> Path:  # fmt: skip
-    """Collective save of step `step`; returns the final directory."""
-    from megatron.core import dist_checkpointing
+class Checkpointer:
+    """Collective saves of training checkpoints under `root`, synchronous or asynchronous.
 
-    from oumi_megatron.model.dist_ckpt import use_forked_writer_queue
+    Both modes build one Megatron `AsyncRequest`: the shard writes, then finalize callbacks
+    that run on every rank only after every rank's shards are on disk (torch's `.metadata`,
+    Megatron's `metadata.json`, then ours: RNG files, trainer state, rename to `step_N`,
+    `latest`, pruning). Synchronous saves execute it in place. Asynchronous saves hand it to
+    Megatron's `AsyncCallsQueue`: a forked process writes while training continues, and the
+    finalize callbacks run at a later `finalize()`; until then the previous checkpoint is
+    the newest loadable one.
+    """
 
-    final = root / f"step_{step}"
-    tmp = root / f".step_{step}.tmp"
-    if rank() == 0:
-        shutil.rmtree(tmp, ignore_errors=True)
-        (tmp / "dist").mkdir(parents=True)
-    barrier()
-    use_forked_writer_queue()
-    dist_checkpointing.save(
-        _full_state(model, optimizer), str(tmp / "dist"), sharded_strategy=_strategy(fully_parallel)
-    )
-    torch.save(_rng_state(), tmp / RNG_STATE.format(rank=rank()))
-    barrier()
-    _fault_point("before_rename", step)
-    if rank() == 0:
+    def __init__(self, root: Path, keep_last: int | None = None, fully_parallel: bool = False,
+                 use_async: bool = False):  # fmt: skip
+        self.root, self.keep_last, self.fully_parallel = root, keep_last, fully_parallel
+        self._queue = None
+        if use_async:
+            from megatron.core.dist_checkpointing.strategies.async_utils import AsyncCallsQueue
+
+            # A fresh forked writer per save (Megatron's default): the fork is a copy-on-write
+            # snapshot. The persistent worker would get CPU tensors through shared memory,
+            # and training would update them in place while they are being written.
+            self._queue = AsyncCallsQueue(persistent=False)
+
+    def save(self, step: int, model, optimizer, scheduler, trainer_state: dict) -> Path:
+        """Collective save of step `step`; returns the directory it will have once final."""
+        from megatron.core import dist_checkpointing
+
+        from oumi_megatron.model.dist_ckpt import use_forked_writer_queue, writer_dies_with_trainer
+
+        self.finalize(blocking=True)  # at most one save in flight
+        final = self.root / f"step_{step}"
+        tmp = self.root / f".step_{step}.tmp"
+        if rank() == 0:
+            shutil.rmtree(tmp, ignore_errors=True)
+            (tmp / "dist").mkdir(parents=True)
+        barrier()
+        use_forked_writer_queue()
+        request = dist_checkpointing.save(
+            _full_state(model, optimizer), str(tmp / "dist"),
+            sharded_strategy=_strategy(self.fully_parallel),
+            async_sharded_save=True, async_strategy="mcore",
+        )  # fmt: skip
+        # Everything besides the tensors is captured now and written when the shards are done.
         state = {**trainer_state, "step": step, "scheduler": scheduler.state_dict()}
-        (tmp / TRAINER_STATE).write_text(json.dumps(state, indent=1))
-        shutil.rmtree(final, ignore_errors=True)
-        os.replace(tmp, final)
-        (root / LATEST).write_text(final.name)
-        _prune(root, keep_last)
-    barrier()
-    _fault_point("after_save", step)
-    return final
+        publish = functools.partial(
+            self._publish, step, tmp, final, json.dumps(state, indent=1), _rng_state()
+        )
+        request.add_finalize_fn(publish)
+        if self._queue is None:
+            request.execute_sync()
+        else:
+            self._queue.schedule_async_request(writer_dies_with_trainer(request))
+            _fault_point("after_schedule", step)
+        return final
+
+    def finalize(self, blocking: bool) -> None:
+        """Collective: publish the asynchronous saves whose writes have ended on every rank
+        (`blocking`: wait for all of them). A no-op for synchronous saves."""
+        if self._queue is not None and self._queue.get_num_unfinalized_calls():
+            start = time.perf_counter()
+            done = self._queue.maybe_finalize_async_calls(blocking=blocking)
+            if done and rank() == 0:
+                logger.info("finalized %d async checkpoint save(s) in %.2f s",
+                            len(done), time.perf_counter() - start)  # fmt: skip
+
+    def close(self) -> None:
+        """Collective: finalize what is pending (blocking) and stop the writer machinery."""
+        if self._queue is not None:
+            self.finalize(blocking=True)
+            self._queue.close()
+
+    def _publish(self, step: int, tmp: Path, final: Path, state_json: str, rng: dict) -> None:
+        torch.save(rng, tmp / RNG_STATE.format(rank=rank()))
+        barrier()
+        _fault_point("before_rename", step)
+        if rank() == 0:
+            (tmp / TRAINER_STATE).write_text(state_json)
+            shutil.rmtree(final, ignore_errors=True)
+            os.replace(tmp, final)
+            (self.root / LATEST).write_text(final.name)
+            _prune(self.root, self.keep_last)
+        barrier()
+        _fault_point("after_save", step)
 
 
 def _strategy(fully_parallel: bool):
@@ -148,7 +206,12 @@ def _rng_state() -> dict:
         "python": list(random.getstate()[1]),
         "python_pos": random.getstate()[2],
         "torch": torch.get_rng_state(),
-        "tracker": get_cuda_rng_tracker().get_states(),
+        # Copies (tensors, or generators with cudagraphable RNG): an asynchronous save writes
+        # them later, after training has moved on.
+        "tracker": {
+            name: state.clone() if isinstance(state, torch.Tensor) else state.clone_state()
+            for name, state in get_cuda_rng_tracker().get_states().items()
+        },
     }
 
 
