@@ -118,6 +118,8 @@ class OumiMegatronGrpoTrainer(BaseTrainer):
                 progress.update(self.step, self._last_metrics)
                 self._log_completions(rollouts, scored)
         progress.close()
+        if self.engine is not None:
+            self.engine.close()  # stops rollout processes, if any
         self.checkpointer.close()  # waits for a save still being written (async)
         if self.cfg.training.save_final_model:
             self.save_model(self.cfg, final=True)

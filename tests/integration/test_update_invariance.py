@@ -1,5 +1,6 @@
 """The same batch gives the same loss and updated weights however it is split or laid out:
-micro-batch 1 vs 4, packing on vs off, TP1 / TP2 / PP2 / PP2×VPP2 / DP2 / TP2×PP2 (fp32, ≤ 1e-5)."""
+micro-batch 1 vs 4, packing on vs off, TP1 / TP2 / PP2 / PP2×VPP2 / DP2 / TP2×PP2, with and
+without the distributed optimizer (fp32, ≤ 1e-5)."""
 
 from __future__ import annotations
 
@@ -19,11 +20,19 @@ LAUNCHES = {
     ],
     2: [
         {"name": "dp2", "layout": {}, "mbs": 2, "packing": False},
+        {"name": "dp2_distopt", "layout": {}, "mbs": 2, "packing": False, "distopt": True},
         {"name": "pp2vpp2", "layout": {"pp": 2, "vpp": 2}, "mbs": 1, "packing": False},
         {"name": "pp2vpp2_packed", "layout": {"pp": 2, "vpp": 2}, "mbs": 2, "packing": True},
     ],
     4: [
         {"name": "tp2_dp2", "layout": {"tp": 2}, "mbs": 4, "packing": False},
+        {
+            "name": "tp2_dp2_distopt",
+            "layout": {"tp": 2},
+            "mbs": 4,
+            "packing": True,
+            "distopt": True,
+        },  # fmt: skip
         {"name": "pp2_dp2", "layout": {"pp": 2}, "mbs": 1, "packing": False},
         {"name": "tp2pp2", "layout": {"tp": 2, "pp": 2}, "mbs": 2, "packing": False},
         {"name": "tp2pp2_packed", "layout": {"tp": 2, "pp": 2}, "mbs": 2, "packing": True},

@@ -9,6 +9,7 @@ Each shim below is applied only when CUDA is absent (or TE is missing) and is id
 from __future__ import annotations
 
 import contextlib
+import functools
 import importlib
 import importlib.abc
 import importlib.machinery
@@ -41,6 +42,7 @@ def apply_cpu_compat() -> None:
     _install_cpu_causal_mask()
     _install_cpu_factories()
     _install_cpu_grad_clipping()
+    _install_cpu_distributed_optimizer()
     _APPLIED = True
 
 
@@ -192,6 +194,39 @@ def _install_cpu_grad_clipping() -> None:
 
     clip_grads.clip_grad_by_total_norm_fp32 = _clip_grad_by_total_norm_fp32
     optimizer.clip_grad_by_total_norm_fp32 = _clip_grad_by_total_norm_fp32
+
+
+def _cuda_type_name(tensor: torch.Tensor, dtype=None, non_blocking=False, **kwargs):
+    """`Tensor.type()` as the CUDA build names it ("torch.cuda.FloatTensor"); casts unchanged."""
+    if dtype is not None or kwargs:
+        return _TENSOR_TYPE(tensor, dtype, non_blocking, **kwargs)
+    name = _TENSOR_TYPE(tensor)
+    return name.replace("torch.", "torch.cuda.", 1) if tensor.device.type == "cpu" else name
+
+
+_TENSOR_TYPE = torch.Tensor.type
+
+
+def _install_cpu_distributed_optimizer() -> None:
+    """The distributed optimizer sorts parameters by `param.type()` and accepts only CUDA type
+    names; while it is built, CPU parameters report their CUDA names (reduce-scatter and
+    all-gather run on gloo)."""
+    from megatron.core.optimizer.distrib_optimizer import DistributedOptimizer
+
+    init = DistributedOptimizer.__init__
+    if getattr(init, "_oumi_cpu", False):
+        return
+
+    @functools.wraps(init)
+    def cpu_init(self, *args, **kwargs):
+        torch.Tensor.type = _cuda_type_name  # type: ignore[method-assign]
+        try:
+            init(self, *args, **kwargs)
+        finally:
+            torch.Tensor.type = _TENSOR_TYPE  # type: ignore[method-assign]
+
+    cpu_init._oumi_cpu = True  # type: ignore[attr-defined]
+    DistributedOptimizer.__init__ = cpu_init
 
 
 class _PlaceholderModule(types.ModuleType):

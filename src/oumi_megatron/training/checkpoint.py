@@ -50,13 +50,16 @@ def list_checkpoints(root: Path) -> list[Path]:
 
 
 def resolve_resume_path(root: Path, resume: str | None) -> Path | None:
-    """`latest` → newest complete checkpoint under `root`; a path → that checkpoint."""
+    """`latest` → newest complete checkpoint under `root`; a name under `root` (`step_2`) or a
+    path → that checkpoint."""
     if not resume:
         return None
     if resume == LATEST:
         checkpoints = list_checkpoints(root)
         return checkpoints[-1] if checkpoints else None
     path = Path(resume)
+    if not path.is_absolute() and (root / path / TRAINER_STATE).exists():
+        path = root / path
     if not (path / TRAINER_STATE).exists():
         raise FileNotFoundError(
             f"training.resume_from_checkpoint ({resume}) is not a complete checkpoint (no "
@@ -65,11 +68,50 @@ def resolve_resume_path(root: Path, resume: str | None) -> Path | None:
     return path
 
 
+_OPTIMIZER_METADATA = {"distrib_optim_sharding_type": "dp_reshardable"}
+
+
+def _restore_adam_steps(optimizer) -> None:
+    """Without TE/Apex, Adam's per-parameter `step` is not restored by
+    `DistributedOptimizer.load_state_dict` (it stays at the value of the state it loaded into,
+    and when set, one tensor is shared by every parameter, which torch's Adam would advance once
+    per parameter). The loaded param groups carry the saved step: give each parameter its own."""
+    from megatron.core.optimizer.distrib_optimizer import DistributedOptimizer
+
+    for inner in getattr(optimizer, "chained_optimizers", [optimizer]):
+        if not isinstance(inner, DistributedOptimizer):
+            continue
+        for group in inner.optimizer.param_groups:
+            if "step" not in group:
+                continue
+            for param in group["params"]:
+                if param in inner.optimizer.state:
+                    inner.optimizer.state[param]["step"] = torch.tensor(float(group["step"]))
+
+
+def _materialize_distributed_optimizer_state(optimizer) -> None:
+    """Without TE/Apex, `DistributedOptimizer.state_dict()` reads each parameter's Adam `step`,
+    which does not exist before the first step. Megatron's own dummy initialisation (used on its
+    FSDP path) creates the state; the checkpoint load then overwrites it and the weights."""
+    from megatron.core.optimizer.distrib_optimizer import DistributedOptimizer
+
+    for inner in getattr(optimizer, "chained_optimizers", [optimizer]):
+        if isinstance(inner, DistributedOptimizer) and len(inner.optimizer.state) == 0:
+            inner._init_optimizer_states_with_dummy_values()
+
+
 def _full_state(model, optimizer, is_loading: bool = False) -> dict:
     # is_loading makes the optimizer create its (lazy) Adam state first, so there is
     # something to load the checkpoint into.
+    if is_loading:
+        _materialize_distributed_optimizer_state(optimizer)
     model_state = sharded_state_dict(model)
-    optimizer_state = optimizer.sharded_state_dict(model_state, is_loading=is_loading)
+    # The distributed optimizer's default format ("fully_sharded_model_space") uses flattened
+    # ranges, which Megatron's checkpointing no longer accepts; "dp_reshardable" is
+    # Megatron-LM's default (resumable at another DP size). Other optimizers ignore it.
+    optimizer_state = optimizer.sharded_state_dict(
+        model_state, is_loading=is_loading, metadata=_OPTIMIZER_METADATA
+    )
     return {**model_state, "optimizer": optimizer_state}
 
 
@@ -175,6 +217,7 @@ def _strategy(fully_parallel: bool):
     )
 
 
+@torch.no_grad()  # fp32 distributed-optimizer shards are views of the (leaf) parameters
 def load_checkpoint(path: Path, model, optimizer, scheduler) -> dict:
     """Restore model, optimizer, scheduler and RNG in place; returns the trainer state."""
     from megatron.core import dist_checkpointing
@@ -190,6 +233,7 @@ def load_checkpoint(path: Path, model, optimizer, scheduler) -> dict:
         for i, chunk in enumerate(bare):
             chunk.load_state_dict(state[f"model{i}"], strict=True)
     optimizer.load_state_dict(state["optimizer"])
+    _restore_adam_steps(optimizer)
     trainer_state = json.loads((path / TRAINER_STATE).read_text())
     scheduler.load_state_dict(trainer_state["scheduler"])
     rng_file = path / RNG_STATE.format(rank=rank())
