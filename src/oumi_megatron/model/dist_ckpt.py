@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-import ctypes
 import functools
 import multiprocessing as mp
 import os
-import signal
-import sys
 from multiprocessing.managers import SyncManager
 from pathlib import Path
 
 import torch
+
+from oumi_megatron.processes import die_with_parent
 
 
 def sharded_state_dict(chunks: list[torch.nn.Module]) -> dict:
@@ -58,7 +57,7 @@ def use_forked_writer_queue() -> None:
 
     if filesystem_async._results_queue is None:
         manager = SyncManager(ctx=mp.get_context("fork"))
-        manager.start(initializer=_die_with_parent)
+        manager.start(initializer=die_with_parent)
         filesystem_async._results_queue = manager.Queue()
         _MANAGERS.append(manager)  # keep it referenced: collecting it stops the server
 
@@ -81,13 +80,7 @@ def writer_dies_with_trainer(request):
 
 
 def _write_as_child(trainer_pid: int, write, *args, **kwargs) -> None:
-    _die_with_parent()
+    die_with_parent()
     if os.getppid() != trainer_pid:  # the trainer died before the line above
         os._exit(1)
     write(*args, **kwargs)
-
-
-def _die_with_parent() -> None:
-    # A killed trainer must not leave its queue server behind (holding its stdout open).
-    if sys.platform.startswith("linux"):
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
