@@ -8,7 +8,7 @@ import torch
 import torch.distributed as dist
 
 from oumi_megatron.launch import RunSetup, prepare_run
-from oumi_megatron.parallel.ranks import is_rank0
+from oumi_megatron.parallel.ranks import all_reduce_host, is_rank0
 
 logger = logging.getLogger("oumi_megatron")
 
@@ -96,8 +96,7 @@ def verify(args) -> int:
     if logits is not None:
         reference = _hf_logits(setup, input_ids)
         worst[0] = (logits[..., :vocab] - reference[..., :vocab]).abs().max().item()
-    if dist.is_initialized():
-        dist.all_reduce(worst, op=dist.ReduceOp.MAX)
+    all_reduce_host(worst, op=dist.ReduceOp.MAX)
     ok = worst.item() <= args.tolerance
     _rank0(
         "HF vs Megatron logits at %s on %d ranks: max |Δ| = %.3g (%s, tolerance %.0e)",

@@ -80,3 +80,55 @@ def test_outputs_reject_aborted_or_missing_logprobs():
         samples_from_outputs(missing, [[1]], n=1)
     with pytest.raises(RuntimeError, match="n=2"):
         samples_from_outputs([SimpleNamespace(outputs=[_completion(0, [3], [-1.0])])], [[1]], n=2)
+
+
+class _FakeLLM:
+    """Records sleep/wake calls the way vLLM's LLM receives them."""
+
+    def __init__(self):
+        self.calls = []
+
+    def sleep(self, level):
+        self.calls.append(("sleep", level))
+
+    def wake_up(self, tags=None):
+        self.calls.append(("wake_up", tags))
+
+    def collective_rpc(self, fn, args=()):
+        self.calls.append(("rpc", len(args[0])))
+
+    def reset_prefix_cache(self):
+        self.calls.append(("reset",))
+        return True
+
+
+def _fake_engine() -> VllmRolloutEngine:
+    engine = object.__new__(VllmRolloutEngine)
+    engine.llm, engine.sleep_level = _FakeLLM(), 1
+    engine._asleep = engine._weights_awake = False
+    return engine
+
+
+def test_wake_after_sync_while_asleep_wakes_only_the_kv_cache():
+    # vLLM 0.26's CuMemAllocator maps a tag's memory again on every wake: waking the weights
+    # twice failed on an H100 with "CUDA Error: invalid argument".
+    engine = _fake_engine()
+    engine.sleep()
+    engine.update_weights([("w", None)])
+    engine.update_weights([("v", None)])
+    engine.wake_up()
+    assert engine.llm.calls == [
+        ("sleep", 1),
+        ("wake_up", ["weights"]),
+        ("rpc", 1),
+        ("rpc", 1),
+        ("wake_up", ["kv_cache"]),
+        ("reset",),
+    ]
+
+
+def test_wake_without_sync_wakes_everything():
+    engine = _fake_engine()
+    engine.sleep()
+    engine.wake_up()
+    assert engine.llm.calls == [("sleep", 1), ("wake_up", None), ("reset",)]

@@ -121,6 +121,22 @@ class MegatronParams(StrictModel):
             "(vllm on GPU, torch on CPU)."
         ),
     )
+    vllm_gpu_memory_utilization: float = Field(
+        0.5,
+        gt=0.0,
+        le=1.0,
+        description=(
+            "vLLM engine in the trainer's process: fraction of the GPU's memory it may take "
+            "(weights + KV cache). The policy shares that GPU, so leave it room."
+        ),
+    )
+    vllm_enforce_eager: bool = Field(
+        False,
+        description=(
+            "vLLM engine in the trainer's process: skip torch.compile and CUDA graphs (starts "
+            "about 30 s sooner, decodes several times slower)."
+        ),
+    )
     megatron_checkpoint_dir: str | None = Field(
         None,
         description=(

@@ -100,9 +100,23 @@ def build_engine(setup: RunSetup):
     if method in ("gloo", "nccl"):
         return _remote_engines(setup, backend, method)
     if backend == "vllm":
+        from oumi_megatron.rollout.factory import dtype_name
         from oumi_megatron.rollout.vllm_engine import VllmRolloutEngine
 
-        engine = VllmRolloutEngine(str(setup.hf_dir), seed=setup.cfg.sampling_seed)
+        cfg = setup.cfg
+        engine = VllmRolloutEngine(
+            str(setup.hf_dir),
+            # the trainer's dtype, so that engine and trainer log-probs compare like for like
+            dtype={"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}[
+                dtype_name(setup.params_dtype)
+            ],
+            seed=cfg.sampling_seed,
+            gpu_memory_utilization=cfg.megatron.vllm_gpu_memory_utilization,
+            enforce_eager=cfg.megatron.vllm_enforce_eager,
+            # rollouts never need more; vLLM would otherwise size for the model's full context
+            max_model_len=cfg.grpo.max_prompt_length + cfg.grpo.max_completion_length,
+            trust_remote_code=cfg.model.trust_remote_code,
+        )
     else:
         from oumi_megatron.rollout.torch_engine import TorchRolloutEngine
 

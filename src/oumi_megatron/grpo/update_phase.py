@@ -13,6 +13,7 @@ import torch
 
 from oumi_megatron.algorithms.aggregation import LossNormalizer
 from oumi_megatron.algorithms.grpo import GrpoLossConfig, metric_reduce_op
+from oumi_megatron.parallel.ranks import all_reduce_host
 from oumi_megatron.training.metric_reduce import reduce_loss_metrics
 from oumi_megatron.training.step_batches import BatchingSettings, StepSequences, build_microbatches
 
@@ -85,9 +86,7 @@ def max_rollout_mismatch(found: dict[int, torch.Tensor], seqs: StepSequences) ->
         rollout = torch.as_tensor(seqs.aux["rollout_logprobs"][i])
         if mask.any():
             worst[0] = max(worst[0].item(), (trainer - rollout)[mask].abs().max().item())
-    if torch.distributed.is_initialized():
-        torch.distributed.all_reduce(worst, op=torch.distributed.ReduceOp.MAX)
-    return worst.item()
+    return all_reduce_host(worst, op=torch.distributed.ReduceOp.MAX).item()
 
 
 def run_update(policy, reference, seqs: StepSequences, settings: UpdateSettings) -> dict:

@@ -8,11 +8,15 @@ was converted from. A later run whose source and shapes match loads it instead o
 
 from __future__ import annotations
 
+import contextlib
+import importlib.util
 import json
 import logging
 import os
 import shutil
+import sys
 import time
+import types
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -123,7 +127,8 @@ def export_hf_model(loaded: LoadedModel, output_dir: str | Path) -> Path:
     if rank() == 0:
         shutil.rmtree(tmp_dir, ignore_errors=True)
     barrier()
-    loaded.bridge.save_hf_pretrained(loaded.chunks, tmp_dir, show_progress=False)
+    with _modelopt_quantization_stand_in():
+        loaded.bridge.save_hf_pretrained(loaded.chunks, tmp_dir, show_progress=False)
     if rank() == 0:
         generation_config = loaded.hf_dir / "generation_config.json"
         if generation_config.exists() and not (tmp_dir / "generation_config.json").exists():
@@ -132,6 +137,34 @@ def export_hf_model(loaded: LoadedModel, output_dir: str | Path) -> Path:
         os.replace(tmp_dir, output_dir)
     barrier()
     return output_dir
+
+
+@contextlib.contextmanager
+def _modelopt_quantization_stand_in():
+    """Let Bridge's HF writer run where NVIDIA ModelOpt is not installed (the GPU image).
+
+    `save_hf_weights` imports `modelopt.torch.quantization.utils.is_quantized` only to ask
+    whether ModelOpt quantized the model. Without ModelOpt nothing can have been, so the answer
+    is False: a module with that one function is served to the call, and removed afterwards so
+    that every other ModelOpt check still sees "not installed". With ModelOpt installed, the
+    real function is used.
+    """
+    if importlib.util.find_spec("modelopt") is not None:
+        yield
+        return
+    names = ("modelopt", "modelopt.torch", "modelopt.torch.quantization",
+             "modelopt.torch.quantization.utils")  # fmt: skip
+    modules = {name: types.ModuleType(name) for name in names}
+    for parent, child in zip(names[:-1], names[1:], strict=True):
+        setattr(modules[parent], child.rsplit(".", 1)[1], modules[child])
+    modules[names[-1]].is_quantized = lambda model: False
+    sys.modules.update(modules)
+    try:
+        yield
+    finally:
+        for name in names:
+            if sys.modules.get(name) is modules[name]:
+                del sys.modules[name]
 
 
 def _expected_manifest(hf_dir: Path, chunks, params_dtype: torch.dtype) -> dict:

@@ -192,7 +192,10 @@ class VllmRolloutEngine(RolloutEngine):
 
     def wake_up(self) -> None:
         if self._asleep:
-            self.llm.wake_up()  # every tag still asleep (all, or kv_cache after a sync)
+            # vLLM's CuMemAllocator does not track which tags are awake: waking a tag twice
+            # maps its memory again and fails ("CUDA Error: invalid argument", vLLM 0.26). After
+            # a sync while asleep the weights are already back, so wake the KV cache only.
+            self.llm.wake_up(tags=["kv_cache"] if self._weights_awake else None)
             self._asleep, self._weights_awake = False, False
             # The KV cache is fresh memory; no stale prefix blocks survive a sleep, but the
             # reset is cheap and covers a sync that finished while asleep.

@@ -102,13 +102,58 @@ def build_llama(
     return Path(directory)
 
 
+#: Larger random shapes for GPU runs: Qwen2.5-0.5B's body (hidden 896, 24 layers, 14 heads / 2
+#: KV heads, FFN 4864) with the test tokenizer's vocabulary, so sampled ids decode to text and
+#: the synthetic arithmetic rewards vary from the first step. 358 M parameters, bf16 on disk.
+GPU_SHAPES = {
+    "qwen2_0p5b_body": dict(
+        hidden_size=896,
+        intermediate_size=4864,
+        num_hidden_layers=24,
+        num_attention_heads=14,
+        num_key_value_heads=2,
+    ),  # fmt: skip
+}
+
+
+def build_gpu_shape(name: str, directory: str | Path, seed: int = 0) -> Path:
+    """Write the random-weight Qwen2 checkpoint `GPU_SHAPES[name]` (bf16 safetensors,
+    tokenizer, generation config); HF's default init (std 0.02)."""
+    import torch
+    from transformers import AutoModelForCausalLM, GenerationConfig, Qwen2Config
+
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(seed)
+    config = Qwen2Config(
+        **GPU_SHAPES[name],
+        vocab_size=VOCAB_SIZE,
+        max_position_embeddings=2048,
+        rms_norm_eps=1e-6,
+        rope_theta=1000000.0,
+        tie_word_embeddings=False,
+        bos_token_id=0,
+        eos_token_id=2,
+        pad_token_id=0,
+        architectures=["Qwen2ForCausalLM"],
+    )
+    model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    model.to(torch.bfloat16).save_pretrained(directory, safe_serialization=True)
+    save_tokenizer(directory)
+    GenerationConfig(eos_token_id=2, pad_token_id=0, do_sample=True).save_pretrained(directory)
+    return directory
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("arch", choices=ARCHITECTURES)
+    parser.add_argument("arch", choices=ARCHITECTURES + tuple(GPU_SHAPES))
     parser.add_argument("out_dir")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
-    print(build_tiny_model(args.arch, args.out_dir, seed=args.seed))
+    if args.arch in GPU_SHAPES:
+        print(build_gpu_shape(args.arch, args.out_dir, seed=args.seed))
+    else:
+        print(build_tiny_model(args.arch, args.out_dir, seed=args.seed))
 
 
 if __name__ == "__main__":

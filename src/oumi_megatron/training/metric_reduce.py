@@ -12,6 +12,7 @@ import torch.distributed as dist
 from megatron.core import parallel_state
 
 from oumi_megatron.algorithms.grpo import combine_metrics, metric_reduce_op
+from oumi_megatron.parallel.ranks import all_reduce_host
 
 _IDENTITY = {"sum": 0.0, "min": float("inf"), "max": float("-inf")}
 _OPS = {"sum": dist.ReduceOp.SUM, "min": dist.ReduceOp.MIN, "max": dist.ReduceOp.MAX}
@@ -39,7 +40,6 @@ def reduce_loss_metrics(microbatch_metrics: list[dict], names: list[str]) -> dic
         values = torch.tensor(
             [float(local[k]) if k in local else _IDENTITY[op] for k in keys], dtype=torch.float64
         )
-        if dist.is_initialized():
-            dist.all_reduce(values, op=_OPS[op])
+        all_reduce_host(values, op=_OPS[op])
         result.update(zip(keys, values.tolist(), strict=True))
     return result
