@@ -1,5 +1,6 @@
 """Megatron's DistributedOptimizer (optimizer state sharded over data-parallel ranks) on CPU:
-an exact resume at DP2. Its update equals the plain optimizer's in test_update_invariance."""
+an exact resume at DP2, fp32 Llama and bf16 Qwen2 (biases and norms in bf16 too). Its update
+equals the plain optimizer's in test_update_invariance."""
 
 from __future__ import annotations
 
@@ -10,17 +11,23 @@ from helpers import assert_same_run, metrics, train
 
 DISTOPT = ["megatron.ddp_config.use_distributed_optimizer=true", "training.save_steps=2",
            "training.max_steps=4"]  # fmt: skip
+CASES = {
+    "llama_fp32": ("llama", []),
+    "qwen2_bf16": ("qwen2", ["megatron.transformer_config.params_dtype=bf16"]),
+}
 
 
 @pytest.mark.slow
-def test_resume_with_distributed_optimizer_is_exact(tiny_models, tmp_path):
-    model_dir = tiny_models / "llama"
+@pytest.mark.parametrize("case", list(CASES))
+def test_resume_with_distributed_optimizer_is_exact(case, tiny_models, tmp_path):
+    arch, overrides = CASES[case]
+    model_dir = tiny_models / arch
     straight, resumed = tmp_path / "straight", tmp_path / "resumed"
-    train(2, model_dir, straight, *DISTOPT)
+    train(2, model_dir, straight, *DISTOPT, *overrides)
     # Resume a copy from its step_2: Adam moments, step counts and sharded main params must
     # come back exactly for steps 3-4 to repeat.
     shutil.copytree(straight, resumed)
     shutil.rmtree(resumed / "hf_model")
-    train(2, model_dir, resumed, *DISTOPT, "training.resume_from_checkpoint=step_2")
+    train(2, model_dir, resumed, *DISTOPT, *overrides, "training.resume_from_checkpoint=step_2")
     assert [r["step"] for r in metrics(resumed)] == [1, 2, 3, 4]
     assert_same_run(straight, resumed)

@@ -57,6 +57,15 @@ def configure_provider(provider, layout: ParallelLayout, params_dtype: torch.dty
     return provider
 
 
+def _cast_to_params_dtype(config, module: torch.nn.Module) -> torch.nn.Module:
+    """Bridge's mixed-precision hook (applied only for bf16/fp16): every parameter in
+    `params_dtype`, norms included, like Megatron's `Float16Module`, but without its wrapper,
+    which would also cast the last stage's logits to fp32 (the full logits of a micro-batch,
+    which the chunked log-probs avoid). Bridge keeps parameters marked fp32 (MoE expert bias).
+    One dtype also keeps the distributed optimizer's parameter groups in model order."""
+    return module.to(config.params_dtype)
+
+
 def build_model(provider, wrap_with_ddp: bool = False, ddp_config=None) -> list[torch.nn.Module]:
     """Instantiate the model chunks (one per virtual pipeline stage) on this rank.
 
@@ -66,7 +75,7 @@ def build_model(provider, wrap_with_ddp: bool = False, ddp_config=None) -> list[
     chunks = provider.provide_distributed_model(
         wrap_with_ddp=False,
         use_cpu_initialization=not torch.cuda.is_available(),
-        mixed_precision_wrapper=None,
+        mixed_precision_wrapper=_cast_to_params_dtype,
     )
     if not wrap_with_ddp:
         return chunks
