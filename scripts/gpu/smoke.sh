@@ -13,38 +13,8 @@ OUT=${OUT:-/tmp/gpu_smoke_out}; mkdir -p "$OUT"
 START=$(date +%s)
 elapsed() { echo $(( $(date +%s) - START )); }
 stage() { echo "=== [$(elapsed) s] $*" | tee -a "$OUT/env.log"; }
-export PYTHONUNBUFFERED=1 DO_NOT_TRACK=1 HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 WANDB_MODE=offline
-export VLLM_ENABLE_V1_MULTIPROCESSING=0 VLLM_USE_FLASHINFER_SAMPLER=0 NCCL_NVLS_ENABLE=0
-export TOKENIZERS_PARALLELISM=false
-
-stage "install"
-{ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv; python3 --version; } >>"$OUT/env.log" 2>&1
-install_sh=$(ls .vp/*/install.sh | head -1)
-# shellcheck disable=SC1090
-source "$install_sh" vllm megatron oumi >>"$OUT/env.log" 2>&1 || { echo "install failed" >>"$OUT/env.log"; }
-# protobuf at uv.lock's version: the image's is not one that wandb 0.25 (imported by Oumi) knows.
-python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site_extra \
-  .vp/oumi/whl/protobuf-*.whl >>"$OUT/env.log" 2>&1 && export PYTHONPATH=/tmp/site_extra:$PYTHONPATH
-if ! python3 -c "import pytest" 2>/dev/null; then
-  python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site_pytest .vp/oumi/whl/pytest-*.whl .vp/oumi/whl/pluggy-*.whl .vp/oumi/whl/iniconfig-*.whl >>"$OUT/env.log" 2>&1
-  export PYTHONPATH=/tmp/site_pytest:$PYTHONPATH
-fi
-export PYTHONPATH=$PWD/src:$PYTHONPATH
-python3 - >>"$OUT/env.log" 2>&1 <<'PY'
-import importlib, time
-import google.protobuf
-print("protobuf", google.protobuf.__version__, google.protobuf.__file__)
-for name in ("torch", "transformers", "vllm", "megatron.core", "oumi", "pydantic", "pandas", "pyarrow",
-             "mlflow", "wandb", "matplotlib", "pytest", "modelopt"):
-    t = time.perf_counter()
-    try:
-        m = importlib.import_module(name)
-        print(f"{name:14s} {getattr(m, '__version__', '?'):22s} {time.perf_counter() - t:5.1f} s  {m.__file__}")
-    except Exception as e:  # noqa: BLE001
-        print(f"{name:14s} MISSING: {type(e).__name__}: {e}")
-import torch
-print("cuda", torch.cuda.is_available(), torch.cuda.get_device_name(0) if torch.cuda.is_available() else "-")
-PY
+# shellcheck source=scripts/gpu/setup_env.sh
+source scripts/gpu/setup_env.sh
 
 if [ "${SKIP_GPU_TESTS:-0}" != 1 ]; then
   stage "gpu tests"

@@ -38,7 +38,9 @@ def _as_tuples(samples):
 def test_one_process_matches_in_process_engine_and_syncs_exactly(models):
     model_a, model_b = models
     local = TorchRolloutEngine(model_a)
-    remote = RemoteRolloutEngines([EngineSpec("torch", str(model_b))], "gloo", BUCKET_BYTES)
+    remote = RemoteRolloutEngines(
+        [EngineSpec("torch", str(model_b))], "gloo", BUCKET_BYTES, colocated=True
+    )
     try:
         before = remote.generate(PROMPTS, PARAMS)  # model B: differs from A
         assert _as_tuples(before) != _as_tuples(local.generate(PROMPTS, PARAMS))
@@ -86,3 +88,21 @@ def test_two_processes_keep_prompt_order_receive_and_report_death(models):
 def test_bad_model_dir_fails_at_start(tmp_path):
     with pytest.raises(RolloutProcessError, match="rollout process 0 failed"):
         RemoteRolloutEngines([EngineSpec("torch", str(tmp_path / "missing"))], "gloo", 1 << 20)
+
+
+def test_a_rollout_process_sees_only_its_gpu(monkeypatch):
+    from oumi_megatron.rollout.remote import _only_its_gpu
+
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "4,5,6")
+    spec = _only_its_gpu(EngineSpec("vllm", "m", device="cuda:1"))
+    assert spec.device == "cuda:0" and os.environ["CUDA_VISIBLE_DEVICES"] == "5"
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES")
+    assert _only_its_gpu(EngineSpec("vllm", "m", device="cuda:3")).device == "cuda:0"
+    assert os.environ["CUDA_VISIBLE_DEVICES"] == "3"
+    assert _only_its_gpu(EngineSpec("torch", "m", device="cpu")).device == "cpu"
+
+
+def test_a_process_that_does_not_start_in_time_is_killed(models):
+    # Spawning and importing take seconds: a 0.5 s start-up budget must run out.
+    with pytest.raises(RolloutProcessError, match=r"did not start within 0 s \(killed\)"):
+        RemoteRolloutEngines([EngineSpec("torch", str(models[0]))], "gloo", 1 << 20, timeout_s=0.5)

@@ -97,31 +97,12 @@ def build_engine(setup: RunSetup):
     if backend == "auto":
         backend = "vllm" if torch.cuda.is_available() else "torch"
     method = setup.cfg.megatron.weight_sync_method
+    spec = engine_spec(setup, backend, "cuda" if torch.cuda.is_available() else "cpu")
     if method in ("gloo", "nccl"):
-        return _remote_engines(setup, backend, method)
-    if backend == "vllm":
-        from oumi_megatron.rollout.factory import dtype_name
-        from oumi_megatron.rollout.vllm_engine import VllmRolloutEngine
+        return _remote_engines(setup, spec, method)
+    from oumi_megatron.rollout.factory import build_engine as build_rollout_engine
 
-        cfg = setup.cfg
-        engine = VllmRolloutEngine(
-            str(setup.hf_dir),
-            # the trainer's dtype, so that engine and trainer log-probs compare like for like
-            dtype={"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}[
-                dtype_name(setup.params_dtype)
-            ],
-            seed=cfg.sampling_seed,
-            gpu_memory_utilization=cfg.megatron.vllm_gpu_memory_utilization,
-            enforce_eager=cfg.megatron.vllm_enforce_eager,
-            # rollouts never need more; vLLM would otherwise size for the model's full context
-            max_model_len=cfg.grpo.max_prompt_length + cfg.grpo.max_completion_length,
-            trust_remote_code=cfg.model.trust_remote_code,
-        )
-    else:
-        from oumi_megatron.rollout.torch_engine import TorchRolloutEngine
-
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-        engine = TorchRolloutEngine(setup.hf_dir, device=device, dtype=setup.params_dtype)
+    engine = build_rollout_engine(spec)
     bucket_bytes = setup.cfg.megatron.weight_sync_bucket_size_mb << 20
     if method in ("auto", "inprocess"):
         sender = make_weight_sender("inprocess", engine=engine, bucket_bytes=bucket_bytes)
@@ -135,27 +116,40 @@ def build_engine(setup: RunSetup):
     return engine, sender
 
 
-def _remote_engines(setup: RunSetup, backend: str, method: str):
-    """Rollout processes fed over a gloo/NCCL broadcast group (started by global rank 0)."""
-    from oumi_megatron.launch import resolve_rollout_devices
+def engine_spec(setup: RunSetup, backend: str, device: str):
+    """How to build the rollout engine: the trainer's dtype (so engine and trainer log-probs
+    compare like for like) and, for vLLM, the recipe's memory and compile settings."""
     from oumi_megatron.rollout.factory import EngineSpec, dtype_name
+
+    cfg, m = setup.cfg, setup.cfg.megatron
+    return EngineSpec(
+        backend,
+        str(setup.hf_dir),
+        device,
+        dtype_name(setup.params_dtype),
+        cfg.sampling_seed,
+        cfg.model.trust_remote_code,
+        vllm_gpu_memory_utilization=m.vllm_gpu_memory_utilization,
+        vllm_enforce_eager=m.vllm_enforce_eager,
+        # rollouts never need more; vLLM would otherwise size for the model's full context
+        max_model_len=cfg.grpo.max_prompt_length + cfg.grpo.max_completion_length,
+    )
+
+
+def _remote_engines(setup: RunSetup, spec, method: str):
+    """Rollout processes fed over a gloo/NCCL broadcast group (started by global rank 0)."""
+    from dataclasses import replace
+
+    from oumi_megatron.launch import resolve_rollout_devices
     from oumi_megatron.rollout.remote import RemoteRolloutEngines
 
-    m, cfg = setup.cfg.megatron, setup.cfg
+    m = setup.cfg.megatron
     devices = resolve_rollout_devices(method, m.rollout_workers, m.rollout_devices,
                                       local_world_size(), torch.cuda.device_count())  # fmt: skip
-    specs = [
-        EngineSpec(
-            backend,
-            str(setup.hf_dir),
-            device,
-            dtype_name(setup.params_dtype),
-            cfg.sampling_seed,
-            cfg.model.trust_remote_code,
-        )  # fmt: skip
-        for device in devices
-    ]
-    engine = RemoteRolloutEngines(specs, method, m.weight_sync_bucket_size_mb << 20)
+    specs = [replace(spec, device=device) for device in devices]
+    trainer_gpus = {f"cuda:{i}" for i in range(local_world_size())} | {"cuda"}
+    engine = RemoteRolloutEngines(specs, method, m.weight_sync_bucket_size_mb << 20,
+                                  colocated=bool(trainer_gpus & set(devices)))  # fmt: skip
     return engine, engine.weight_sender()
 
 

@@ -26,6 +26,10 @@ class EngineSpec:
     dtype: str = "fp32"
     seed: int = 0
     trust_remote_code: bool = False
+    # vLLM only: memory fraction, eager mode (no compile / CUDA graphs), longest sequence.
+    vllm_gpu_memory_utilization: float = 0.5
+    vllm_enforce_eager: bool = False
+    max_model_len: int | None = None
 
     def __post_init__(self) -> None:
         if self.backend not in ("torch", "vllm"):
@@ -50,6 +54,9 @@ def build_engine(spec: EngineSpec) -> RolloutEngine:
             spec.model_dir,
             dtype={"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}[spec.dtype],
             seed=spec.seed,
+            gpu_memory_utilization=spec.vllm_gpu_memory_utilization,
+            enforce_eager=spec.vllm_enforce_eager,
+            max_model_len=spec.max_model_len,
             trust_remote_code=spec.trust_remote_code,
         )
     from oumi_megatron.rollout.torch_engine import TorchRolloutEngine

@@ -17,6 +17,7 @@ import contextlib
 import multiprocessing as mp
 import os
 import socket
+import time
 import traceback
 from collections.abc import Iterable
 from dataclasses import replace
@@ -55,6 +56,7 @@ class RemoteRolloutEngines(RolloutEngine):
 
     Weights do not go through :meth:`update_weights`: :meth:`weight_sender` returns the sender
     whose ``send`` tells every process to receive and broadcasts the buckets to them.
+    ``colocated``: some process shares a GPU with the trainer (sleep during the update).
     """
 
     def __init__(
@@ -63,12 +65,14 @@ class RemoteRolloutEngines(RolloutEngine):
         transport: str = "gloo",
         bucket_bytes: int = 512 << 20,
         timeout_s: float = 600.0,
+        colocated: bool = False,
     ) -> None:
         if not specs:
             raise ValueError("need at least one rollout process")
         if transport not in ("gloo", "nccl"):
             raise ValueError(f"transport must be 'gloo' or 'nccl', got {transport!r}")
         self.timeout_s = timeout_s
+        self.colocated = colocated
         ctx = mp.get_context("spawn")
         port = _free_port()
         world = len(specs) + 1
@@ -86,7 +90,7 @@ class RemoteRolloutEngines(RolloutEngine):
             self._conns.append(parent)
             self._procs.append(proc)
         for index in range(len(specs)):
-            self._reply(index)  # "hello": the process runs and is about to join the group
+            self._reply(index, timeout_s)  # "hello": it runs and is about to join the group
         device = torch.device("cuda", torch.cuda.current_device()) if transport == "nccl" else None
         sender = make_weight_sender(
             transport,
@@ -96,16 +100,23 @@ class RemoteRolloutEngines(RolloutEngine):
         )
         self._sender = _RemoteWeightSender(self, sender)
         for index in range(len(specs)):
-            self._reply(index)  # "ready": engine built
+            self._reply(index, timeout_s)  # "ready": engine built
 
     # ---- protocol ----------------------------------------------------------------------------
 
-    def _reply(self, index: int) -> Any:
+    def _reply(self, index: int, timeout_s: float | None = None) -> Any:
         conn, proc = self._conns[index], self._procs[index]
+        deadline = None if timeout_s is None else time.monotonic() + timeout_s
         while not conn.poll(1.0):
             if not proc.is_alive():
                 raise RolloutProcessError(
                     f"rollout process {index} exited (code {proc.exitcode}) without replying"
+                )
+            if deadline is not None and time.monotonic() > deadline:
+                proc.kill()
+                raise RolloutProcessError(
+                    f"rollout process {index} did not start within {timeout_s:.0f} s (killed); "
+                    f"its output is in the trainer's log"
                 )
         try:
             status, value = conn.recv()
@@ -161,10 +172,14 @@ class RemoteRolloutEngines(RolloutEngine):
         return self._sender
 
     def sleep(self) -> None:
-        self._call_all("sleep")
+        """Only when a process shares a GPU with the trainer: on its own GPU, freeing memory
+        during the update gains nothing and waking up costs time."""
+        if self.colocated:
+            self._call_all("sleep")
 
     def wake_up(self) -> None:
-        self._call_all("wake_up")
+        if self.colocated:
+            self._call_all("wake_up")
 
     def close(self) -> None:
         for conn in self._conns:
@@ -209,6 +224,7 @@ def serve(conn, spec: EngineSpec, transport: str, rendezvous: StoreRendezvous, p
         os._exit(1)
     for name in _LAUNCHER_VARS:
         os.environ.pop(name, None)
+    spec = _only_its_gpu(spec)
     receiver = None
     try:
         conn.send(("ok", "hello"))
@@ -228,6 +244,20 @@ def serve(conn, spec: EngineSpec, transport: str, rendezvous: StoreRendezvous, p
     finally:
         if receiver is not None:
             receiver.close()
+
+
+def _only_its_gpu(spec: EngineSpec) -> EngineSpec:
+    """Make the process see only its own GPU (before CUDA starts), which becomes cuda:0.
+
+    vLLM places its worker on cuda:<local rank> = cuda:0 whatever the current device is, so
+    `cuda:1` must be the only visible GPU rather than merely the current one.
+    """
+    if not spec.device.startswith("cuda:"):
+        return spec
+    index = int(spec.device.split(":", 1)[1])
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    os.environ["CUDA_VISIBLE_DEVICES"] = visible.split(",")[index] if visible else str(index)
+    return replace(spec, device="cuda:0")
 
 
 def _serve_commands(conn, engine: RolloutEngine, receiver) -> None:
