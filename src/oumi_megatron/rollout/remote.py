@@ -17,6 +17,7 @@ import contextlib
 import multiprocessing as mp
 import os
 import socket
+import sys
 import time
 import traceback
 from collections.abc import Iterable
@@ -226,14 +227,18 @@ def serve(conn, spec: EngineSpec, transport: str, rendezvous: StoreRendezvous, p
         os.environ.pop(name, None)
     spec = _only_its_gpu(spec)
     receiver = None
+    name = f"rollout process {rendezvous.rank - 1} (pid {os.getpid()}, {spec.device})"
     try:
         conn.send(("ok", "hello"))
         device = None
         if transport == "nccl":
             torch.cuda.set_device(torch.device(spec.device))
             device = torch.device(spec.device)
+        _progress(f"{name}: joining the {transport} weight-sync group")
         receiver = make_weight_receiver(transport, rendezvous=rendezvous, device=device)
+        _progress(f"{name}: building the {spec.backend} engine")
         engine = build_engine(spec)
+        _progress(f"{name}: ready")
         conn.send(("ok", "ready"))
         _serve_commands(conn, engine, receiver)
     except BaseException:  # noqa: BLE001 - reported to the trainer, then exit non-zero
@@ -244,6 +249,11 @@ def serve(conn, spec: EngineSpec, transport: str, rendezvous: StoreRendezvous, p
     finally:
         if receiver is not None:
             receiver.close()
+
+
+def _progress(message: str) -> None:
+    # Plain stderr: a spawned process has no logging configuration of the trainer's.
+    print(message, file=sys.stderr, flush=True)
 
 
 def _only_its_gpu(spec: EngineSpec) -> EngineSpec:
