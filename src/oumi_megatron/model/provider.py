@@ -22,6 +22,9 @@ _TE_ONLY_FUSIONS = (
 def configure_provider(provider, layout: ParallelLayout, params_dtype: torch.dtype = torch.float32):
     """Apply `layout`, dtype and the TE-free layer spec to a Bridge `GPTModelProvider`."""
     from oumi_megatron.model.layer_spec import torch_layer_spec
+    from oumi_megatron.model.rope import install_packed_rope
+
+    install_packed_rope()
 
     provider.tensor_model_parallel_size = layout.tp
     provider.pipeline_model_parallel_size = layout.pp

@@ -1,0 +1,62 @@
+"""Rotary embeddings for packed (THD) sequences in one pass.
+
+Without Transformer Engine, Megatron applies RoPE to packed sequences one sequence at a time in
+a Python loop (`rope_utils._apply_rotary_pos_emb_thd`): ~10 small kernels per sequence, for q and
+k, in every layer, forward and backward. Here each token's frequencies are gathered by its
+position inside its own sequence and the whole packed row is rotated at once, with Megatron's own
+`_apply_rotary_pos_emb_bshd`. Same values, no per-sequence loop. Context parallelism and the
+deprecated `multi_latent_attention` argument keep Megatron's implementation.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import torch
+from megatron.core.models.common.embeddings import rope_utils
+
+_MEGATRON_THD = rope_utils._apply_rotary_pos_emb_thd
+
+
+def positions_in_sequence(cu_seqlens: torch.Tensor, total: int) -> torch.Tensor:
+    """For each of `total` packed tokens, its index inside its own sequence."""
+    tokens = torch.arange(total, device=cu_seqlens.device)
+    sequence = torch.bucketize(tokens, cu_seqlens[1:], right=True)
+    return tokens - cu_seqlens[sequence]
+
+
+@functools.wraps(_MEGATRON_THD)
+def apply_rotary_pos_emb_thd(
+    t: torch.Tensor,
+    cu_seqlens: torch.Tensor,
+    freqs: torch.Tensor,
+    rotary_interleaved: bool = False,
+    mla_rotary_interleaved: bool = False,
+    mscale: float = 1.0,
+    cp_group=None,
+    multi_latent_attention=None,
+) -> torch.Tensor:
+    if cp_group is None or cp_group.size() != 1 or multi_latent_attention is not None:
+        return _MEGATRON_THD(
+            t, cu_seqlens, freqs, rotary_interleaved=rotary_interleaved,
+            mla_rotary_interleaved=mla_rotary_interleaved, mscale=mscale, cp_group=cp_group,
+            multi_latent_attention=multi_latent_attention,
+        )  # fmt: skip
+    total = t.shape[0]  # = cu_seqlens[-1]; read from the shape to avoid a device sync
+    if freqs.size(0) == total:
+        token_freqs = freqs  # frequencies already given per packed position (as Megatron reads it)
+    else:
+        cu = cu_seqlens.to(device=freqs.device, dtype=torch.long)
+        token_freqs = freqs[positions_in_sequence(cu, total)]
+    return rope_utils._apply_rotary_pos_emb_bshd(
+        t.unsqueeze(1),
+        token_freqs,
+        rotary_interleaved=rotary_interleaved,
+        mla_rotary_interleaved=mla_rotary_interleaved,
+        mscale=mscale,
+    ).squeeze(1)
+
+
+def install_packed_rope() -> None:
+    """Route Megatron's unfused THD RoPE through `apply_rotary_pos_emb_thd` (idempotent)."""
+    rope_utils._apply_rotary_pos_emb_thd = apply_rotary_pos_emb_thd
