@@ -12,8 +12,8 @@ from pathlib import Path
 import torch
 
 from oumi_megatron.parallel.layout import ParallelLayout
-
-_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+from oumi_megatron.parallel.ranks import local_world_size
+from oumi_megatron.rollout.factory import DTYPES
 
 
 @dataclass
@@ -24,6 +24,7 @@ class RunSetup:
     world_size: int
     params_dtype: torch.dtype
     validated: object  # ValidatedLayout: DP size, micro-batches per step, prompts per step
+    rollout_devices: list[str] | None = None  # rollout processes (weight_sync_method gloo/nccl)
 
     @property
     def output_dir(self) -> Path:
@@ -51,15 +52,16 @@ def prepare_run(config_path: str, overrides: list[str], for_training: bool) -> R
     shape = ModelShape.from_model_dir(hf_dir)
     validated = validate_config(cfg, world_size, shape, run_oumi_finalize=for_training)
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    dtype = _DTYPES[cfg.megatron.transformer_config.resolved_params_dtype(device)]
+    dtype = DTYPES[cfg.megatron.transformer_config.resolved_params_dtype(device)]
     layout = ParallelLayout.from_params(cfg.megatron)
+    rollout_devices = None
     if for_training and cfg.megatron.weight_sync_method in ("gloo", "nccl"):
-        from oumi_megatron.parallel.ranks import local_world_size
-
         m = cfg.megatron
-        resolve_rollout_devices(m.weight_sync_method, m.rollout_workers, m.rollout_devices,
-                                local_world_size(), torch.cuda.device_count())  # fmt: skip
-    return RunSetup(cfg, hf_dir, layout, world_size, dtype, validated)
+        rollout_devices = resolve_rollout_devices(
+            m.weight_sync_method, m.rollout_workers, m.rollout_devices,
+            local_world_size(), torch.cuda.device_count(),
+        )  # fmt: skip
+    return RunSetup(cfg, hf_dir, layout, world_size, dtype, validated, rollout_devices)
 
 
 def resolve_rollout_devices(

@@ -140,12 +140,9 @@ def _remote_engines(setup: RunSetup, spec, method: str):
     """Rollout processes fed over a gloo/NCCL broadcast group (started by global rank 0)."""
     from dataclasses import replace
 
-    from oumi_megatron.launch import resolve_rollout_devices
     from oumi_megatron.rollout.remote import RemoteRolloutEngines
 
-    m = setup.cfg.megatron
-    devices = resolve_rollout_devices(method, m.rollout_workers, m.rollout_devices,
-                                      local_world_size(), torch.cuda.device_count())  # fmt: skip
+    m, devices = setup.cfg.megatron, setup.rollout_devices  # resolved and checked at start-up
     specs = [replace(spec, device=device) for device in devices]
     trainer_gpus = {f"cuda:{i}" for i in range(local_world_size())} | {"cuda"}
     engine = RemoteRolloutEngines(specs, method, m.weight_sync_bucket_size_mb << 20,

@@ -9,7 +9,7 @@ import torch
 
 from oumi_megatron.rollout.base import RolloutEngine
 
-_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 @dataclass(frozen=True)
@@ -34,13 +34,13 @@ class EngineSpec:
     def __post_init__(self) -> None:
         if self.backend not in ("torch", "vllm"):
             raise ValueError(f"backend must be 'torch' or 'vllm', got {self.backend!r}")
-        if self.dtype not in _DTYPES:
-            raise ValueError(f"dtype must be one of {sorted(_DTYPES)}, got {self.dtype!r}")
+        if self.dtype not in DTYPES:
+            raise ValueError(f"dtype must be one of {sorted(DTYPES)}, got {self.dtype!r}")
 
 
 def dtype_name(dtype: torch.dtype) -> str:
     """The spec's name of a torch dtype (torch.bfloat16 -> "bf16")."""
-    return {v: k for k, v in _DTYPES.items()}[dtype]
+    return {v: k for k, v in DTYPES.items()}[dtype]
 
 
 def build_engine(spec: EngineSpec) -> RolloutEngine:
@@ -64,6 +64,6 @@ def build_engine(spec: EngineSpec) -> RolloutEngine:
     return TorchRolloutEngine(
         Path(spec.model_dir),
         device=spec.device,
-        dtype=_DTYPES[spec.dtype],
+        dtype=DTYPES[spec.dtype],
         trust_remote_code=spec.trust_remote_code,
     )

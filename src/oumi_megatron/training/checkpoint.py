@@ -76,11 +76,7 @@ def _restore_adam_steps(optimizer) -> None:
     `DistributedOptimizer.load_state_dict` (it stays at the value of the state it loaded into,
     and when set, one tensor is shared by every parameter, which torch's Adam would advance once
     per parameter). The loaded param groups carry the saved step: give each parameter its own."""
-    from megatron.core.optimizer.distrib_optimizer import DistributedOptimizer
-
-    for inner in getattr(optimizer, "chained_optimizers", [optimizer]):
-        if not isinstance(inner, DistributedOptimizer):
-            continue
+    for inner in _distributed_optimizers(optimizer):
         for group in inner.optimizer.param_groups:
             if "step" not in group:
                 continue
@@ -93,11 +89,17 @@ def _materialize_distributed_optimizer_state(optimizer) -> None:
     """Without TE/Apex, `DistributedOptimizer.state_dict()` reads each parameter's Adam `step`,
     which does not exist before the first step. Megatron's own dummy initialisation (used on its
     FSDP path) creates the state; the checkpoint load then overwrites it and the weights."""
+    for inner in _distributed_optimizers(optimizer):
+        if len(inner.optimizer.state) == 0:
+            inner._init_optimizer_states_with_dummy_values()
+
+
+def _distributed_optimizers(optimizer) -> list:
+    """The `DistributedOptimizer`s in `optimizer` (itself, or inside a `ChainedOptimizer`)."""
     from megatron.core.optimizer.distrib_optimizer import DistributedOptimizer
 
-    for inner in getattr(optimizer, "chained_optimizers", [optimizer]):
-        if isinstance(inner, DistributedOptimizer) and len(inner.optimizer.state) == 0:
-            inner._init_optimizer_states_with_dummy_values()
+    chain = getattr(optimizer, "chained_optimizers", [optimizer])
+    return [inner for inner in chain if isinstance(inner, DistributedOptimizer)]
 
 
 def _full_state(model, optimizer, is_loading: bool = False) -> dict:
