@@ -5,10 +5,7 @@
 #   -> rollout in a separate vLLM process on GPU 1 fed over NCCL -> summary.json.
 # Writes into $OUT: env.log tests.log {padded,packed,resumed,nccl}.log/.jsonl summary.json
 set -u
-OUT=${OUT:-/tmp/gpu_features_out}; mkdir -p "$OUT"
-START=$(date +%s)
-elapsed() { echo $(( $(date +%s) - START )); }
-stage() { echo "=== [$(elapsed) s] $*" | tee -a "$OUT/env.log"; }
+OUT=${OUT:-/tmp/gpu_features_out}
 # shellcheck source=scripts/gpu/setup_env.sh
 source scripts/gpu/setup_env.sh
 

@@ -1,5 +1,9 @@
-# Sourced by the device scripts (smoke.sh, features.sh): environment, carried wheel sets, a
-# version report in $OUT/env.log. Needs OUT, START and stage() from the caller.
+# Sourced by the device scripts (smoke.sh, features.sh) after they set OUT: stage timing
+# (elapsed, stage), environment, carried wheel sets, a version report in $OUT/env.log.
+mkdir -p "$OUT"
+START=$(date +%s)
+elapsed() { echo $(( $(date +%s) - START )); }
+stage() { echo "=== [$(elapsed) s] $*" | tee -a "$OUT/env.log"; }
 export PYTHONUNBUFFERED=1 DO_NOT_TRACK=1 HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 WANDB_MODE=offline
 export VLLM_ENABLE_V1_MULTIPROCESSING=0 VLLM_USE_FLASHINFER_SAMPLER=0 NCCL_NVLS_ENABLE=0
 export TOKENIZERS_PARALLELISM=false

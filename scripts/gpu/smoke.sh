@@ -9,10 +9,7 @@
 # Usage on the device (carry .vp/meg and .vp/oumi; the vLLM parts already in /tmp/vp):
 #   bash scripts/gpu/smoke.sh
 set -u
-OUT=${OUT:-/tmp/gpu_smoke_out}; mkdir -p "$OUT"
-START=$(date +%s)
-elapsed() { echo $(( $(date +%s) - START )); }
-stage() { echo "=== [$(elapsed) s] $*" | tee -a "$OUT/env.log"; }
+OUT=${OUT:-/tmp/gpu_smoke_out}
 # shellcheck source=scripts/gpu/setup_env.sh
 source scripts/gpu/setup_env.sh
 

@@ -12,6 +12,12 @@ from oumi_megatron.testing.tokenizer import save_tokenizer
 
 VOCAB_SIZE = 512  # tokenizer uses fewer ids; the rest are never produced by it
 ARCHITECTURES = ("llama", "qwen2", "qwen3_moe")
+# Shared by every model here: the offline tokenizer's ids and vocabulary (testing/tokenizer.py)
+# and the RMSNorm epsilon.
+_SHARED_FIELDS = dict(
+    vocab_size=VOCAB_SIZE, tie_word_embeddings=False, bos_token_id=0, eos_token_id=2,
+    pad_token_id=0, rms_norm_eps=1e-6,
+)  # fmt: skip
 
 
 def tiny_config(arch: str, num_layers: int = 4):
@@ -19,19 +25,14 @@ def tiny_config(arch: str, num_layers: int = 4):
     from transformers import LlamaConfig, Qwen2Config, Qwen3MoeConfig
 
     common = dict(
-        vocab_size=VOCAB_SIZE,
+        **_SHARED_FIELDS,
         hidden_size=64,
         intermediate_size=128,
         num_hidden_layers=num_layers,
         num_attention_heads=4,
         num_key_value_heads=2,
         max_position_embeddings=512,
-        rms_norm_eps=1e-6,
         rope_theta=10000.0,
-        tie_word_embeddings=False,
-        bos_token_id=0,
-        eos_token_id=2,
-        pad_token_id=0,
     )
     if arch == "llama":
         return LlamaConfig(**common, architectures=["LlamaForCausalLM"])
@@ -127,14 +128,9 @@ def build_gpu_shape(name: str, directory: str | Path, seed: int = 0) -> Path:
     torch.manual_seed(seed)
     config = Qwen2Config(
         **GPU_SHAPES[name],
-        vocab_size=VOCAB_SIZE,
+        **_SHARED_FIELDS,
         max_position_embeddings=2048,
-        rms_norm_eps=1e-6,
         rope_theta=1000000.0,
-        tie_word_embeddings=False,
-        bos_token_id=0,
-        eos_token_id=2,
-        pad_token_id=0,
         architectures=["Qwen2ForCausalLM"],
     )
     model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
