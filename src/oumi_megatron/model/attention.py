@@ -89,7 +89,8 @@ class TorchCoreAttention(MegatronModule):
             cu_seqlens = params.cu_seqlens_q
         total = query.shape[0]
         if use_varlen_flash(query, dropout_p):
-            return self._packed_varlen(query, key, value, cu_seqlens).reshape(total, -1)
+            out = self._packed_varlen(query, key, value, cu_seqlens, params.max_seqlen_q)
+            return out.reshape(total, -1)
         allowed = packed_causal_mask(cu_seqlens.to(query.device), total)
         q, k, v = (t.transpose(0, 1).unsqueeze(0) for t in (query, key, value))
         out = F.scaled_dot_product_attention(
@@ -103,16 +104,20 @@ class TorchCoreAttention(MegatronModule):
         )
         return out.squeeze(0).transpose(0, 1).reshape(total, -1)
 
-    def _packed_varlen(self, query, key, value, cu_seqlens: torch.Tensor) -> torch.Tensor:
+    def _packed_varlen(
+        self, query, key, value, cu_seqlens: torch.Tensor, max_len: int | None
+    ) -> torch.Tensor:
         """Flash attention over the packed sequences (torch's `varlen_attn`): no [t, t] mask,
-        which would send SDPA to its math kernel (about 10× slower updates on an H100)."""
+        which would send SDPA to its math kernel (about 10× slower updates on an H100).
+        ``max_len`` (the longest slot, known on the host) saves a device sync per layer."""
         from torch.nn.attention.varlen import varlen_attn
 
         groups = query.shape[1] // key.shape[1]
         if groups > 1:  # grouped-query attention: one K/V head per group of query heads
             key, value = (t.repeat_interleave(groups, dim=1) for t in (key, value))
         cu = cu_seqlens.to(device=query.device, dtype=torch.int32)
-        max_len = int((cu[1:] - cu[:-1]).max().item())
+        if max_len is None:
+            max_len = int((cu[1:] - cu[:-1]).max().item())
         return varlen_attn(
             query, key, value, cu, cu, max_len, max_len,
             scale=self.softmax_scale, window_size=(-1, 0),  # causal within each sequence

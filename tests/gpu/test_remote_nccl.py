@@ -1,0 +1,91 @@
+"""Rollout processes on GPU 1 fed over NCCL from GPU 0 (needs 2 GPUs).
+
+The same checks as the gloo CPU tests (tests/integration/test_remote_rollout.py), on the path
+the trainer takes with ``weight_sync_method: nccl``: a torch engine (exact) and a vLLM engine
+(fp32, vLLM's TF32 tolerance) in a separate process see the synced weights, and each start-up
+time is printed.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from oumi_megatron.rollout import SamplingParams
+from oumi_megatron.rollout.factory import EngineSpec
+from oumi_megatron.rollout.logprob_check import teacher_forced_logprobs
+from oumi_megatron.rollout.remote import RemoteRolloutEngines
+
+pytestmark = [
+    pytest.mark.gpu,
+    pytest.mark.skipif(torch.cuda.device_count() < 2, reason="needs 2 CUDA GPUs"),
+]
+
+PROMPTS = [[5, 6, 7], [8, 9, 10, 11, 12, 13], [14], [15, 16]]
+PARAMS = SamplingParams(n=2, temperature=0.9, max_new_tokens=12, seed=3)
+BUCKET_BYTES = 96 * 1024  # several buckets for the tiny model
+TORCH_TOL = 1e-4  # batched KV-cache decoding vs one full forward, fp32
+VLLM_TOL = 5e-3  # vLLM's Triton attention runs fp32 dot products in TF32
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory) -> tuple[Path, Path]:
+    from oumi_megatron.testing.tiny_models import build_tiny_model
+
+    root = tmp_path_factory.mktemp("remote_nccl")
+    return build_tiny_model("qwen2", root / "a", seed=0), build_tiny_model(
+        "qwen2", root / "b", seed=1
+    )
+
+
+@pytest.fixture(scope="module")
+def source(models):
+    """Model A on GPU 0, fp32 without TF32: the weights sent and the logprob reference."""
+    from transformers import AutoModelForCausalLM
+
+    torch.cuda.set_device(0)
+    torch.backends.cuda.matmul.allow_tf32 = False
+    return AutoModelForCausalLM.from_pretrained(str(models[0]), dtype=torch.float32).cuda().eval()
+
+
+def _max_diff(model, samples) -> float:
+    refs = teacher_forced_logprobs(model, samples, PARAMS)
+    return max(
+        (torch.tensor(s.completion_logprobs) - r).abs().max().item()
+        for s, r in zip(samples, refs, strict=True)
+    )
+
+
+def _start(spec: EngineSpec) -> tuple[RemoteRolloutEngines, float]:
+    start = time.perf_counter()
+    engines = RemoteRolloutEngines([spec], "nccl", BUCKET_BYTES, timeout_s=300)
+    return engines, time.perf_counter() - start
+
+
+@pytest.mark.parametrize("backend", ["torch", "vllm"])
+def test_rollout_process_on_gpu1_receives_weights_over_nccl(backend, models, source):
+    if backend == "vllm":
+        pytest.importorskip("vllm")
+    spec = EngineSpec(
+        backend, str(models[1]), device="cuda:1", dtype="fp32",
+        vllm_gpu_memory_utilization=0.3, vllm_enforce_eager=True, max_model_len=256,
+    )  # fmt: skip
+    engines, startup_s = _start(spec)
+    try:
+        before = engines.generate(PROMPTS, PARAMS)  # model B
+        assert _max_diff(source, before) > 0.1
+        start = time.perf_counter()
+        stats = engines.weight_sender().send(source.state_dict().items())
+        sync_s = time.perf_counter() - start
+        assert stats.num_buckets >= 3
+        after = engines.generate(PROMPTS, PARAMS)
+        diff = _max_diff(source, after)
+        print(f"{backend}: start-up {startup_s:.1f} s, sync {sync_s * 1e3:.0f} ms "
+              f"({stats.num_buckets} buckets), max |Δ logp| {diff:.2e}")  # fmt: skip
+        assert diff <= (TORCH_TOL if backend == "torch" else VLLM_TOL)
+    finally:
+        engines.close()
+    assert all(not p.is_alive() for p in engines._procs)
