@@ -17,7 +17,7 @@ def _attention(num_heads: int, num_groups: int):
 
     config = TransformerConfig(num_layers=1, hidden_size=64 * num_heads,
                                num_attention_heads=num_heads, num_query_groups=num_groups,
-                               kv_channels=64)  # fmt: skip
+                               kv_channels=64, attention_dropout=0.0)  # fmt: skip
     module = TorchCoreAttention(config, 1, AttnMaskType.causal, "self")
     return module, PackedSeqParams
 

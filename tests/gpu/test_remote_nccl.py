@@ -60,9 +60,16 @@ def _max_diff(model, samples) -> float:
 
 
 def _start(spec: EngineSpec) -> tuple[RemoteRolloutEngines, float]:
+    """Start the rollout process; it must take memory on GPU 1 only (its own GPU)."""
+    free_before = [torch.cuda.mem_get_info(i)[0] for i in (0, 1)]
     start = time.perf_counter()
     engines = RemoteRolloutEngines([spec], "nccl", BUCKET_BYTES, timeout_s=300)
-    return engines, time.perf_counter() - start
+    startup_s = time.perf_counter() - start
+    taken = [(b - torch.cuda.mem_get_info(i)[0]) / 2**20 for i, b in enumerate(free_before)]
+    print(f"{spec.backend}: memory taken at start-up, GPU 0 {taken[0]:.0f} MiB, "
+          f"GPU 1 {taken[1]:.0f} MiB")  # fmt: skip
+    assert taken[1] > 100 and taken[0] < 100, taken
+    return engines, startup_s
 
 
 @pytest.mark.parametrize("backend", ["torch", "vllm"])

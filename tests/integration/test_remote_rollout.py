@@ -91,15 +91,22 @@ def test_bad_model_dir_fails_at_start(tmp_path):
 
 
 def test_a_rollout_process_sees_only_its_gpu(monkeypatch):
-    from oumi_megatron.rollout.remote import _only_its_gpu
+    from oumi_megatron.rollout.remote import _environment, _only_its_gpu
 
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "4,5,6")
-    spec = _only_its_gpu(EngineSpec("vllm", "m", device="cuda:1"))
-    assert spec.device == "cuda:0" and os.environ["CUDA_VISIBLE_DEVICES"] == "5"
+    visible, spec = _only_its_gpu(EngineSpec("vllm", "m", device="cuda:1"))
+    assert (visible, spec.device) == ("5", "cuda:0")
     monkeypatch.delenv("CUDA_VISIBLE_DEVICES")
-    assert _only_its_gpu(EngineSpec("vllm", "m", device="cuda:3")).device == "cuda:0"
-    assert os.environ["CUDA_VISIBLE_DEVICES"] == "3"
-    assert _only_its_gpu(EngineSpec("torch", "m", device="cpu")).device == "cpu"
+    assert _only_its_gpu(EngineSpec("vllm", "m", device="cuda:3"))[0] == "3"
+    assert _only_its_gpu(EngineSpec("torch", "m", device="cpu")) == (
+        None, EngineSpec("torch", "m", device="cpu"),
+    )  # fmt: skip
+    # The variable is set only while the process starts, then restored (here: absent again).
+    with _environment(CUDA_VISIBLE_DEVICES="3"):
+        assert os.environ["CUDA_VISIBLE_DEVICES"] == "3"
+    assert "CUDA_VISIBLE_DEVICES" not in os.environ
+    with _environment(CUDA_VISIBLE_DEVICES=None):
+        assert "CUDA_VISIBLE_DEVICES" not in os.environ
 
 
 def test_a_process_that_does_not_start_in_time_is_killed(models):

@@ -81,12 +81,14 @@ class RemoteRolloutEngines(RolloutEngine):
         for rank, spec in enumerate(specs, start=1):
             parent, child = ctx.Pipe()
             rendezvous = StoreRendezvous("127.0.0.1", port, rank, world, timeout_s)
+            visible, spec = _only_its_gpu(spec)
             proc = ctx.Process(
                 target=serve,
                 args=(child, spec, transport, rendezvous, os.getpid()),
                 name=f"rollout-{rank - 1}",
             )
-            proc.start()
+            with _environment(CUDA_VISIBLE_DEVICES=visible):  # inherited by the new process
+                proc.start()
             child.close()
             self._conns.append(parent)
             self._procs.append(proc)
@@ -225,12 +227,14 @@ def serve(conn, spec: EngineSpec, transport: str, rendezvous: StoreRendezvous, p
         os._exit(1)
     for name in _LAUNCHER_VARS:
         os.environ.pop(name, None)
-    spec = _only_its_gpu(spec)
     receiver = None
     name = f"rollout process {rendezvous.rank - 1} (pid {os.getpid()}, {spec.device})"
     try:
         conn.send(("ok", "hello"))
         device = None
+        if spec.device.startswith("cuda"):
+            _check_one_gpu()
+            name = f"{name[:-1]} = GPU {os.environ['CUDA_VISIBLE_DEVICES']})"
         if transport == "nccl":
             torch.cuda.set_device(torch.device(spec.device))
             device = torch.device(spec.device)
@@ -256,18 +260,45 @@ def _progress(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
-def _only_its_gpu(spec: EngineSpec) -> EngineSpec:
-    """Make the process see only its own GPU (before CUDA starts), which becomes cuda:0.
+def _only_its_gpu(spec: EngineSpec) -> tuple[str | None, EngineSpec]:
+    """The ``CUDA_VISIBLE_DEVICES`` a rollout process starts with (its GPU alone, which it sees
+    as cuda:0) and the spec it builds its engine from; ``None``: leave the variable as it is.
 
     vLLM places its worker on cuda:<local rank> = cuda:0 whatever the current device is, so
-    `cuda:1` must be the only visible GPU rather than merely the current one.
+    `cuda:1` must be the only visible GPU rather than merely the current one. The variable is
+    set in the environment the process starts with: CUDA reads it once, when the driver
+    initialises, which an import may do before any code of ours runs.
     """
     if not spec.device.startswith("cuda:"):
-        return spec
+        return None, spec
     index = int(spec.device.split(":", 1)[1])
     visible = os.environ.get("CUDA_VISIBLE_DEVICES")
-    os.environ["CUDA_VISIBLE_DEVICES"] = visible.split(",")[index] if visible else str(index)
-    return replace(spec, device="cuda:0")
+    physical = visible.split(",")[index] if visible else str(index)
+    return physical, replace(spec, device="cuda:0")
+
+
+@contextlib.contextmanager
+def _environment(**values: str | None):
+    """Set (or, for None, leave) environment variables for the duration of the block."""
+    saved = {name: os.environ.get(name) for name in values}
+    os.environ.update({name: value for name, value in values.items() if value is not None})
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
+def _check_one_gpu() -> None:
+    count = torch.cuda.device_count()
+    if count != 1:
+        raise RuntimeError(
+            f"a rollout process must see only its own GPU, but it sees {count} "
+            f"(CUDA_VISIBLE_DEVICES={os.environ.get('CUDA_VISIBLE_DEVICES')!r})"
+        )
 
 
 def _serve_commands(conn, engine: RolloutEngine, receiver) -> None:
