@@ -21,7 +21,8 @@ trap finish EXIT
 
 if wants tests; then
   stage "GPU tests: packed attention, remote NCCL rollout"
-  timeout 200 python3 -m pytest tests/gpu/test_packed_attention.py tests/gpu/test_remote_nccl.py \
+  # shellcheck disable=SC2086
+  timeout 200 python3 -m pytest ${GPU_TESTS:-tests/gpu/test_packed_attention.py tests/gpu/test_remote_nccl.py} \
     -q -s -p no:cacheprovider >"$LOGS/tests.log" 2>&1
   echo "tests rc=$?" | tee -a "$OUT/env.log"
   grep -E "start-up|passed|failed|Error" "$LOGS/tests.log" | tail -8 >>"$OUT/env.log"
@@ -45,7 +46,7 @@ PACKED="megatron.enable_sequence_packing=true megatron.max_tokens_per_microbatch
 ASYNC="megatron.checkpoint_config.use_async_checkpoint=true"
 # The recipe over NCCL only when its building block passed (a vLLM start that fails can hang).
 if wants nccl && [ "$(nvidia-smi -L | wc -l)" -ge 2 ] && ! grep -q "FAILED.*remote_nccl" "$LOGS/tests.log" 2>/dev/null; then
-  train nccl 270 training.max_steps=4 training.save_steps=0 training.save_final_model=false \
+  train nccl 240 training.max_steps=4 training.save_steps=0 training.save_final_model=false \
     megatron.weight_sync_method=nccl megatron.vllm_gpu_memory_utilization=0.6
   grep -E "rollout process" "$LOGS/nccl.log" | tail -5 >>"$OUT/env.log"
 fi

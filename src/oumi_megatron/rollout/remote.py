@@ -93,7 +93,11 @@ class RemoteRolloutEngines(RolloutEngine):
             self._conns.append(parent)
             self._procs.append(proc)
         for index in range(len(specs)):
-            self._reply(index, timeout_s)  # "hello": it runs and is about to join the group
+            self._reply(index, timeout_s)  # "hello": it runs
+        for index in range(len(specs)):
+            self._reply(index, timeout_s)  # "ready": engine built, about to join the group
+        # The group is joined after every engine is built: a build that fails is seen here
+        # (exit code, traceback) instead of as a rendezvous that never completes.
         device = torch.device("cuda", torch.cuda.current_device()) if transport == "nccl" else None
         sender = make_weight_sender(
             transport,
@@ -102,8 +106,6 @@ class RemoteRolloutEngines(RolloutEngine):
             device=device,
         )
         self._sender = _RemoteWeightSender(self, sender)
-        for index in range(len(specs)):
-            self._reply(index, timeout_s)  # "ready": engine built
 
     # ---- protocol ----------------------------------------------------------------------------
 
@@ -238,12 +240,12 @@ def serve(conn, spec: EngineSpec, transport: str, rendezvous: StoreRendezvous, p
         if transport == "nccl":
             torch.cuda.set_device(torch.device(spec.device))
             device = torch.device(spec.device)
-        _progress(f"{name}: joining the {transport} weight-sync group")
-        receiver = make_weight_receiver(transport, rendezvous=rendezvous, device=device)
         _progress(f"{name}: building the {spec.backend} engine")
         engine = build_engine(spec)
-        _progress(f"{name}: ready")
         conn.send(("ok", "ready"))
+        _progress(f"{name}: joining the {transport} weight-sync group")
+        receiver = make_weight_receiver(transport, rendezvous=rendezvous, device=device)
+        _progress(f"{name}: ready")
         _serve_commands(conn, engine, receiver)
     except BaseException:  # noqa: BLE001 - reported to the trainer, then exit non-zero
         try:
