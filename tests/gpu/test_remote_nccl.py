@@ -1,13 +1,17 @@
 """Rollout processes on GPU 1 fed over NCCL from GPU 0 (needs 2 GPUs).
 
 The same checks as the gloo CPU tests (tests/integration/test_remote_rollout.py), on the path
-the trainer takes with ``weight_sync_method: nccl``: a torch engine (exact) and a vLLM engine
-(fp32, vLLM's TF32 tolerance) in a separate process see the synced weights, and each start-up
-time is printed.
+the trainer takes with ``weight_sync_method: nccl``: a torch engine (fp32, exact) and a vLLM
+engine (bf16, as the trainer runs it) in a separate process see the synced weights, the process
+takes memory on its own GPU only, and each start-up time is printed.
+
+vLLM runs in bf16: in fp32 vLLM 0.26 can only use its FLEX_ATTENTION backend, whose forward hit
+an illegal memory access on an H200 in any process (docs/benchmarks.md, GPU third round).
 """
 
 from __future__ import annotations
 
+import copy
 import time
 from pathlib import Path
 
@@ -27,8 +31,11 @@ pytestmark = [
 PROMPTS = [[5, 6, 7], [8, 9, 10, 11, 12, 13], [14], [15, 16]]
 PARAMS = SamplingParams(n=2, temperature=0.9, max_new_tokens=12, seed=3)
 BUCKET_BYTES = 96 * 1024  # several buckets for the tiny model
-TORCH_TOL = 1e-4  # batched KV-cache decoding vs one full forward, fp32
-VLLM_TOL = 5e-3  # vLLM's Triton attention runs fp32 dot products in TF32
+# Max |Δ logp| against the source model: torch engine fp32 (batched KV-cache decoding vs one
+# full forward); vLLM bf16 against the bf16-rounded source in fp32 arithmetic (as in
+# test_vllm_engine.py).
+TOLERANCE = {"torch": 1e-4, "vllm": 6e-2}
+DTYPE = {"torch": "fp32", "vllm": "bf16"}
 
 
 @pytest.fixture(scope="module")
@@ -49,6 +56,13 @@ def source(models):
     torch.cuda.set_device(0)
     torch.backends.cuda.matmul.allow_tf32 = False
     return AutoModelForCausalLM.from_pretrained(str(models[0]), dtype=torch.float32).cuda().eval()
+
+
+def _reference(source, backend: str):
+    """What the rollout engine holds after the sync: the source, bf16-rounded for vLLM."""
+    if DTYPE[backend] == "fp32":
+        return source
+    return copy.deepcopy(source).to(torch.bfloat16).float()
 
 
 def _max_diff(model, samples) -> float:
@@ -77,22 +91,23 @@ def test_rollout_process_on_gpu1_receives_weights_over_nccl(backend, models, sou
     if backend == "vllm":
         pytest.importorskip("vllm")
     spec = EngineSpec(
-        backend, str(models[1]), device="cuda:1", dtype="fp32",
+        backend, str(models[1]), device="cuda:1", dtype=DTYPE[backend],
         vllm_gpu_memory_utilization=0.3, vllm_enforce_eager=True, max_model_len=256,
     )  # fmt: skip
     engines, startup_s = _start(spec)
     try:
+        reference = _reference(source, backend)
         before = engines.generate(PROMPTS, PARAMS)  # model B
-        assert _max_diff(source, before) > 0.1
+        assert _max_diff(reference, before) > 0.3
         start = time.perf_counter()
         stats = engines.weight_sender().send(source.state_dict().items())
         sync_s = time.perf_counter() - start
         assert stats.num_buckets >= 3
         after = engines.generate(PROMPTS, PARAMS)
-        diff = _max_diff(source, after)
+        diff = _max_diff(reference, after)
         print(f"{backend}: start-up {startup_s:.1f} s, sync {sync_s * 1e3:.0f} ms "
               f"({stats.num_buckets} buckets), max |Δ logp| {diff:.2e}")  # fmt: skip
-        assert diff <= (TORCH_TOL if backend == "torch" else VLLM_TOL)
+        assert diff <= TOLERANCE[backend]
     finally:
         engines.close()
     assert all(not p.is_alive() for p in engines._procs)
