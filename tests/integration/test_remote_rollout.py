@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -107,6 +109,36 @@ def test_a_rollout_process_sees_only_its_gpu(monkeypatch):
     assert "CUDA_VISIBLE_DEVICES" not in os.environ
     with _environment(CUDA_VISIBLE_DEVICES=None):
         assert "CUDA_VISIBLE_DEVICES" not in os.environ
+
+
+_TCP_INIT = """
+import datetime, sys, torch.distributed as dist
+dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{sys.argv[1]}", rank=0,
+                        world_size=1, timeout=datetime.timedelta(seconds=3))
+print("joined")
+"""
+
+
+def _tcp_init_in_child(env: dict[str, str]) -> subprocess.CompletedProcess:
+    """A one-process ``tcp://`` world (as vLLM starts one) in a fresh interpreter."""
+    from oumi_megatron.rollout.remote import _free_port
+
+    command = [sys.executable, "-c", _TCP_INIT, str(_free_port())]
+    return subprocess.run(command, env=env, capture_output=True, text=True, timeout=120)
+
+
+def test_rollout_processes_leave_the_torchrun_world(monkeypatch):
+    from oumi_megatron.rollout.remote import _leave_launcher_world
+
+    torchrun = {"RANK": "1", "LOCAL_RANK": "1", "WORLD_SIZE": "2", "MASTER_PORT": "29500",
+                "TORCHELASTIC_USE_AGENT_STORE": "True", "TORCHELASTIC_RUN_ID": "x"}  # fmt: skip
+    for name, value in torchrun.items():
+        monkeypatch.setenv(name, value)
+    # The hazard: with torchrun's agent-store flag, a tcp:// world of one never forms.
+    assert "joined" not in _tcp_init_in_child(dict(os.environ)).stdout
+    _leave_launcher_world()
+    assert not set(torchrun) & set(os.environ)
+    assert "joined" in _tcp_init_in_child(dict(os.environ)).stdout
 
 
 def test_a_process_that_does_not_start_in_time_is_killed(models):

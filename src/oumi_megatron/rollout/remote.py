@@ -36,10 +36,22 @@ from oumi_megatron.rollout.weight_sync import (
     make_weight_sender,
 )
 
-# A rollout process is not part of the trainer's torchrun world.
+# What torchrun sets for its workers (besides TORCHELASTIC_*): a rollout process is not part of
+# the trainer's world.
 _LAUNCHER_VARS = ("RANK", "LOCAL_RANK", "WORLD_SIZE", "LOCAL_WORLD_SIZE", "GROUP_RANK",
-                  "ROLE_RANK", "ROLE_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT",
-                  "TORCHELASTIC_RUN_ID", "TORCHELASTIC_RESTART_COUNT")  # fmt: skip
+                  "GROUP_WORLD_SIZE", "ROLE_RANK", "ROLE_NAME", "ROLE_WORLD_SIZE", "MASTER_ADDR",
+                  "MASTER_PORT")  # fmt: skip
+
+
+def _leave_launcher_world() -> None:
+    """Drop torchrun's worker variables from this process's environment.
+
+    Not cosmetic: with ``TORCHELASTIC_USE_AGENT_STORE=True`` inherited, a ``tcp://``
+    ``init_process_group`` (vLLM starts its own one-process world that way) only connects to a
+    store it expects torchrun's agent to host, and waits for it until its timeout.
+    """
+    for name in [*_LAUNCHER_VARS, *(v for v in os.environ if v.startswith("TORCHELASTIC_"))]:
+        os.environ.pop(name, None)
 
 
 class RolloutProcessError(RuntimeError):
@@ -227,8 +239,7 @@ def serve(conn, spec: EngineSpec, transport: str, rendezvous: StoreRendezvous, p
     die_with_parent()
     if os.getppid() != parent:  # the trainer died before the line above
         os._exit(1)
-    for name in _LAUNCHER_VARS:
-        os.environ.pop(name, None)
+    _leave_launcher_world()
     receiver = None
     name = f"rollout process {rendezvous.rank - 1} (pid {os.getpid()}, {spec.device})"
     try:
