@@ -42,7 +42,8 @@ train() {  # name, seconds, overrides...
   cp /tmp/run_$name/metrics.jsonl "$OUT/$name.jsonl" 2>/dev/null
 }
 STEPS="training.max_steps=5 training.save_final_model=false training.save_steps=4"
-PACKED="megatron.enable_sequence_packing=true megatron.max_tokens_per_microbatch=4096"
+# Default packing budget: micro_batch_size x (max prompt + completion) = the padded rows' slots.
+PACKED="megatron.enable_sequence_packing=true"
 ASYNC="megatron.checkpoint_config.use_async_checkpoint=true"
 # The recipe over NCCL only when its building block passed (a vLLM start that fails can hang).
 if wants nccl && [ "$(nvidia-smi -L | wc -l)" -ge 2 ] && ! grep -q "FAILED.*remote_nccl" "$LOGS/tests.log" 2>/dev/null; then
