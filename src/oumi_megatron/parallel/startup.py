@@ -38,7 +38,6 @@ def init_distributed(backend: str | None = None, timeout_minutes: int = 30) -> N
 def init_model_parallel(layout: ParallelLayout, seed: int = 1234) -> None:
     """(Re)build Megatron's TP/PP/CP/EP/DP groups for `layout` and seed its RNG streams."""
     from megatron.core import parallel_state
-    from megatron.core.tensor_parallel.random import model_parallel_cuda_manual_seed
 
     apply_cpu_compat()
     layout.data_parallel_size(dist.get_world_size())  # fails with a named error before Megatron
@@ -52,6 +51,21 @@ def init_model_parallel(layout: ParallelLayout, seed: int = 1234) -> None:
         expert_model_parallel_size=layout.ep,
         expert_tensor_parallel_size=layout.etp,
     )
+    seed_everything(seed)
+
+
+def seed_everything(seed: int) -> None:
+    """Python, NumPy, torch (CPU and CUDA) and Megatron's model-parallel RNG streams, as
+    Megatron-LM's `_set_random_seed` does (the same seed on every rank: weights come from the
+    converted checkpoint, not from initialisation)."""
+    import random
+
+    import numpy as np
+    from megatron.core.tensor_parallel.random import model_parallel_cuda_manual_seed
+
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
     model_parallel_cuda_manual_seed(seed)
 
 

@@ -17,6 +17,7 @@ import signal
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from oumi_megatron.model.dist_ckpt import sharded_state_dict
@@ -248,25 +249,51 @@ def load_checkpoint(path: Path, model, optimizer, scheduler) -> dict:
 def _rng_state() -> dict:
     from megatron.core.tensor_parallel.random import get_cuda_rng_tracker
 
-    return {
-        "python": list(random.getstate()[1]),
-        "python_pos": random.getstate()[2],
+    _, internal, gauss_next = random.getstate()
+    state = {
+        "python": list(internal),
+        "python_gauss_next": gauss_next,
+        "numpy": _numpy_rng_state(),
         "torch": torch.get_rng_state(),
         # Copies (tensors, or generators with cudagraphable RNG): an asynchronous save writes
         # them later, after training has moved on.
         "tracker": {
-            name: state.clone() if isinstance(state, torch.Tensor) else state.clone_state()
-            for name, state in get_cuda_rng_tracker().get_states().items()
+            name: value.clone() if isinstance(value, torch.Tensor) else value.clone_state()
+            for name, value in get_cuda_rng_tracker().get_states().items()
         },
     }
+    if torch.cuda.is_available():  # e.g. hidden dropout draws from the default CUDA generator
+        state["cuda"] = torch.cuda.get_rng_state()
+    return state
 
 
 def _set_rng_state(state: dict) -> None:
     from megatron.core.tensor_parallel.random import get_cuda_rng_tracker
 
-    random.setstate((3, tuple(state["python"]), state["python_pos"]))
+    # "python_pos": the key's name in checkpoints written before 2026-11-27.
+    gauss_next = state.get("python_gauss_next", state.get("python_pos"))
+    random.setstate((3, tuple(state["python"]), gauss_next))
+    if "numpy" in state:  # absent from checkpoints written before 2026-11-27
+        _set_numpy_rng_state(state["numpy"])
     torch.set_rng_state(state["torch"])
-    get_cuda_rng_tracker().set_states(state["tracker"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state(state["cuda"])
+    # A copy: the tracker keeps the dict it is given and writes each fork's new state into it.
+    get_cuda_rng_tracker().set_states(dict(state["tracker"]))
+
+
+def _numpy_rng_state() -> dict:
+    # Tensors and numbers only: the file is read back with torch.load(weights_only=True).
+    name, keys, pos, has_gauss, cached_gaussian = np.random.get_state()
+    return {"keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
+            "has_gauss": int(has_gauss), "cached_gaussian": float(cached_gaussian)}  # fmt: skip
+
+
+def _set_numpy_rng_state(state: dict) -> None:
+    keys = state["keys"].numpy().astype(np.uint32)
+    np.random.set_state(
+        ("MT19937", keys, state["pos"], state["has_gauss"], state["cached_gaussian"])
+    )
 
 
 def _prune(root: Path, keep_last: int | None) -> None:
