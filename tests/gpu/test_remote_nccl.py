@@ -40,12 +40,10 @@ DTYPE = {"torch": "fp32", "vllm": "bf16"}
 
 @pytest.fixture(scope="module")
 def models(tmp_path_factory) -> tuple[Path, Path]:
-    from oumi_megatron.testing.tiny_models import build_tiny_model
+    from oumi_megatron.testing.tiny_models import build_tiny_pair
 
     root = tmp_path_factory.mktemp("remote_nccl")
-    return build_tiny_model("qwen2", root / "a", seed=0), build_tiny_model(
-        "qwen2", root / "b", seed=1
-    )
+    return build_tiny_pair("qwen2", root)
 
 
 @pytest.fixture(scope="module")

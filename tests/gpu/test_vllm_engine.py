@@ -28,11 +28,9 @@ BUCKET_BYTES = 64 * 1024
 
 
 def _build(root: Path) -> tuple[Path, Path]:
-    from oumi_megatron.testing.tiny_models import build_tiny_model
+    from oumi_megatron.testing.tiny_models import build_tiny_pair
 
-    return build_tiny_model("qwen2", root / "a", seed=0), build_tiny_model(
-        "qwen2", root / "b", seed=1
-    )
+    return build_tiny_pair("qwen2", root)
 
 
 def _hf(model_dir: Path, dtype: torch.dtype = torch.float32):

@@ -23,12 +23,10 @@ BUCKET_BYTES = 96 * 1024  # about ten buckets for the tiny model
 
 @pytest.fixture(scope="module")
 def models(tmp_path_factory):
-    from oumi_megatron.testing.tiny_models import build_tiny_model
+    from oumi_megatron.testing.tiny_models import build_tiny_pair
 
     root = tmp_path_factory.mktemp("remote")
-    return build_tiny_model("llama", root / "a", seed=0), build_tiny_model(
-        "llama", root / "b", seed=1
-    )
+    return build_tiny_pair("llama", root)
 
 
 def _as_tuples(samples):

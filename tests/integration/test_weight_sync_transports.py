@@ -24,12 +24,10 @@ PARAMS = SamplingParams(n=2, temperature=0.8, max_new_tokens=6, seed=17)
 
 @pytest.fixture(scope="module")
 def model_dirs(tmp_path_factory) -> tuple[Path, Path]:
-    from oumi_megatron.testing.tiny_models import build_tiny_model
+    from oumi_megatron.testing.tiny_models import build_tiny_pair
 
     root = tmp_path_factory.mktemp("sync_models")
-    return build_tiny_model("qwen2", root / "a", seed=0), build_tiny_model(
-        "qwen2", root / "b", seed=1
-    )
+    return build_tiny_pair("qwen2", root)
 
 
 @pytest.fixture(scope="module")

@@ -18,12 +18,10 @@ EXACT = 1e-5
 
 @pytest.fixture(scope="module")
 def model_dirs(tmp_path_factory) -> tuple[Path, Path]:
-    from oumi_megatron.testing.tiny_models import build_tiny_model
+    from oumi_megatron.testing.tiny_models import build_tiny_pair
 
     root = tmp_path_factory.mktemp("rollout_models")
-    return build_tiny_model("llama", root / "a", seed=0), build_tiny_model(
-        "llama", root / "b", seed=1
-    )
+    return build_tiny_pair("llama", root)
 
 
 @pytest.fixture(scope="module")
@@ -229,10 +227,9 @@ def test_moe_accepts_checkpoint_and_in_memory_expert_names(tmp_path):
     from safetensors.torch import load_file
     from transformers import AutoModelForCausalLM
 
-    from oumi_megatron.testing.tiny_models import build_tiny_model
+    from oumi_megatron.testing.tiny_models import build_tiny_pair
 
-    source = build_tiny_model("qwen3_moe", tmp_path / "a", seed=0, num_layers=2)
-    target = build_tiny_model("qwen3_moe", tmp_path / "b", seed=1, num_layers=2)
+    source, target = build_tiny_pair("qwen3_moe", tmp_path, num_layers=2)
     params = SamplingParams(n=2, max_new_tokens=5, seed=2)
     expected = TorchRolloutEngine(source).generate(PROMPTS, params)
 

@@ -73,6 +73,16 @@ def build_tiny_model(arch: str, directory: str | Path, seed: int = 0, num_layers
     return directory
 
 
+def build_tiny_pair(arch: str, root: str | Path, num_layers: int = 4) -> tuple[Path, Path]:
+    """Two models of one architecture under ``root/a`` and ``root/b`` with different random
+    weights (seeds 0 and 1): weight-sync tests send one and check the other becomes it."""
+    root = Path(root)
+    return tuple(  # type: ignore[return-value]
+        build_tiny_model(arch, root / name, seed=seed, num_layers=num_layers)
+        for name, seed in (("a", 0), ("b", 1))
+    )
+
+
 def build_llama(
     directory: str | Path,
     hidden: int,
