@@ -98,6 +98,10 @@ def test_a_rollout_process_sees_only_its_gpu(monkeypatch):
     assert (visible, spec.device) == ("5", "cuda:0")
     monkeypatch.delenv("CUDA_VISIBLE_DEVICES")
     assert _only_its_gpu(EngineSpec("vllm", "m", device="cuda:3"))[0] == "3"
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: 2)  # plain "cuda": the current GPU
+    assert _only_its_gpu(EngineSpec("vllm", "m", device="cuda")) == (
+        "2", EngineSpec("vllm", "m", device="cuda:0"),
+    )  # fmt: skip
     assert _only_its_gpu(EngineSpec("torch", "m", device="cpu")) == (
         None, EngineSpec("torch", "m", device="cpu"),
     )  # fmt: skip

@@ -282,9 +282,10 @@ def _only_its_gpu(spec: EngineSpec) -> tuple[str | None, EngineSpec]:
     set in the environment the process starts with: CUDA reads it once, when the driver
     initialises, which an import may do before any code of ours runs.
     """
-    if not spec.device.startswith("cuda:"):
+    if not spec.device.startswith("cuda"):
         return None, spec
-    index = int(spec.device.split(":", 1)[1])
+    # Plain "cuda": the trainer's own current GPU (a colocated engine).
+    index = int(spec.device.split(":", 1)[1]) if ":" in spec.device else torch.cuda.current_device()
     visible = os.environ.get("CUDA_VISIBLE_DEVICES")
     physical = visible.split(",")[index] if visible else str(index)
     return physical, replace(spec, device="cuda:0")
