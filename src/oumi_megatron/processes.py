@@ -1,9 +1,10 @@
-"""Helper processes that must not outlive the trainer."""
+"""Processes the trainer starts: they must not outlive it, and they meet on free local ports."""
 
 from __future__ import annotations
 
 import ctypes
 import signal
+import socket
 import sys
 
 
@@ -16,3 +17,10 @@ def die_with_parent() -> None:
     """
     if sys.platform.startswith("linux"):
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that is free now (the OS picks it)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]

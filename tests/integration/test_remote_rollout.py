@@ -123,9 +123,9 @@ print("joined")
 
 def _tcp_init_in_child(env: dict[str, str]) -> subprocess.CompletedProcess:
     """A one-process ``tcp://`` world (as vLLM starts one) in a fresh interpreter."""
-    from oumi_megatron.rollout.remote import _free_port
+    from oumi_megatron.processes import free_port
 
-    command = [sys.executable, "-c", _TCP_INIT, str(_free_port())]
+    command = [sys.executable, "-c", _TCP_INIT, str(free_port())]
     return subprocess.run(command, env=env, capture_output=True, text=True, timeout=120)
 
 

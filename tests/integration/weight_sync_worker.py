@@ -9,13 +9,13 @@ has (state dict + sampled completions) for the test to compare exactly.
 from __future__ import annotations
 
 import os
-import socket
 import sys
 from pathlib import Path
 
 import torch
 import torch.distributed as dist
 
+from oumi_megatron.processes import free_port
 from oumi_megatron.rollout import SamplingParams
 from oumi_megatron.rollout.torch_engine import TorchRolloutEngine
 from oumi_megatron.rollout.weight_sync import (
@@ -28,12 +28,6 @@ from oumi_megatron.rollout.weight_sync import (
 PROMPTS = [[5, 6, 7], [8, 9, 10, 11, 12, 13], [14]]
 PARAMS = SamplingParams(n=2, temperature=0.9, max_new_tokens=6, seed=3)
 BUCKET_BYTES = 96 * 1024  # the tiny model is ~0.9 MB: about ten buckets
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _snapshot(engine: TorchRolloutEngine, stats) -> dict:
@@ -69,7 +63,7 @@ def main(source_dir: str, target_dir: str, out_dir: str) -> None:
         torch.save(_snapshot(engine, stats), out / "receiver_group.pt")
 
     # 2) A standalone TCPStore group, as between separately launched jobs.
-    port = [_free_port() if rank == 0 else 0]
+    port = [free_port() if rank == 0 else 0]
     dist.broadcast_object_list(port, src=0)
     rendezvous = StoreRendezvous("127.0.0.1", port[0], rank, 2, timeout_s=120)
     if rank == 0:

@@ -7,6 +7,7 @@ drops into a layer spec, and runs on CPU and GPU alike (SDPA picks flash/cuDNN k
 
 from __future__ import annotations
 
+import functools
 import math
 
 import torch
@@ -126,8 +127,13 @@ class TorchCoreAttention(MegatronModule):
 
 def use_varlen_flash(query: torch.Tensor, dropout_p: float) -> bool:
     """Flash varlen attention applies: CUDA, half precision, no dropout, torch provides it."""
-    if not (query.is_cuda and query.dtype in (torch.bfloat16, torch.float16) and dropout_p == 0):
-        return False
+    half = query.dtype in (torch.bfloat16, torch.float16)
+    return query.is_cuda and half and dropout_p == 0 and _torch_has_varlen_attn()
+
+
+@functools.cache
+def _torch_has_varlen_attn() -> bool:
+    # Asked once per process, not in every layer's forward.
     try:
         from torch.nn.attention.varlen import varlen_attn  # noqa: F401
     except ImportError:

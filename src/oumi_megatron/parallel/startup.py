@@ -11,6 +11,7 @@ import torch.distributed as dist
 
 from oumi_megatron.parallel.cpu_compat import apply_cpu_compat
 from oumi_megatron.parallel.layout import ParallelLayout
+from oumi_megatron.processes import free_port
 
 logger = logging.getLogger(__name__)
 
@@ -27,7 +28,7 @@ def init_distributed(backend: str | None = None, timeout_minutes: int = 30) -> N
     os.environ.setdefault("WORLD_SIZE", "1")
     os.environ.setdefault("LOCAL_RANK", "0")
     os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
-    os.environ.setdefault("MASTER_PORT", str(_free_port()))
+    os.environ.setdefault("MASTER_PORT", str(free_port()))
     backend = backend or default_backend()
     if backend == "nccl":
         torch.cuda.set_device(int(os.environ["LOCAL_RANK"]))
@@ -67,11 +68,3 @@ def seed_everything(seed: int) -> None:
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
     model_parallel_cuda_manual_seed(seed)
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]

@@ -16,7 +16,6 @@ from __future__ import annotations
 import contextlib
 import multiprocessing as mp
 import os
-import socket
 import sys
 import time
 import traceback
@@ -26,7 +25,7 @@ from typing import Any
 
 import torch
 
-from oumi_megatron.processes import die_with_parent
+from oumi_megatron.processes import die_with_parent, free_port
 from oumi_megatron.rollout.base import RolloutEngine, RolloutSample, SamplingParams, derive_seed
 from oumi_megatron.rollout.factory import EngineSpec, build_engine
 from oumi_megatron.rollout.transports import SyncStats, WeightSender
@@ -58,12 +57,6 @@ class RolloutProcessError(RuntimeError):
     """A rollout process failed or exited."""
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 class RemoteRolloutEngines(RolloutEngine):
     """Rollout engines in separate processes behind the engine interface (trainer side).
 
@@ -87,7 +80,7 @@ class RemoteRolloutEngines(RolloutEngine):
         self.timeout_s = timeout_s
         self.colocated = colocated
         ctx = mp.get_context("spawn")
-        port = _free_port()
+        port = free_port()
         world = len(specs) + 1
         self._conns, self._procs = [], []
         for rank, spec in enumerate(specs, start=1):
@@ -241,13 +234,14 @@ def serve(conn, spec: EngineSpec, transport: str, rendezvous: StoreRendezvous, p
         os._exit(1)
     _leave_launcher_world()
     receiver = None
-    name = f"rollout process {rendezvous.rank - 1} (pid {os.getpid()}, {spec.device})"
+    where = spec.device
     try:
         conn.send(("ok", "hello"))
         device = None
         if spec.device.startswith("cuda"):
             _check_one_gpu()
-            name = f"{name[:-1]} = GPU {os.environ['CUDA_VISIBLE_DEVICES']})"
+            where = f"{spec.device} = GPU {os.environ['CUDA_VISIBLE_DEVICES']}"
+        name = f"rollout process {rendezvous.rank - 1} (pid {os.getpid()}, {where})"
         if transport == "nccl":
             torch.cuda.set_device(torch.device(spec.device))
             device = torch.device(spec.device)

@@ -55,7 +55,7 @@ def tiny_config(arch: str, num_layers: int = 4):
 def build_tiny_model(arch: str, directory: str | Path, seed: int = 0, num_layers: int = 4) -> Path:
     """Write a random-weight fp32 model (safetensors), tokenizer and generation config."""
     import torch
-    from transformers import AutoModelForCausalLM, GenerationConfig
+    from transformers import AutoModelForCausalLM
 
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
@@ -67,6 +67,13 @@ def build_tiny_model(arch: str, directory: str | Path, seed: int = 0, num_layers
         for param in model.parameters():
             if param.dim() > 1:
                 param.normal_(0.0, 0.08)
+    return _write_checkpoint(model, directory)
+
+
+def _write_checkpoint(model, directory: Path) -> Path:
+    """Safetensors weights, the offline tokenizer and a sampling generation config."""
+    from transformers import GenerationConfig
+
     model.save_pretrained(directory, safe_serialization=True)
     save_tokenizer(directory)
     GenerationConfig(eos_token_id=2, pad_token_id=0, do_sample=True).save_pretrained(directory)
@@ -131,7 +138,7 @@ def build_gpu_shape(name: str, directory: str | Path, seed: int = 0) -> Path:
     """Write the random-weight Qwen2 checkpoint `GPU_SHAPES[name]` (bf16 safetensors,
     tokenizer, generation config); HF's default init (std 0.02)."""
     import torch
-    from transformers import AutoModelForCausalLM, GenerationConfig, Qwen2Config
+    from transformers import AutoModelForCausalLM, Qwen2Config
 
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
@@ -144,10 +151,7 @@ def build_gpu_shape(name: str, directory: str | Path, seed: int = 0) -> Path:
         architectures=["Qwen2ForCausalLM"],
     )
     model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
-    model.to(torch.bfloat16).save_pretrained(directory, safe_serialization=True)
-    save_tokenizer(directory)
-    GenerationConfig(eos_token_id=2, pad_token_id=0, do_sample=True).save_pretrained(directory)
-    return directory
+    return _write_checkpoint(model.to(torch.bfloat16), directory)
 
 
 def main() -> None:

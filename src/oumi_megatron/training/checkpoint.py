@@ -284,7 +284,7 @@ def _set_rng_state(state: dict) -> None:
 
 def _numpy_rng_state() -> dict:
     # Tensors and numbers only: the file is read back with torch.load(weights_only=True).
-    name, keys, pos, has_gauss, cached_gaussian = np.random.get_state()
+    _, keys, pos, has_gauss, cached_gaussian = np.random.get_state()
     return {"keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
             "has_gauss": int(has_gauss), "cached_gaussian": float(cached_gaussian)}  # fmt: skip
 
