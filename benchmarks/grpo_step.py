@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING
 import torch
 
 if TYPE_CHECKING:
-    from oumi_megatron.grpo.update_phase import UpdateSettings
+    from oumi_megatron.step.update import UpdateSettings
     from oumi_megatron.training.policy import MegatronPolicy
     from oumi_megatron.training.step_batches import StepSequences
 
@@ -111,7 +111,7 @@ def load_policy(model_dir: Path, checkpoint_dir: Path) -> MegatronPolicy:
 
 def update_settings(packing: bool, args: argparse.Namespace) -> UpdateSettings:
     from oumi_megatron.algorithms.grpo import GrpoLossConfig
-    from oumi_megatron.grpo.update_phase import UpdateSettings
+    from oumi_megatron.step.update import UpdateSettings
     from oumi_megatron.training.step_batches import BatchingSettings
 
     batching = BatchingSettings(
@@ -133,7 +133,7 @@ def computed_tokens(seqs: StepSequences, settings: UpdateSettings) -> tuple[int,
 
 
 def timed_update(policy: MegatronPolicy, seqs: StepSequences, settings: UpdateSettings) -> float:
-    from oumi_megatron.grpo.update_phase import run_update
+    from oumi_megatron.step.update import run_update
 
     if torch.cuda.is_available():
         torch.cuda.synchronize()

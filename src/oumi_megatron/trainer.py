@@ -1,7 +1,9 @@
 """`OumiMegatronGrpoTrainer`: Oumi's `BaseTrainer` running GRPO on Megatron-Core.
 
-One step reads like the algorithm: rollout → reward → advantages → update → weight sync →
-log → checkpoint. Each phase lives in its own module under `grpo/` and `training/`.
+One step reads like the algorithm: rollout → reward → advantages → exchange → update → weight
+sync → log → checkpoint. Each phase lives in its own module under `step/` and `training/`.
+Every rollout replica generates and scores its own prompts; each rank then receives only the
+sequences its data-parallel rank trains on (`step/topology.py` says who does what).
 """
 
 from __future__ import annotations
@@ -13,37 +15,52 @@ from pathlib import Path
 
 from oumi.core.trainers.base_trainer import BaseTrainer
 
-from oumi_megatron.grpo import components
-from oumi_megatron.grpo.reward_phase import score_and_advantages
-from oumi_megatron.grpo.rollout_phase import generate_rollouts, share_from_rank0
-from oumi_megatron.grpo.step_metrics import step_metrics
-from oumi_megatron.grpo.update_phase import (
+from oumi_megatron.launch import RunSetup
+from oumi_megatron.metrics import MetricsLogger, PhaseTimer, TrainingProgress
+from oumi_megatron.parallel.ranks import is_rank0, rank
+from oumi_megatron.rollout.base import SamplingParams
+from oumi_megatron.step import components
+from oumi_megatron.step.exchange import route_sequences
+from oumi_megatron.step.metrics import reduce_tally, rollout_tally, step_metrics
+from oumi_megatron.step.reward import ScoredBatch, score_and_advantages
+from oumi_megatron.step.rollout import RolloutBatch, generate_share
+from oumi_megatron.step.sync import build_weight_sync
+from oumi_megatron.step.update import (
     UpdateSettings,
     loss_config,
     optimizer_steps_per_grpo_step,
     run_update,
 )
-from oumi_megatron.launch import RunSetup
-from oumi_megatron.metrics import MetricsLogger, PhaseTimer, TrainingProgress
-from oumi_megatron.parallel.ranks import is_rank0
-from oumi_megatron.rollout.base import SamplingParams
 from oumi_megatron.training import checkpoint
-from oumi_megatron.training.step_batches import BatchingSettings, StepSequences
+from oumi_megatron.training.step_batches import BatchingSettings
 
 logger = logging.getLogger(__name__)
 
 
 class OumiMegatronGrpoTrainer(BaseTrainer):
-    """GRPO with the policy on Megatron-Core (TP/PP/VPP/EP/DP) and a colocated rollout engine."""
+    """GRPO with the policy on Megatron-Core (TP/PP/VPP/EP/DP) and rollout replicas."""
 
     def __init__(self, setup: RunSetup):
-        from megatron.core import parallel_state
-
         self.setup, self.cfg = setup, setup.cfg
         grpo, megatron = self.cfg.grpo, self.cfg.megatron
         self.loaded, self.policy = components.build_policy(setup)
         self.reference = components.build_reference(setup)
-        self.engine, self.sender = components.build_engine(setup)
+        self.rank, self.is_main = rank(), is_rank0()
+        self.topology = components.build_topology(setup)
+        if self.is_main:
+            logger.info("rollout: %s", self.topology.describe())
+        self.engine = components.build_engine(setup, self.topology)
+        self.generates = components.generates(setup, self.topology)
+        self.is_leader = self.topology.is_leader(self.rank)
+        self.weight_sync = build_weight_sync(
+            megatron.weight_sync_method,
+            lambda: self.policy.export_weights(self.loaded.bridge),
+            self.engine,
+            enabled=megatron.enable_weight_sync,
+            is_writer=self.is_main,
+            bucket_bytes=megatron.weight_sync_bucket_size_mb << 20,
+            directory=setup.output_dir / "weight_sync",
+        )
         self.tokenizer, self.loader = components.build_prompts(
             setup, setup.validated.prompts_per_step
         )
@@ -60,8 +77,8 @@ class OumiMegatronGrpoTrainer(BaseTrainer):
             loss=loss_config(grpo),
             batching=BatchingSettings(
                 micro_batch_size=megatron.micro_batch_size,
-                dp_size=parallel_state.get_data_parallel_world_size(),
-                dp_rank=parallel_state.get_data_parallel_rank(),
+                dp_size=1,  # a rank holds its data-parallel rank's sequences only
+                dp_rank=0,
                 packing=megatron.enable_sequence_packing,
                 token_budget=self.cfg.packing_token_budget,
                 microbatch_multiple=setup.layout.pp if setup.layout.vpp else 1,
@@ -70,8 +87,8 @@ class OumiMegatronGrpoTrainer(BaseTrainer):
             ),
             max_completion_length=grpo.max_completion_length,
             optimizer_steps=optimizer_steps_per_grpo_step(self.cfg, setup.validated),
+            dp_size=self.topology.dp_size,
         )
-        self.is_main = is_rank0()
         self.timer = PhaseTimer()
         self.checkpoint_root = setup.output_dir / "checkpoints"
         checkpoint_config = megatron.checkpoint_config
@@ -96,21 +113,23 @@ class OumiMegatronGrpoTrainer(BaseTrainer):
             with self.timer.phase("rollout"):
                 rollouts = self._rollout()
             with self.timer.phase("reward"):
-                scored = share_from_rank0(self._score(rollouts) if self.is_main else None)
-            if self.engine is not None:
-                self.engine.sleep()  # frees the rollout engine's accelerator memory (vLLM)
+                scored = self._score(rollouts)
+            self.weight_sync.release()  # the engine's accelerator memory, for the update
+            with self.timer.phase("exchange"):
+                sequences, exchanged = route_sequences(
+                    self.topology, self.rank, rollouts, scored.advantages
+                )
             with self.timer.phase("update"):
-                sequences = StepSequences.from_rollouts(
-                    rollouts.prompt_ids, rollouts.completion_ids,
-                    rollouts.rollout_logprobs, scored.advantages,
-                )  # fmt: skip
                 update = run_update(self.policy, self.reference, sequences, self.update_settings)
             with self.timer.phase("sync"):
-                self._sync_weights()
+                update.update(self.weight_sync.sync())
             self.step += 1
-            timings = self.timer.step_metrics()
+            tally = {**self._tally(rollouts, scored), **exchanged.as_tally()}
             self._last_metrics = step_metrics(
-                rollouts, scored, update, timings, self.loaded.provider
+                reduce_tally(tally, self.cfg.grpo.num_generations),
+                update,
+                self.timer.step_metrics(),
+                self.loaded.provider,
             )
             self._save_if_due()
             if self._is_logging_step(max_steps):
@@ -118,8 +137,7 @@ class OumiMegatronGrpoTrainer(BaseTrainer):
                 progress.update(self.step, self._last_metrics)
                 self._log_completions(rollouts, scored)
         progress.close()
-        if self.engine is not None:
-            self.engine.close()  # stops rollout processes, if any
+        self.weight_sync.close()  # stops rollout processes, if any
         self.checkpointer.close()  # waits for a save still being written (async)
         if self.cfg.training.save_final_model:
             self.save_model(self.cfg, final=True)
@@ -154,48 +172,58 @@ class OumiMegatronGrpoTrainer(BaseTrainer):
             sink.log(self.step, self._last_metrics)  # the checkpointed step's own row
         return sink
 
-    def _rollout(self):
+    def _rollout(self) -> RolloutBatch:
+        """This replica's share of the step's prompts (an empty batch on other ranks)."""
         prompts = next(self.loader).prompts
-        batch = None
-        if self.is_main:
-            batch = generate_rollouts(
-                self.engine, self.tokenizer, prompts, self.sampling, self.step
-            )
-        return share_from_rank0(batch)
+        if not self.generates:
+            return RolloutBatch()
+        replica = self.topology.replica_of(self.rank)
+        batch = generate_share(self.engine, self.tokenizer, prompts,
+                               self.topology.prompts_of_replica(replica), self.sampling,
+                               self.step)  # fmt: skip
+        # Every rank of a vLLM replica holds its completions; the leader scores and sends them.
+        return batch if self.is_leader else RolloutBatch()
 
-    def _score(self, rollouts):
+    def _score(self, rollouts: RolloutBatch) -> ScoredBatch:
         return score_and_advantages(
             rollouts, self.reward_functions, self.cfg.grpo.reward_weights, self.cfg.grpo
         )
+
+    def _tally(self, rollouts: RolloutBatch, scored: ScoredBatch) -> dict:
+        grpo = self.cfg.grpo
+        names = [f.name for f in self.reward_functions]
+        tally = rollout_tally(rollouts, scored, names, grpo.accuracy_reward or names[0])
+        share = float(len(rollouts) // grpo.num_generations)
+        leader = self.is_leader
+        tally["rollout/replicas"] = ("sum", 1.0 if leader else 0.0)
+        tally["rollout/prompts_per_replica_min"] = ("min", share if leader else float("inf"))
+        tally["rollout/prompts_per_replica_max"] = ("max", share if leader else float("-inf"))
+        return tally
 
     def _is_logging_step(self, max_steps: int) -> bool:
         every = max(int(self.cfg.training.logging_steps or 1), 1)
         return self.step % every == 0 or self.step == max_steps
 
-    def _log_completions(self, rollouts, scored, limit: int = 8) -> None:
-        """grpo.log_completions: a few samples per logged step in output_dir/completions.jsonl."""
-        if not (self.is_main and self.cfg.grpo.log_completions):
+    def _log_completions(self, rollouts: RolloutBatch, scored: ScoredBatch) -> None:
+        """grpo.log_completions: every completion of a logged step, gathered from the replica
+        leaders into output_dir/completions.jsonl, in sequence order."""
+        if not self.cfg.grpo.log_completions:
             return
-        with (self.setup.output_dir / "completions.jsonl").open("a") as out:
-            for i in range(min(limit, len(rollouts))):
-                record = {"step": self.step, "sample_id": rollouts.sample_ids[i],
-                          "prompt": rollouts.prompts_text[i],
-                          "completion": rollouts.completions_text[i],
-                          "reward": scored.rewards[i], "advantage": scored.advantages[i]}  # fmt: skip
-                out.write(json.dumps(record) + "\n")
+        import torch.distributed as dist
 
-    def _sync_weights(self) -> None:
-        """Stream the updated weights (HF names, gathered over TP/PP) into the engine."""
-        if self.engine is not None:
-            self.engine.wake_up()
-        if not self.cfg.megatron.enable_weight_sync:
+        records = [{"step": self.step, "sequence": rollouts.sequence_ids[i],
+                    "sample_id": rollouts.sample_ids[i], "prompt": rollouts.prompts_text[i],
+                    "completion": rollouts.completions_text[i], "reward": scored.rewards[i],
+                    "advantage": scored.advantages[i]} for i in range(len(rollouts))]  # fmt: skip
+        gathered = [records]
+        if dist.is_initialized() and dist.get_world_size() > 1:
+            gathered = [None] * dist.get_world_size() if self.is_main else None
+            dist.gather_object(records, gathered, dst=0)
+        if not self.is_main:
             return
-        weights = self.policy.export_weights(self.loaded.bridge)
-        if self.sender is not None:
-            self.sender.send(weights)
-        else:
-            for _ in weights:  # the export is collective: every rank walks it
-                pass
+        every = sorted((r for part in gathered for r in part), key=lambda r: r["sequence"])
+        with (self.setup.output_dir / "completions.jsonl").open("a") as out:
+            out.writelines(json.dumps(record) + "\n" for record in every)
 
     # ---- checkpoints -----------------------------------------------------------------------
 
@@ -239,7 +267,7 @@ class OumiMegatronGrpoTrainer(BaseTrainer):
         self.loader.load_state_dict(state["loader"])
         self._last_metrics = state.get("last_metrics", {})
         self.step = int(state["step"])
-        self._sync_weights()  # the engine started from the HF weights
+        self.weight_sync.sync()  # the engines started from the HF weights
 
     # ---- BaseTrainer -----------------------------------------------------------------------
 

@@ -71,6 +71,23 @@ def test_completion_does_not_depend_on_batch_or_chunking(engine, model_dirs):
         torch.testing.assert_close(a.completion_logprobs, b.completion_logprobs, atol=EXACT, rtol=0)
 
 
+def test_prompt_seeds_make_a_prompt_independent_of_its_call(engine):
+    """What rollout replicas rely on: prompt i with seed s gives the same samples whichever
+    prompts share the call (and wherever it sits in it)."""
+    params = SamplingParams(n=2, max_new_tokens=6)
+    seeds = [101, 202, 303, 404]
+    together = engine.generate(PROMPTS, params, prompt_seeds=seeds)
+    split = engine.generate(PROMPTS[2:], params, prompt_seeds=seeds[2:]) + engine.generate(
+        PROMPTS[:2], params, prompt_seeds=seeds[:2]
+    )
+    key = [(s.prompt_ids, s.sample_index, s.completion_ids) for s in together]
+    assert sorted(key) == sorted((s.prompt_ids, s.sample_index, s.completion_ids) for s in split)
+    other = engine.generate(PROMPTS, params, prompt_seeds=[1, 2, 3, 4])
+    assert [s.completion_ids for s in other] != [s.completion_ids for s in together]
+    with pytest.raises(ValueError, match="3 prompt seeds for 4 prompts"):
+        engine.generate(PROMPTS, params, prompt_seeds=seeds[:3])
+
+
 @pytest.mark.parametrize("temperature", [1.0, 0.7, 1.6, 0.0])
 def test_logprobs_equal_teacher_forced_full_forward(engine, temperature):
     params = SamplingParams(n=2, temperature=temperature, max_new_tokens=8, seed=11)

@@ -122,6 +122,20 @@ def _check_batches(cfg: MegatronTrainingConfig, dp: int) -> tuple[int, int]:
     return global_batch, num_micro
 
 
+def _check_rollout_replicas(m: MegatronParams, world_size: int) -> None:
+    """Replicas of ``rollout_tensor_parallel_size`` consecutive ranks, each within one node."""
+    import os
+
+    size = m.rollout_tensor_parallel_size
+    per_node = int(os.environ.get("LOCAL_WORLD_SIZE", world_size))
+    if world_size % size or per_node % size:
+        raise ConfigError(
+            f"megatron.rollout_tensor_parallel_size ({size}) must divide the processes per "
+            f"node ({per_node}) and the world size ({world_size}): a rollout replica is that "
+            f"many consecutive ranks of one node. Fix: use one of {_divisors(per_node)}."
+        )
+
+
 def _check_grpo_batches(cfg: MegatronTrainingConfig, global_batch: int) -> int:
     groups = cfg.grpo.num_generations
     if global_batch % groups != 0:
@@ -156,6 +170,7 @@ def check_layout(
     prompts = None
     if cfg.training.trainer_type == MEGATRON_GRPO:
         prompts = _check_grpo_batches(cfg, global_batch)
+        _check_rollout_replicas(m, world_size)
     return ValidatedLayout(
         world_size=world_size,
         data_parallel_size=dp,

@@ -97,6 +97,18 @@ class MegatronParams(StrictModel):
     weight_sync_bucket_size_mb: int = Field(
         512, ge=1, description="Size of the buckets weights are sent in, in MiB."
     )
+    rollout_tensor_parallel_size: int = Field(
+        1,
+        ge=1,
+        description=(
+            "Ranks per rollout replica. The world is split into replicas of this many "
+            "consecutive ranks (within one node); each generates and scores its own share of a "
+            "step's prompts. vLLM runs one engine per replica, tensor-parallel over its ranks; "
+            "the torch engine runs on the replica's first rank. Must divide the processes per "
+            "node. Rollout processes (weight_sync_method gloo/nccl) ignore it: they are fed by "
+            "rank 0."
+        ),
+    )
     rollout_workers: int = Field(
         1,
         ge=1,
@@ -155,24 +167,17 @@ class MegatronParams(StrictModel):
         )
 
     def data_parallel_size(self, world_size: int) -> int:
-        """Data-parallel size for ``world_size`` ranks (Megatron: world / (TP x PP x CP)).
+        """Data-parallel size for ``world_size`` ranks (`ParallelLayout.data_parallel_size`).
 
         Raises:
             ConfigError: if ``world_size`` is not a positive multiple of TP x PP x CP.
         """
-        if world_size < 1:
-            raise ConfigError(f"world_size ({world_size}) must be >= 1.")
-        if world_size % self.model_parallel_size != 0:
-            raise ConfigError(
-                f"world_size ({world_size}) must be divisible by the product of all model "
-                f"parallel sizes ({self.model_parallel_size}): "
-                f"tensor_model_parallel_size ({self.tensor_model_parallel_size}) × "
-                f"pipeline_model_parallel_size ({self.pipeline_model_parallel_size}) × "
-                f"context_parallel_size ({self.context_parallel_size}). Fix: launch a "
-                f"multiple of {self.model_parallel_size} ranks, or lower the "
-                f"{SECTION}.*_parallel_size values."
-            )
-        return world_size // self.model_parallel_size
+        from oumi_megatron.parallel.layout import ParallelLayout
+
+        try:
+            return ParallelLayout.from_params(self).data_parallel_size(world_size)
+        except ValueError as error:
+            raise ConfigError(str(error)) from None
 
     def checkpoint_dir(self, output_dir: str) -> str:
         """``megatron_checkpoint_dir``, or ``<output_dir>/megatron_checkpoint``."""
@@ -286,6 +291,14 @@ def _check_weight_sync(p: MegatronParams) -> None:
             f"{_path('weight_sync_method')}: auto."
         )
     separate = p.weight_sync_method in ("gloo", "nccl")
+    if separate and p.rollout_tensor_parallel_size != 1:
+        raise ValueError(
+            f"{_path('rollout_tensor_parallel_size')} ({p.rollout_tensor_parallel_size}) "
+            f"splits the trainer's ranks into colocated rollout replicas, but "
+            f"weight_sync_method {p.weight_sync_method!r} generates in separate rollout "
+            f"processes. Fix: remove {_path('rollout_tensor_parallel_size')}, or use "
+            f"weight_sync_method: auto (colocated)."
+        )
     if not separate and (p.rollout_workers != 1 or p.rollout_devices is not None):
         raise ValueError(
             f"{_path('rollout_workers')} ({p.rollout_workers}) / {_path('rollout_devices')} "

@@ -21,11 +21,17 @@ class ParallelLayout:
         return self.tp * self.pp * self.cp
 
     def data_parallel_size(self, world_size: int) -> int:
+        """Megatron's data-parallel size: world / (TP x PP x CP) (the one definition)."""
+        if world_size < 1:
+            raise ValueError(f"world_size ({world_size}) must be >= 1.")
         if world_size % self.model_parallel_size:
             raise ValueError(
                 f"world_size ({world_size}) must be divisible by the product of all model "
-                f"parallel sizes ({self.model_parallel_size}) = TP {self.tp} × PP {self.pp} × "
-                f"CP {self.cp}; change the parallel sizes or the number of processes"
+                f"parallel sizes ({self.model_parallel_size}): "
+                f"tensor_model_parallel_size ({self.tp}) × "
+                f"pipeline_model_parallel_size ({self.pp}) × "
+                f"context_parallel_size ({self.cp}). Fix: launch a multiple of "
+                f"{self.model_parallel_size} ranks, or lower the megatron.*_parallel_size values."
             )
         return world_size // self.model_parallel_size
 

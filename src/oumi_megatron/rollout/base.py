@@ -85,6 +85,20 @@ class RolloutSample:
     sample_index: int = 0  # which of the n completions of this prompt
 
 
+def seeds_for_prompts(
+    params: SamplingParams, count: int, prompt_seeds: list[int] | None
+) -> list[int | None]:
+    """The seed of each of ``count`` prompts: given, derived from ``params.seed`` and the
+    position, or None (fresh randomness) when neither is set."""
+    if prompt_seeds is not None:
+        if len(prompt_seeds) != count:
+            raise ValueError(f"{len(prompt_seeds)} prompt seeds for {count} prompts")
+        return [int(s) for s in prompt_seeds]
+    if params.seed is None:
+        return [None] * count
+    return [derive_seed(params.seed, i) for i in range(count)]
+
+
 def derive_seed(seed: int, *keys: int) -> int:
     """A 63-bit seed mixed from ``seed`` and ``keys`` (e.g. prompt and sample index).
 
@@ -100,9 +114,17 @@ class RolloutEngine(ABC):
 
     @abstractmethod
     def generate(
-        self, prompt_token_ids: list[list[int]], params: SamplingParams
+        self,
+        prompt_token_ids: list[list[int]],
+        params: SamplingParams,
+        prompt_seeds: list[int] | None = None,
     ) -> list[RolloutSample]:
-        """``n`` samples per prompt, grouped: prompt 0's n samples, then prompt 1's, ...."""
+        """``n`` samples per prompt, grouped: prompt 0's n samples, then prompt 1's, ....
+
+        ``prompt_seeds[i]`` seeds prompt i's samples (a prompt's samples then do not depend on
+        which other prompts share the call); None: seeds derived from ``params.seed`` and the
+        position in this call.
+        """
 
     @abstractmethod
     def update_weights(self, named_tensors: Iterable[tuple[str, torch.Tensor]]) -> None:

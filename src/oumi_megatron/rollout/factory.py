@@ -30,6 +30,13 @@ class EngineSpec:
     vllm_gpu_memory_utilization: float = 0.5
     vllm_enforce_eager: bool = False
     max_model_len: int | None = None
+    # vLLM only: tensor-parallel size of the engine, and whether it runs inside the trainer's
+    # torchrun processes (vLLM's "external_launcher": one engine per group of ranks).
+    tensor_parallel_size: int = 1
+    external_launcher: bool = False
+    # vLLM only: 2 drops the weights while asleep (every sleep is followed by a full weight
+    # sync), 1 keeps a host copy.
+    vllm_sleep_level: int = 1
 
     def __post_init__(self) -> None:
         if self.backend not in ("torch", "vllm"):
@@ -58,6 +65,9 @@ def build_engine(spec: EngineSpec) -> RolloutEngine:
             enforce_eager=spec.vllm_enforce_eager,
             max_model_len=spec.max_model_len,
             trust_remote_code=spec.trust_remote_code,
+            tensor_parallel_size=spec.tensor_parallel_size,
+            external_launcher=spec.external_launcher,
+            sleep_level=spec.vllm_sleep_level,
         )
     from oumi_megatron.rollout.torch_engine import TorchRolloutEngine
 

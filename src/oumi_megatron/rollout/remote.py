@@ -26,7 +26,12 @@ from typing import Any
 import torch
 
 from oumi_megatron.processes import die_with_parent, free_port
-from oumi_megatron.rollout.base import RolloutEngine, RolloutSample, SamplingParams, derive_seed
+from oumi_megatron.rollout.base import (
+    RolloutEngine,
+    RolloutSample,
+    SamplingParams,
+    seeds_for_prompts,
+)
 from oumi_megatron.rollout.factory import EngineSpec, build_engine
 from oumi_megatron.rollout.transports import SyncStats, WeightSender
 from oumi_megatron.rollout.weight_sync import (
@@ -157,17 +162,21 @@ class RemoteRolloutEngines(RolloutEngine):
     # ---- engine interface ----------------------------------------------------------------------
 
     def generate(
-        self, prompt_token_ids: list[list[int]], params: SamplingParams
+        self,
+        prompt_token_ids: list[list[int]],
+        params: SamplingParams,
+        prompt_seeds: list[int] | None = None,
     ) -> list[RolloutSample]:
-        """Contiguous prompt chunks per process; samples come back in prompt order."""
+        """Contiguous prompt chunks per process; samples come back in prompt order. Each
+        prompt keeps its own seed, so the samples do not depend on the number of processes."""
         count = len(self._conns)
         bounds = [len(prompt_token_ids) * i // count for i in range(count + 1)]
+        seeds = seeds_for_prompts(params, len(prompt_token_ids), prompt_seeds)
         requests = []
         for index in range(count):
-            chunk_params = params
-            if count > 1 and params.seed is not None:  # distinct noise per chunk
-                chunk_params = replace(params, seed=derive_seed(params.seed, bounds[index]))
-            requests.append((prompt_token_ids[bounds[index] : bounds[index + 1]], chunk_params))
+            chunk = slice(bounds[index], bounds[index + 1])
+            chunk_seeds = None if params.seed is None and prompt_seeds is None else seeds[chunk]
+            requests.append((prompt_token_ids[chunk], params, chunk_seeds))
         samples: list[RolloutSample] = []
         for start, chunk in zip(bounds, self._call_all("generate", requests), strict=False):
             for sample in chunk:

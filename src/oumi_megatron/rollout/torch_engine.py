@@ -13,7 +13,13 @@ from pathlib import Path
 
 import torch
 
-from oumi_megatron.rollout.base import RolloutEngine, RolloutSample, SamplingParams, derive_seed
+from oumi_megatron.rollout.base import (
+    RolloutEngine,
+    RolloutSample,
+    SamplingParams,
+    derive_seed,
+    seeds_for_prompts,
+)
 from oumi_megatron.rollout.hf_weights import copy_named_tensors, named_targets
 from oumi_megatron.rollout.sampling import processed_logprobs, sample_next
 
@@ -73,19 +79,25 @@ class TorchRolloutEngine(RolloutEngine):
     # -- generation ---------------------------------------------------------------------
 
     def generate(
-        self, prompt_token_ids: list[list[int]], params: SamplingParams
+        self,
+        prompt_token_ids: list[list[int]],
+        params: SamplingParams,
+        prompt_seeds: list[int] | None = None,
     ) -> list[RolloutSample]:
         if self._asleep:
             raise RuntimeError("TorchRolloutEngine.generate called while asleep: wake_up() first")
         if any(len(ids) == 0 for ids in prompt_token_ids):
             raise ValueError("every prompt needs at least one token")
-        base_seed = params.seed if params.seed is not None else secrets.randbits(63)
+        seeds = [
+            secrets.randbits(63) if seed is None else seed
+            for seed in seeds_for_prompts(params, len(prompt_token_ids), prompt_seeds)
+        ]
         rows = [(i, j) for i in range(len(prompt_token_ids)) for j in range(params.n)]
         chunk = self.max_batch_size or max(len(rows), 1)
         samples: list[RolloutSample] = []
         for start in range(0, len(rows), chunk):
             part = rows[start : start + chunk]
-            generators = [self._generator(derive_seed(base_seed, i, j)) for i, j in part]
+            generators = [self._generator(derive_seed(seeds[i], j)) for i, j in part]
             prompts = [prompt_token_ids[i] for i, _ in part]
             for (i, j), (ids, logprobs, reason) in zip(
                 part, self._decode(prompts, params, generators), strict=True

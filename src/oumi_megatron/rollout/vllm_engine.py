@@ -8,7 +8,9 @@ Weights are pushed with ``llm.collective_rpc(fn, args=(bucket,))``: ``fn(worker,
 in the worker and calls the model's own ``load_weights`` (HF names; it handles fused qkv /
 gate_up and tied embeddings). For the tensors to reach the worker as the same GPU tensors
 (not pickled), the engine core must run in this process: ``VLLM_ENABLE_V1_MULTIPROCESSING=0``
-(set here before vLLM is imported) and ``tensor_parallel_size=1``.
+(set here before vLLM is imported). Inside torchrun, ``external_launcher=True`` makes one engine
+per group of ``tensor_parallel_size`` consecutive ranks (vLLM's "external launcher" executor,
+as TRL's colocate mode and verl use it); each rank's worker then lives in that rank's process.
 """
 
 from __future__ import annotations
@@ -21,7 +23,12 @@ from typing import Any
 
 import torch
 
-from oumi_megatron.rollout.base import RolloutEngine, RolloutSample, SamplingParams, derive_seed
+from oumi_megatron.rollout.base import (
+    RolloutEngine,
+    RolloutSample,
+    SamplingParams,
+    seeds_for_prompts,
+)
 from oumi_megatron.rollout.hf_weights import WeightUpdateError
 
 _MP_ENV = "VLLM_ENABLE_V1_MULTIPROCESSING"
@@ -45,13 +52,13 @@ def _import_vllm() -> Any:
     return vllm
 
 
-def vllm_sampling_kwargs(params: SamplingParams, prompt_index: int) -> dict[str, Any]:
-    """Keyword arguments of ``vllm.SamplingParams`` for one prompt.
+def vllm_sampling_kwargs(params: SamplingParams, seed: int | None) -> dict[str, Any]:
+    """Keyword arguments of ``vllm.SamplingParams`` for one prompt seeded with ``seed``.
 
-    The seed is derived per prompt; vLLM gives the n children of a request ``seed + j``.
-    It is kept below 2**31 so that any int32 seed storage inside vLLM is safe.
+    vLLM gives the n children of a request ``seed + j``. The seed is kept below 2**31 so that
+    any int32 seed storage inside vLLM is safe.
     """
-    seed = None if params.seed is None else derive_seed(params.seed, prompt_index) % (2**31)
+    seed = None if seed is None else seed % (2**31)
     return {
         "n": params.n,
         "temperature": params.temperature,
@@ -132,12 +139,22 @@ class VllmRolloutEngine(RolloutEngine):
         enable_prefix_caching: bool = True,
         sleep_level: int = 1,
         trust_remote_code: bool = False,
+        tensor_parallel_size: int = 1,
+        external_launcher: bool = False,
         **llm_kwargs: Any,
     ) -> None:
         if sleep_level not in (1, 2):
             raise ValueError(f"sleep_level must be 1 or 2, got {sleep_level}")
         vllm = _import_vllm()
         self.sleep_level = sleep_level
+        if external_launcher:
+            # Inside the trainer's torchrun world: vLLM builds its groups from the default
+            # process group, tensor-parallel over consecutive ranks; the ranks beyond one
+            # engine's are further independent engines. Every rank must construct it together.
+            llm_kwargs.update(distributed_executor_backend="external_launcher",
+                              disable_custom_all_reduce=True)  # fmt: skip
+        elif tensor_parallel_size != 1:
+            raise ValueError("tensor_parallel_size > 1 needs external_launcher=True")
         self.llm = vllm.LLM(
             model=str(model),
             dtype=dtype,
@@ -146,7 +163,7 @@ class VllmRolloutEngine(RolloutEngine):
             enable_prefix_caching=enable_prefix_caching,
             enable_sleep_mode=True,
             logprobs_mode="processed_logprobs",
-            tensor_parallel_size=1,
+            tensor_parallel_size=tensor_parallel_size,
             trust_remote_code=trust_remote_code,
             **llm_kwargs,
         )
@@ -154,7 +171,10 @@ class VllmRolloutEngine(RolloutEngine):
         self._weights_awake = False
 
     def generate(
-        self, prompt_token_ids: list[list[int]], params: SamplingParams
+        self,
+        prompt_token_ids: list[list[int]],
+        params: SamplingParams,
+        prompt_seeds: list[int] | None = None,
     ) -> list[RolloutSample]:
         if self._asleep:
             raise RuntimeError("VllmRolloutEngine.generate called while asleep: wake_up() first")
@@ -162,9 +182,8 @@ class VllmRolloutEngine(RolloutEngine):
         from vllm.inputs import TokensPrompt
 
         prompts = [TokensPrompt(prompt_token_ids=list(ids)) for ids in prompt_token_ids]
-        per_prompt = [
-            VllmSamplingParams(**vllm_sampling_kwargs(params, i)) for i in range(len(prompts))
-        ]
+        seeds = seeds_for_prompts(params, len(prompts), prompt_seeds)
+        per_prompt = [VllmSamplingParams(**vllm_sampling_kwargs(params, seed)) for seed in seeds]
         outputs = self.llm.generate(prompts, per_prompt, use_tqdm=False)
         return samples_from_outputs(outputs, prompt_token_ids, params.n)
 

@@ -131,6 +131,18 @@ GPU_SHAPES = {
         num_attention_heads=14,
         num_key_value_heads=2,
     ),  # fmt: skip
+    # Qwen2.5-1.5B's published shape, vocabulary and tied embeddings included (1.54 B
+    # parameters): sampled ids beyond the test tokenizer decode to nothing, so rewards stay ~0;
+    # for timing the step, the sync and the rollout.
+    "qwen2.5_1.5b": dict(
+        hidden_size=1536,
+        intermediate_size=8960,
+        num_hidden_layers=28,
+        num_attention_heads=12,
+        num_key_value_heads=2,
+        vocab_size=151936,
+        tie_word_embeddings=True,
+    ),  # fmt: skip
 }
 
 
@@ -144,8 +156,7 @@ def build_gpu_shape(name: str, directory: str | Path, seed: int = 0) -> Path:
     directory.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(seed)
     config = Qwen2Config(
-        **GPU_SHAPES[name],
-        **_SHARED_FIELDS,
+        **{**_SHARED_FIELDS, **GPU_SHAPES[name]},
         max_position_embeddings=2048,
         rope_theta=1000000.0,
         architectures=["Qwen2ForCausalLM"],

@@ -32,9 +32,16 @@ def reduce_loss_metrics(microbatch_metrics: list[dict], names: list[str]) -> dic
     `names` must be the same list on every rank (non-owner ranks have no outputs to read it from).
     """
     local = combine_metrics(microbatch_metrics) if is_metric_owner() and microbatch_metrics else {}
+    return all_reduce_metrics(local, {name: metric_reduce_op(name) for name in names})
+
+
+def all_reduce_metrics(local: dict[str, float], ops: dict[str, str]) -> dict[str, float]:
+    """``ops[name]`` ("sum" | "min" | "max") of every rank's ``local[name]`` (a rank without
+    a value contributes the identity); one all-reduce per op, over the world. ``ops`` must be
+    the same on every rank."""
     result: dict[str, float] = {}
     for op in ("sum", "min", "max"):
-        keys = [k for k in names if metric_reduce_op(k) == op]
+        keys = [k for k in ops if ops[k] == op]
         if not keys:
             continue
         values = torch.tensor(

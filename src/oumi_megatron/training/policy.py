@@ -186,6 +186,7 @@ class MegatronPolicy:
 
     # ---- weights ---------------------------------------------------------------------------
 
-    def export_weights(self, bridge) -> Iterator[tuple[str, torch.Tensor]]:
-        """Current weights in Hugging Face naming, gathered across TP/PP (collective)."""
-        yield from bridge.export_hf_weights(self.model, cpu=True, show_progress=False)
+    def export_weights(self, bridge, cpu: bool = False) -> Iterator[tuple[str, torch.Tensor]]:
+        """Current weights in Hugging Face naming, gathered across TP/PP (collective), one
+        tensor at a time on the policy's device (`cpu`: copied to host memory)."""
+        yield from bridge.export_hf_weights(self.model, cpu=cpu, show_progress=False)

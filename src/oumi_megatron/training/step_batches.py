@@ -16,7 +16,8 @@ from oumi_megatron.data.packing import MicroBatch, pack_bin, pad_batch, plan_mic
 
 @dataclass(frozen=True)
 class StepSequences:
-    """All sequences of one step (identical on every rank), token-aligned extras per sequence."""
+    """Sequences of one step (a DP rank's share, or the whole step), token-aligned extras per
+    sequence."""
 
     input_ids: list[torch.Tensor]  # prompt + completion
     loss_masks: list[torch.Tensor]  # 1 on completion tokens
@@ -77,13 +78,22 @@ def rank_microbatch_indices(num_sequences: int, lengths: list[int], s: BatchingS
 
 
 def build_microbatches(seqs: StepSequences, s: BatchingSettings) -> tuple[list[MicroBatch], object]:
+    """This DP rank's micro-batches of the whole step's `seqs` (see `rank_microbatch_indices`)."""
     lengths = [len(x) for x in seqs.input_ids]
     groups, plan = rank_microbatch_indices(len(seqs), lengths, s)
+    return build_batches(seqs, groups, s), plan
+
+
+def build_batches(
+    seqs: StepSequences, groups: list[list[int]], s: BatchingSettings
+) -> list[MicroBatch]:
+    """One packed (or padded) micro-batch per group of sequence indices (``[]``: empty)."""
+    lengths = [len(x) for x in seqs.input_ids]
     build = pack_bin if s.packing else pad_batch
     # Padding every micro-batch up to one length (a multiple of it, which no batch exceeds).
     fixed = (s.token_budget or max(lengths) * s.micro_batch_size) if s.packing else max(lengths)
     pad = fixed if s.fixed_shape else 1
-    batches = [
+    return [
         build(
             indices,
             seqs.input_ids,
@@ -94,4 +104,3 @@ def build_microbatches(seqs: StepSequences, s: BatchingSettings) -> tuple[list[M
         )  # fmt: skip
         for indices in groups
     ]
-    return batches, plan

@@ -1,8 +1,10 @@
-"""Update: trainer log-probs of the rollout (old policy, reference), then one optimizer step.
+"""Update: trainer log-probs of the rollout (old policy, reference), then optimizer steps.
 
-Every rank holds the whole step's rollouts; each data-parallel rank trains on its own
-micro-batches (packed or padded). Loss normalisers come from the whole step, so they need no
-communication and the loss does not depend on how the batch is split.
+Every rank holds only its data-parallel rank's sequences (`step.exchange`), in training order:
+mini-batch k is the rank's k-th slice. It packs (or pads) them into micro-batches; with packing
+the data-parallel ranks agree on one micro-batch count (empty micro-batches fill the rest).
+Loss normalisers are global: the token and sequence counts of each mini-batch are summed over
+the data-parallel group, so the loss does not depend on how the batch is split.
 """
 
 from __future__ import annotations
@@ -11,11 +13,20 @@ from dataclasses import dataclass
 
 import torch
 
-from oumi_megatron.algorithms.aggregation import LossNormalizer
+from oumi_megatron.algorithms.aggregation import LossNormalizer, batch_counts
 from oumi_megatron.algorithms.grpo import GrpoLossConfig, metric_reduce_op
 from oumi_megatron.parallel.ranks import all_reduce_host
-from oumi_megatron.training.metric_reduce import reduce_loss_metrics
-from oumi_megatron.training.step_batches import BatchingSettings, StepSequences, build_microbatches
+from oumi_megatron.training.metric_reduce import (
+    all_reduce_metrics,
+    is_metric_owner,
+    reduce_loss_metrics,
+)
+from oumi_megatron.training.step_batches import (
+    BatchingSettings,
+    StepSequences,
+    build_batches,
+    rank_microbatch_indices,
+)
 
 LOSS_METRICS = [
     "loss/policy",
@@ -41,6 +52,7 @@ class UpdateSettings:
     batching: BatchingSettings
     max_completion_length: int
     optimizer_steps: int = 1  # rollouts per step / global batch size
+    dp_size: int = 1  # data-parallel ranks (the batching is of this rank's sequences only)
 
 
 def optimizer_steps_per_grpo_step(cfg, validated) -> int:
@@ -60,9 +72,46 @@ def loss_config(grpo) -> GrpoLossConfig:
     )
 
 
+def _dp_group():
+    from megatron.core import parallel_state
+
+    return parallel_state.get_data_parallel_group()
+
+
+def local_microbatches(seqs: StepSequences, batching: BatchingSettings):
+    """This rank's micro-batches of its own sequences; with packing, every data-parallel rank
+    runs as many micro-batches as the one that needs most (Megatron steps them together)."""
+    lengths = [len(x) for x in seqs.input_ids]
+    groups, plan = rank_microbatch_indices(len(seqs), lengths, batching)
+    if batching.packing:
+        count = torch.tensor([len(groups)], dtype=torch.float64)
+        all_reduce_host(count, op=torch.distributed.ReduceOp.MAX, group=_dp_group())
+        groups = groups + [[] for _ in range(int(count.item()) - len(groups))]
+    return build_batches(seqs, groups, batching), plan, len(groups)
+
+
+def _packing_metrics(plan, num_microbatches: int, dp_size: int) -> dict[str, float]:
+    """Packing efficiency and balance over every data-parallel rank (one tally per DP rank)."""
+    local = {}
+    if is_metric_owner():
+        tokens = float(sum(plan.stats.tokens_per_rank))
+        added = num_microbatches - plan.num_microbatches  # to match the other DP ranks
+        empty = float(plan.stats.num_empty_bins + added)
+        local = {"tokens": tokens, "tokens_max": tokens, "empty": empty}
+    totals = all_reduce_metrics(local, {"tokens": "sum", "tokens_max": "max", "empty": "sum"})
+    capacity = num_microbatches * dp_size * plan.stats.max_tokens
+    mean = totals["tokens"] / dp_size
+    return {
+        "packing/num_microbatches": float(num_microbatches),
+        "packing/efficiency": totals["tokens"] / capacity if capacity else 0.0,
+        "packing/imbalance": totals["tokens_max"] / mean if mean else 1.0,
+        "packing/empty_microbatches": totals["empty"],
+    }
+
+
 def _per_sequence(policy, seqs: StepSequences, batching) -> dict[int, torch.Tensor]:
     """Token-aligned trainer log-probs of the sequences this rank computed (last stage)."""
-    batches, _ = build_microbatches(seqs, batching)
+    batches, _, _ = local_microbatches(seqs, batching)
     per_batch = policy.compute_logprobs(batches)
     found: dict[int, torch.Tensor] = {}
     for batch, values in zip(batches, per_batch or [], strict=False):
@@ -125,12 +174,20 @@ def _combine_minibatches(steps: list[dict]) -> dict:
     return combined
 
 
-def _optimizer_step(policy, reference, seqs: StepSequences, settings: UpdateSettings) -> dict:
-    batches, plan = build_microbatches(seqs, settings.batching)
+def global_normalizer(seqs: StepSequences, settings: UpdateSettings) -> LossNormalizer:
+    """Token and sequence counts of the mini-batch over every data-parallel rank."""
     masks = torch.nn.utils.rnn.pad_sequence(seqs.loss_masks, batch_first=True)
-    norm = LossNormalizer.from_global_batch(
-        masks, settings.loss.loss_aggregation, max_len=settings.max_completion_length
+    counts = batch_counts(masks).to(torch.float64)
+    all_reduce_host(counts, group=_dp_group())
+    num_tokens, num_seqs = (int(v) for v in counts.tolist())
+    return LossNormalizer.from_counts(
+        settings.loss.loss_aggregation, num_tokens, num_seqs, max_len=settings.max_completion_length
     )
+
+
+def _optimizer_step(policy, reference, seqs: StepSequences, settings: UpdateSettings) -> dict:
+    batches, plan, count = local_microbatches(seqs, settings.batching)
+    norm = global_normalizer(seqs, settings)
     out = policy.train_step(batches, settings.loss, norm)
     names = [n for n in LOSS_METRICS if _metric_applies(n, settings.loss, policy, reference)]
     metrics = reduce_loss_metrics(out["microbatch_metrics"], names)
@@ -138,7 +195,7 @@ def _optimizer_step(policy, reference, seqs: StepSequences, settings: UpdateSett
     metrics["lr"] = out["lr"]
     metrics["microbatches_per_rank"] = len(batches)
     if plan is not None:
-        metrics.update(plan.stats.as_metrics())
+        metrics.update(_packing_metrics(plan, count, settings.dp_size))
     return metrics
 
 

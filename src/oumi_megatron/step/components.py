@@ -1,29 +1,17 @@
-"""Build what a GRPO run needs from a validated `RunSetup`: policy, reference, rollout engine,
-weight sender, prompts, rewards, metric sinks. Collective where Megatron is involved."""
+"""Build what a GRPO run needs from a validated `RunSetup`: policy, reference, the rollout
+topology and this rank's engine, prompts, rewards. Collective where Megatron is involved."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from pathlib import Path
+import os
 
 import torch
+import torch.distributed as dist
 
 from oumi_megatron.launch import RunSetup
-from oumi_megatron.parallel.ranks import is_rank0, local_world_size
+from oumi_megatron.parallel.ranks import local_world_size, rank
+from oumi_megatron.step.topology import RolloutTopology
 from oumi_megatron.training.policy import MegatronPolicy
-
-
-@dataclass
-class GrpoComponents:
-    loaded: object  # LoadedModel of the policy
-    policy: MegatronPolicy
-    reference: MegatronPolicy | None
-    engine: object | None  # rollout engine (global rank 0 only)
-    sender: object | None  # weight sender feeding the engine (global rank 0 only)
-    tokenizer: object
-    loader: object  # PromptDataLoader
-    reward_functions: list
-    reward_weights: list[float] | None
 
 
 def build_policy(setup: RunSetup):
@@ -50,7 +38,7 @@ def build_policy(setup: RunSetup):
         configure=lambda provider: _configure_training(provider, cfg),
         ddp_config=ddp_config,
     )
-    from oumi_megatron.grpo.update_phase import optimizer_steps_per_grpo_step
+    from oumi_megatron.step.update import optimizer_steps_per_grpo_step
 
     per_step = optimizer_steps_per_grpo_step(cfg, setup.validated)
     settings = OptimizerSettings.from_config(cfg, optimizer_steps_per_step=per_step)
@@ -87,41 +75,80 @@ def build_reference(setup: RunSetup) -> MegatronPolicy | None:
     return MegatronPolicy(loaded.chunks, setup.cfg.grpo.temperature)
 
 
-def build_engine(setup: RunSetup):
-    """The rollout engine and the weight sender feeding it (global rank 0; None elsewhere)."""
-    if not is_rank0():
-        return None, None
-    from oumi_megatron.rollout.weight_sync import make_weight_sender
+def backend(setup: RunSetup) -> str:
+    chosen = setup.cfg.megatron.inference_backend
+    if chosen == "auto":
+        return "vllm" if torch.cuda.is_available() else "torch"
+    return chosen
 
-    backend = setup.cfg.megatron.inference_backend
-    if backend == "auto":
-        backend = "vllm" if torch.cuda.is_available() else "torch"
-    method = setup.cfg.megatron.weight_sync_method
-    spec = engine_spec(setup, backend, "cuda" if torch.cuda.is_available() else "cpu")
-    if method in ("gloo", "nccl"):
-        return _remote_engines(setup, spec, method)
+
+def uses_rollout_processes(setup: RunSetup) -> bool:
+    return setup.cfg.megatron.weight_sync_method in ("gloo", "nccl")
+
+
+def build_topology(setup: RunSetup) -> RolloutTopology:
+    """Rollout replicas over this world (collective: gathers each rank's DP rank and node).
+
+    Rollout processes (weight_sync_method gloo/nccl) are fed by global rank 0: one replica
+    spanning the world, whose leader is rank 0.
+    """
+    from megatron.core import parallel_state
+
+    world = dist.get_world_size() if dist.is_initialized() else 1
+    node = int(os.environ.get("GROUP_RANK", rank() // local_world_size()))
+    mine = [parallel_state.get_data_parallel_rank(), node]
+    everyone = [mine]
+    if world > 1:
+        everyone = [None] * world
+        dist.all_gather_object(everyone, mine)
+    sizes = {
+        "dp_rank_of": tuple(d for d, _ in everyone),
+        "node_of": tuple(n for _, n in everyone),
+        "num_prompts": setup.validated.prompts_per_step,
+        "num_generations": setup.cfg.grpo.num_generations,
+        "global_batch_size": setup.validated.global_batch_size,
+    }
+    if uses_rollout_processes(setup):
+        return RolloutTopology.single(world, **sizes)
+    return RolloutTopology(replica_size=setup.cfg.megatron.rollout_tensor_parallel_size, **sizes)
+
+
+def build_engine(setup: RunSetup, topology: RolloutTopology):
+    """This rank's rollout engine, or None: one per replica, on its leader (torch engine,
+    rollout processes), or on every rank of the replica (vLLM, tensor-parallel over them)."""
+    me = rank()
+    chosen = backend(setup)
+    if not topology.is_leader(me) and not (chosen == "vllm" and not uses_rollout_processes(setup)):
+        return None
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    spec = engine_spec(setup, chosen, device, topology)
+    if uses_rollout_processes(setup):
+        return _remote_engines(setup, spec, setup.cfg.megatron.weight_sync_method)
+    from oumi_megatron.parallel.startup import seed_everything
     from oumi_megatron.rollout.factory import build_engine as build_rollout_engine
 
     engine = build_rollout_engine(spec)
-    bucket_bytes = setup.cfg.megatron.weight_sync_bucket_size_mb << 20
-    if method in ("auto", "inprocess"):
-        sender = make_weight_sender("inprocess", engine=engine, bucket_bytes=bucket_bytes)
-    elif method == "checkpoint":
-        directory = Path(setup.cfg.training.output_dir) / "weight_sync"
-        sender = _CheckpointToEngine(
-            make_weight_sender("checkpoint", directory=directory, bucket_bytes=bucket_bytes),
-            directory,
-            engine,
-        )
-    return engine, sender
+    seed_everything(setup.cfg.training.seed)  # vLLM reseeds Python, NumPy and torch
+    return engine
 
 
-def engine_spec(setup: RunSetup, backend: str, device: str):
+def generates(setup: RunSetup, topology: RolloutTopology) -> bool:
+    """Whether this rank calls `generate` (every rank of a vLLM replica; the leader otherwise)."""
+    if backend(setup) == "vllm" and not uses_rollout_processes(setup):
+        return True
+    return topology.is_leader(rank())
+
+
+def engine_spec(
+    setup: RunSetup, backend: str, device: str, topology: RolloutTopology | None = None
+):
     """How to build the rollout engine: the trainer's dtype (so engine and trainer log-probs
-    compare like for like) and, for vLLM, the recipe's memory and compile settings."""
+    compare like for like) and, for vLLM, the recipe's memory and compile settings and its
+    replica's tensor-parallel size."""
     from oumi_megatron.rollout.factory import EngineSpec, dtype_name
 
     cfg, m = setup.cfg, setup.cfg.megatron
+    colocated = topology is not None and not uses_rollout_processes(setup)
     return EngineSpec(
         backend,
         str(setup.hf_dir),
@@ -133,6 +160,10 @@ def engine_spec(setup: RunSetup, backend: str, device: str):
         vllm_enforce_eager=m.vllm_enforce_eager,
         # rollouts never need more; vLLM would otherwise size for the model's full context
         max_model_len=cfg.grpo.max_prompt_length + cfg.grpo.max_completion_length,
+        tensor_parallel_size=topology.replica_size if colocated and backend == "vllm" else 1,
+        # vLLM joins the trainer's torchrun world (one engine per replica) instead of its own.
+        external_launcher=colocated and backend == "vllm",
+        vllm_sleep_level=2 if colocated and m.enable_weight_sync else 1,
     )
 
 
@@ -147,21 +178,7 @@ def _remote_engines(setup: RunSetup, spec, method: str):
     trainer_gpus = {f"cuda:{i}" for i in range(local_world_size())} | {"cuda"}
     engine = RemoteRolloutEngines(specs, method, m.weight_sync_bucket_size_mb << 20,
                                   colocated=bool(trainer_gpus & set(devices)))  # fmt: skip
-    return engine, engine.weight_sender()
-
-
-class _CheckpointToEngine:
-    """Checkpoint transport with the engine in this process: write the version, then load it."""
-
-    def __init__(self, sender, directory: Path, engine):
-        from oumi_megatron.rollout.weight_sync import make_weight_receiver
-
-        self.sender, self.engine = sender, engine
-        self.receiver = make_weight_receiver("checkpoint", directory=directory)
-
-    def send(self, named_tensors):
-        self.sender.send(named_tensors)
-        return self.receiver.receive_into(self.engine)
+    return engine
 
 
 def build_prompts(setup: RunSetup, prompts_per_step: int):

@@ -1,1 +1,0 @@
-"""The phases of one GRPO step: rollout → reward → advantages → update → weight sync."""

@@ -1,0 +1,96 @@
+"""Rollout: each replica generates `num_generations` completions for its own share of prompts.
+
+The step's prompts are the same list on every rank (the loader is a pure function of seed and
+position); a replica's leader generates the prompts its `RolloutTopology` assigns it. Every
+prompt has its own seed, derived from (seed, step, prompt index in the step): the samples of a
+step do not depend on how many replicas share it, and a resumed run samples exactly what an
+uninterrupted one would.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+
+from oumi_megatron.rollout.base import RolloutEngine, SamplingParams, derive_seed
+
+
+@dataclass
+class RolloutBatch:
+    """Completions of one replica, prompt-major: prompt i's generations are contiguous.
+
+    ``sequence_ids`` are the global sequence indices of the step (``prompt * G + generation``).
+    """
+
+    sequence_ids: list[int] = field(default_factory=list)
+    prompt_ids: list[list[int]] = field(default_factory=list)
+    completion_ids: list[list[int]] = field(default_factory=list)
+    rollout_logprobs: list[list[float]] = field(default_factory=list)
+    finish_reasons: list[str] = field(default_factory=list)
+    sample_ids: list[str] = field(default_factory=list)
+    prompts_text: list[str] = field(default_factory=list)
+    completions_text: list[str] = field(default_factory=list)
+    columns: list[dict] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.completion_ids)
+
+    @property
+    def num_completion_tokens(self) -> int:
+        return sum(len(c) for c in self.completion_ids)
+
+    @property
+    def num_tokens(self) -> int:
+        return self.num_completion_tokens + sum(len(p) for p in self.prompt_ids)
+
+
+def prompt_seeds(seed: int, step: int, prompt_indices: list[int]) -> list[int]:
+    """One sampling seed per prompt of the step, by its index in the step (not in a share)."""
+    return [derive_seed(seed, step, index) for index in prompt_indices]
+
+
+def generate_share(
+    engine: RolloutEngine,
+    tokenizer,
+    prompts: list,
+    prompt_indices: list[int],
+    params: SamplingParams,
+    step: int,
+) -> RolloutBatch:
+    """Run the engine on this replica's prompts (``prompt_indices`` into the step's list)."""
+    batch = RolloutBatch()
+    if not prompt_indices:
+        return batch
+    seeds = prompt_seeds(params.seed or 0, step, prompt_indices)
+    mine = [prompts[i] for i in prompt_indices]
+    samples = engine.generate(
+        [list(p.prompt_ids) for p in mine], replace(params, seed=None), prompt_seeds=seeds
+    )
+    samples = sorted(samples, key=lambda s: (s.prompt_index, s.sample_index))
+    expected = len(mine) * params.n
+    if len(samples) != expected or any(
+        not 0 <= s.prompt_index < len(mine) or not 0 <= s.sample_index < params.n for s in samples
+    ):
+        raise RuntimeError(
+            f"the rollout engine returned {len(samples)} samples for {len(mine)} prompts x "
+            f"n={params.n} (or indices out of range): malformed output"
+        )
+    for sample in samples:
+        if len(sample.completion_logprobs) != len(sample.completion_ids):
+            raise RuntimeError(
+                f"the rollout engine returned {len(sample.completion_logprobs)} log-probs for "
+                f"{len(sample.completion_ids)} completion tokens: malformed output"
+            )
+        prompt = mine[sample.prompt_index]
+        global_prompt = prompt_indices[sample.prompt_index]
+        batch.sequence_ids.append(global_prompt * params.n + sample.sample_index)
+        batch.prompt_ids.append(list(sample.prompt_ids))
+        batch.completion_ids.append(list(sample.completion_ids))
+        batch.rollout_logprobs.append([float(x) for x in sample.completion_logprobs])
+        batch.finish_reasons.append(sample.finish_reason)
+        batch.sample_ids.append(f"{prompt.sample_id}/g{sample.sample_index}")
+        batch.prompts_text.append(prompt.prompt_text)
+        batch.completions_text.append(
+            tokenizer.decode(sample.completion_ids, skip_special_tokens=True)
+        )
+        batch.columns.append(dict(prompt.columns))
+    return batch

@@ -1,0 +1,83 @@
+"""Rollout replicas on 4 gloo ranks: DP4, TP2×DP2 and PP2×DP2 with one replica per
+data-parallel group (or per rank) give the same samples, rewards, loss and updated weights as one
+replica over the whole world; each replica generates exactly its share, and each rank receives
+exactly the sequences it trains on."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from helpers import assert_same_metrics, load_weights, metrics, train
+
+TOLERANCE = 1e-6
+PROMPTS, GENERATIONS = 4, 4
+STEPS = ["training.max_steps=2", "grpo.log_completions=true", "megatron.micro_batch_size=2"]
+# name: (overrides, replicas, ranks per data-parallel group)
+CASES = {
+    "single": (["megatron.rollout_tensor_parallel_size=4"], 1, 1),
+    "dp4": ([], 4, 1),
+    "tp2_dp2": (
+        ["megatron.tensor_model_parallel_size=2", "megatron.rollout_tensor_parallel_size=2"],
+        2,
+        2,
+    ),
+    # Replicas of one rank each: two per data-parallel group (its two pipeline stages).
+    "pp2_dp2": (["megatron.pipeline_model_parallel_size=2"], 4, 2),
+}
+# Counters that legitimately differ with the replica count or the layout.
+LAYOUT_METRICS = ("rollout/", "exchange/", "packing/", "microbatches_per_rank", "sync/")
+
+
+@pytest.fixture(scope="module")
+def runs(tiny_models, tmp_path_factory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("replicas")
+    for name, (overrides, _, _) in CASES.items():
+        train(4, tiny_models / "llama", root / name, *STEPS, *overrides)
+    return {name: root / name for name in CASES}
+
+
+def _completions(run: Path) -> list[dict]:
+    return [json.loads(line) for line in (run / "completions.jsonl").read_text().splitlines()]
+
+
+def _without_layout_counters(rows: list[dict]) -> list[dict]:
+    return [{k: v for k, v in r.items() if not k.startswith(LAYOUT_METRICS)} for r in rows]
+
+
+@pytest.mark.parametrize("case", [c for c in CASES if c != "single"])
+def test_same_step_as_one_replica(runs, case):
+    single, other = runs["single"], runs[case]
+    expected, actual = _completions(single), _completions(other)
+    assert len(expected) == 2 * PROMPTS * GENERATIONS
+    assert [(c["sequence"], c["completion"]) for c in actual] == [
+        (c["sequence"], c["completion"]) for c in expected
+    ], "the same samples, whatever the replicas"
+    for a, b in zip(expected, actual, strict=True):
+        assert b["reward"] == pytest.approx(a["reward"], abs=TOLERANCE)
+        assert b["advantage"] == pytest.approx(a["advantage"], abs=TOLERANCE)
+    assert_same_metrics(
+        _without_layout_counters(metrics(single)), _without_layout_counters(metrics(other))
+    )
+    assert metrics(other)[-1]["grad_norm"] > 0, "the compared update must move the weights"
+    before, after = load_weights(single / "hf_model"), load_weights(other / "hf_model")
+    worst = max((before[k] - after[k]).abs().max().item() for k in before)
+    assert worst <= TOLERANCE, f"{case}: max |Δw| = {worst:.3g}"
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_each_replica_generates_its_share_and_ranks_get_only_their_sequences(runs, case):
+    _, replicas, ranks_per_dp = CASES[case]
+    single_bytes = metrics(runs["dp4"])[0]["exchange/bytes_received"]  # every sequence once
+    for row in metrics(runs[case]):
+        assert row["rollout/replicas"] == replicas
+        share = PROMPTS / replicas
+        assert row["rollout/prompts_per_replica_min"] == row["rollout/prompts_per_replica_max"]
+        assert row["rollout/prompts_per_replica_max"] == share
+        # Every sequence reaches exactly the ranks of its data-parallel group: no more.
+        sequences = PROMPTS * GENERATIONS * ranks_per_dp
+        assert row["exchange/sequences_received"] == sequences
+        assert row["exchange/sequences_trained"] == sequences
+        if row["step"] == 1:  # the same samples in every case (checked above)
+            assert row["exchange/bytes_received"] == single_bytes * ranks_per_dp
