@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 
 import torch
 import torch.distributed as dist
@@ -47,11 +48,36 @@ def train(args) -> int:
             f"training.trainer_type ({setup.cfg.training.trainer_type.name}) is not trained by "
             "this release; use MEGATRON_GRPO (MEGATRON_SFT is planned)"
         )
+    if setup.roles.is_rollout_worker:
+        return _rollout_worker(setup)
+    # The trainer's world is the training nodes only; the rollout nodes meet rank 0 apart.
+    os.environ["WORLD_SIZE"] = str(setup.roles.trainer_world_size)
     _start(setup)
     from oumi_megatron.trainer import OumiMegatronGrpoTrainer
 
     trainer = OumiMegatronGrpoTrainer(setup)
     trainer.train(resume_from_checkpoint=args.resume)
+    return 0
+
+
+def _rollout_worker(setup: RunSetup) -> int:
+    """This process is on a rollout node: serve one engine until the trainer closes it."""
+    from oumi_megatron.rollout.remote import leave_launcher_world
+    from oumi_megatron.rollout.workers import WorkerAddress, serve_rollout_worker
+    from oumi_megatron.step.components import backend, engine_spec
+
+    m, roles = setup.cfg.megatron, setup.roles
+    address = WorkerAddress.from_env(roles.rollout_workers, m.rollout_timeout_s)
+    device = "cpu"
+    if torch.cuda.is_available():
+        # Its own GPU alone (vLLM puts its worker on cuda:0 of what it sees).
+        local = int(os.environ.get("LOCAL_RANK", "0"))
+        visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+        os.environ["CUDA_VISIBLE_DEVICES"] = visible.split(",")[local] if visible else str(local)
+        device = "cuda:0"
+    leave_launcher_world()  # an engine (vLLM) may start a world of its own
+    spec = engine_spec(setup, backend(setup), device)
+    serve_rollout_worker(spec, m.weight_sync_method, address, roles.worker_index)
     return 0
 
 

@@ -16,6 +16,51 @@ from oumi_megatron.parallel.ranks import local_world_size
 from oumi_megatron.rollout.factory import DTYPES
 
 
+@dataclass(frozen=True)
+class JobRoles:
+    """Which processes of the launched job train and which generate (``rollout_nodes``).
+
+    torchrun numbers ranks node after node, so the trainer is ranks ``0 .. trainer_world_size
+    - 1`` (the first nodes) and the rollout workers are the rest (the last nodes).
+    """
+
+    world_size: int  # every process of the job
+    trainer_world_size: int
+    rank: int
+
+    @property
+    def rollout_workers(self) -> int:
+        return self.world_size - self.trainer_world_size
+
+    @property
+    def is_rollout_worker(self) -> bool:
+        return self.rank >= self.trainer_world_size
+
+    @property
+    def worker_index(self) -> int:
+        return self.rank - self.trainer_world_size
+
+
+def job_roles(rollout_nodes: int) -> JobRoles:
+    """The roles of this job's processes from torchrun's variables; raises ``ConfigError``
+    when the rollout nodes would leave nothing to train on."""
+    from oumi_megatron.config import ConfigError
+
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    rank = int(os.environ.get("RANK", "0"))
+    if not rollout_nodes:
+        return JobRoles(world, world, rank)
+    nodes = int(os.environ.get("GROUP_WORLD_SIZE", "1"))
+    if rollout_nodes >= nodes or world % nodes:
+        raise ConfigError(
+            f"megatron.rollout_nodes ({rollout_nodes}) must leave at least one of the job's "
+            f"{nodes} node(s) to train (with the same number of processes on every node; "
+            f"world size {world}). Fix: launch more nodes (torchrun --nnodes), or lower "
+            f"megatron.rollout_nodes."
+        )
+    return JobRoles(world, world // nodes * (nodes - rollout_nodes), rank)
+
+
 @dataclass
 class RunSetup:
     cfg: object  # MegatronTrainingConfig
@@ -25,6 +70,7 @@ class RunSetup:
     params_dtype: torch.dtype
     validated: object  # ValidatedLayout: DP size, micro-batches per step, prompts per step
     rollout_devices: list[str] | None = None  # rollout processes (weight_sync_method gloo/nccl)
+    roles: JobRoles | None = None  # trainer and rollout-worker processes of the job
 
     @property
     def output_dir(self) -> Path:
@@ -46,7 +92,8 @@ def prepare_run(config_path: str, overrides: list[str], for_training: bool) -> R
     from oumi_megatron.model.bridge import resolve_hf_dir
 
     cfg = load_config(config_path, overrides)
-    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    roles = job_roles(cfg.megatron.rollout_nodes)
+    world_size = roles.trainer_world_size
     check_model_path(cfg)  # before the model directory is read for its shape
     hf_dir = resolve_hf_dir(cfg.model.model_name, cfg.model.trust_remote_code)
     shape = ModelShape.from_model_dir(hf_dir)
@@ -55,13 +102,17 @@ def prepare_run(config_path: str, overrides: list[str], for_training: bool) -> R
     dtype = DTYPES[cfg.megatron.transformer_config.resolved_params_dtype(device)]
     layout = ParallelLayout.from_params(cfg.megatron)
     rollout_devices = None
-    if for_training and cfg.megatron.weight_sync_method in ("gloo", "nccl"):
+    if (
+        for_training
+        and cfg.megatron.weight_sync_method in ("gloo", "nccl")
+        and not roles.rollout_workers
+    ):
         m = cfg.megatron
         rollout_devices = resolve_rollout_devices(
             m.weight_sync_method, m.rollout_workers, m.rollout_devices,
             local_world_size(), torch.cuda.device_count(),
         )  # fmt: skip
-    return RunSetup(cfg, hf_dir, layout, world_size, dtype, validated, rollout_devices)
+    return RunSetup(cfg, hf_dir, layout, world_size, dtype, validated, rollout_devices, roles)
 
 
 def resolve_rollout_devices(

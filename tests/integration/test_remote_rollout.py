@@ -130,7 +130,7 @@ def _tcp_init_in_child(env: dict[str, str]) -> subprocess.CompletedProcess:
 
 
 def test_rollout_processes_leave_the_torchrun_world(monkeypatch):
-    from oumi_megatron.rollout.remote import _leave_launcher_world
+    from oumi_megatron.rollout.remote import leave_launcher_world
 
     torchrun = {"RANK": "1", "LOCAL_RANK": "1", "WORLD_SIZE": "2", "MASTER_PORT": "29500",
                 "TORCHELASTIC_USE_AGENT_STORE": "True", "TORCHELASTIC_RUN_ID": "x"}  # fmt: skip
@@ -138,7 +138,7 @@ def test_rollout_processes_leave_the_torchrun_world(monkeypatch):
         monkeypatch.setenv(name, value)
     # The hazard: with torchrun's agent-store flag, a tcp:// world of one never forms.
     assert "joined" not in _tcp_init_in_child(dict(os.environ)).stdout
-    _leave_launcher_world()
+    leave_launcher_world()
     assert not set(torchrun) & set(os.environ)
     assert "joined" in _tcp_init_in_child(dict(os.environ)).stdout
 

@@ -1,7 +1,7 @@
 """Rollout replicas on 4 gloo ranks: DP4, TP2×DP2 and PP2×DP2 with one replica per
-data-parallel group (or per rank) give the same samples, rewards, loss and updated weights as one
-replica over the whole world; each replica generates exactly its share, and each rank receives
-exactly the sequences it trains on."""
+data-parallel group (or per rank) give the same samples, rewards, loss and updated weights as
+the same layout with one replica over the whole world; each replica generates exactly its
+share, and each rank receives exactly the sequences it trains on (counted, in bytes too)."""
 
 from __future__ import annotations
 
@@ -14,28 +14,28 @@ from helpers import assert_same_metrics, load_weights, metrics, train
 TOLERANCE = 1e-6
 PROMPTS, GENERATIONS = 4, 4
 STEPS = ["training.max_steps=2", "grpo.log_completions=true", "megatron.micro_batch_size=2"]
-# name: (overrides, replicas, ranks per data-parallel group)
-CASES = {
-    "single": (["megatron.rollout_tensor_parallel_size=4"], 1, 1),
-    "dp4": ([], 4, 1),
-    "tp2_dp2": (
-        ["megatron.tensor_model_parallel_size=2", "megatron.rollout_tensor_parallel_size=2"],
-        2,
-        2,
-    ),
+SINGLE = ["megatron.rollout_tensor_parallel_size=4"]  # one replica over the 4 ranks
+# layout: (layout overrides, replica overrides, replicas, ranks per data-parallel group)
+LAYOUTS = {
+    "dp4": ([], [], 4, 1),
+    "tp2_dp2": (["megatron.tensor_model_parallel_size=2"],
+                ["megatron.rollout_tensor_parallel_size=2"], 2, 2),
     # Replicas of one rank each: two per data-parallel group (its two pipeline stages).
-    "pp2_dp2": (["megatron.pipeline_model_parallel_size=2"], 4, 2),
-}
-# Counters that legitimately differ with the replica count or the layout.
-LAYOUT_METRICS = ("rollout/", "exchange/", "packing/", "microbatches_per_rank", "sync/")
+    "pp2_dp2": (["megatron.pipeline_model_parallel_size=2"], [], 4, 2),
+}  # fmt: skip
+# Counters that legitimately differ with the replica count.
+LAYOUT_METRICS = ("rollout/", "exchange/", "sync/")
 
 
 @pytest.fixture(scope="module")
-def runs(tiny_models, tmp_path_factory) -> dict[str, Path]:
+def runs(tiny_models, tmp_path_factory) -> dict[tuple[str, str], Path]:
     root = tmp_path_factory.mktemp("replicas")
-    for name, (overrides, _, _) in CASES.items():
-        train(4, tiny_models / "llama", root / name, *STEPS, *overrides)
-    return {name: root / name for name in CASES}
+    out = {}
+    for layout, (overrides, replicas, _, _) in LAYOUTS.items():
+        for mode, extra in (("replicas", replicas), ("single", SINGLE)):
+            out[layout, mode] = root / f"{layout}_{mode}"
+            train(4, tiny_models / "llama", out[layout, mode], *STEPS, *overrides, *extra)
+    return out
 
 
 def _completions(run: Path) -> list[dict]:
@@ -46,9 +46,9 @@ def _without_layout_counters(rows: list[dict]) -> list[dict]:
     return [{k: v for k, v in r.items() if not k.startswith(LAYOUT_METRICS)} for r in rows]
 
 
-@pytest.mark.parametrize("case", [c for c in CASES if c != "single"])
-def test_same_step_as_one_replica(runs, case):
-    single, other = runs["single"], runs[case]
+@pytest.mark.parametrize("layout", list(LAYOUTS))
+def test_same_step_as_one_replica(runs, layout):
+    single, other = runs[layout, "single"], runs[layout, "replicas"]
     expected, actual = _completions(single), _completions(other)
     assert len(expected) == 2 * PROMPTS * GENERATIONS
     assert [(c["sequence"], c["completion"]) for c in actual] == [
@@ -63,14 +63,16 @@ def test_same_step_as_one_replica(runs, case):
     assert metrics(other)[-1]["grad_norm"] > 0, "the compared update must move the weights"
     before, after = load_weights(single / "hf_model"), load_weights(other / "hf_model")
     worst = max((before[k] - after[k]).abs().max().item() for k in before)
-    assert worst <= TOLERANCE, f"{case}: max |Δw| = {worst:.3g}"
+    assert worst <= TOLERANCE, f"{layout}: max |Δw| = {worst:.3g}"
 
 
-@pytest.mark.parametrize("case", list(CASES))
-def test_each_replica_generates_its_share_and_ranks_get_only_their_sequences(runs, case):
-    _, replicas, ranks_per_dp = CASES[case]
-    single_bytes = metrics(runs["dp4"])[0]["exchange/bytes_received"]  # every sequence once
-    for row in metrics(runs[case]):
+@pytest.mark.parametrize("layout", list(LAYOUTS))
+@pytest.mark.parametrize("mode", ["replicas", "single"])
+def test_each_replica_generates_its_share_and_ranks_get_only_their_sequences(runs, layout, mode):
+    _, _, replicas, ranks_per_dp = LAYOUTS[layout]
+    replicas = replicas if mode == "replicas" else 1
+    every_sequence_once = metrics(runs["dp4", "single"])[0]["exchange/bytes_received"]
+    for row in metrics(runs[layout, mode]):
         assert row["rollout/replicas"] == replicas
         share = PROMPTS / replicas
         assert row["rollout/prompts_per_replica_min"] == row["rollout/prompts_per_replica_max"]
@@ -80,4 +82,4 @@ def test_each_replica_generates_its_share_and_ranks_get_only_their_sequences(run
         assert row["exchange/sequences_received"] == sequences
         assert row["exchange/sequences_trained"] == sequences
         if row["step"] == 1:  # the same samples in every case (checked above)
-            assert row["exchange/bytes_received"] == single_bytes * ranks_per_dp
+            assert row["exchange/bytes_received"] == every_sequence_once * ranks_per_dp

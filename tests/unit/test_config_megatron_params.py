@@ -234,3 +234,30 @@ def test_rollout_devices_resolution() -> None:
         resolve_rollout_devices("nccl", 1, ["cuda:1"], 2, 4)
     with pytest.raises(ConfigError, match=r"needs GPUs \['cuda:4'\], but this node has 4"):
         resolve_rollout_devices("nccl", 1, None, 4, 4)
+
+
+def test_rollout_replicas_and_nodes_need_the_right_weight_sync() -> None:
+    message = _error(weight_sync_method="gloo", rollout_tensor_parallel_size=2)
+    assert message.startswith("megatron.rollout_tensor_parallel_size (2) splits the trainer's")
+    assert "Fix: remove megatron.rollout_tensor_parallel_size" in message
+    message = _error(rollout_nodes=1)
+    assert message.startswith("megatron.rollout_nodes (1) runs rollout workers on nodes")
+    assert "Fix: set megatron.weight_sync_method: nccl (gloo on CPU)" in message
+    message = _error(rollout_nodes=1, weight_sync_method="gloo", rollout_workers=2)
+    assert "megatron.rollout_workers / megatron.rollout_devices do not apply" in message
+
+
+def test_job_roles_split_the_last_nodes_off(monkeypatch) -> None:
+    from oumi_megatron.launch import job_roles
+
+    monkeypatch.setenv("WORLD_SIZE", "16")
+    monkeypatch.setenv("GROUP_WORLD_SIZE", "4")
+    monkeypatch.setenv("RANK", "11")
+    roles = job_roles(1)
+    assert (roles.trainer_world_size, roles.rollout_workers) == (12, 4)
+    assert not roles.is_rollout_worker
+    monkeypatch.setenv("RANK", "13")
+    assert job_roles(1).is_rollout_worker and job_roles(1).worker_index == 1
+    assert job_roles(0).trainer_world_size == 16
+    with pytest.raises(ConfigError, match=r"rollout_nodes \(4\) must leave at least one"):
+        job_roles(4)

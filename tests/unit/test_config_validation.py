@@ -270,3 +270,13 @@ def test_tiny_convert_recipe_validates_on_one_rank(tiny_model_dir: Path) -> None
     layout = validate_config(cfg, 1, shape, run_oumi_finalize=False)
     assert (layout.data_parallel_size, layout.num_microbatches) == (1, 1)
     assert cfg.megatron.transformer_config.resolved_params_dtype("cpu") == "fp32"
+
+
+def test_rollout_replicas_must_fit_a_node(check, monkeypatch) -> None:
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "4")
+    assert check(8, "megatron.rollout_tensor_parallel_size=4").world_size == 8
+    assert _message(check, 8, "megatron.rollout_tensor_parallel_size=8").startswith(
+        "megatron.rollout_tensor_parallel_size (8) must divide the processes per node (4) and "
+        "the world size (8): a rollout replica is that many consecutive ranks of one node. "
+        "Fix: use one of 1, 2, 4."
+    )

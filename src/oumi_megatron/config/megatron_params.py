@@ -109,6 +109,25 @@ class MegatronParams(StrictModel):
             "rank 0."
         ),
     )
+    rollout_nodes: int = Field(
+        0,
+        ge=0,
+        description=(
+            "Disaggregated rollout: the job's last rollout_nodes nodes do not train; each of "
+            "their processes runs one rollout engine (on its own GPU), fed prompts and weights "
+            "by the trainer's global rank 0 (weight_sync_method gloo or nccl). Launch every "
+            "node with the same command; they meet at MASTER_ADDR:MASTER_PORT+1 "
+            "(OUMI_MEGATRON_ROLLOUT_PORT overrides the port)."
+        ),
+    )
+    rollout_timeout_s: float = Field(
+        600.0,
+        gt=0,
+        description=(
+            "Rollout processes and workers: longest wait for their start-up and for each "
+            "reply (a whole step's generation) before the step fails."
+        ),
+    )
     rollout_workers: int = Field(
         1,
         ge=1,
@@ -291,6 +310,19 @@ def _check_weight_sync(p: MegatronParams) -> None:
             f"{_path('weight_sync_method')}: auto."
         )
     separate = p.weight_sync_method in ("gloo", "nccl")
+    if p.rollout_nodes and not separate:
+        raise ValueError(
+            f"{_path('rollout_nodes')} ({p.rollout_nodes}) runs rollout workers on nodes of "
+            f"their own, which weight_sync_method {p.weight_sync_method!r} cannot feed. Fix: "
+            f"set {_path('weight_sync_method')}: nccl (gloo on CPU), or remove "
+            f"{_path('rollout_nodes')}."
+        )
+    if p.rollout_nodes and (p.rollout_workers != 1 or p.rollout_devices is not None):
+        raise ValueError(
+            f"{_path('rollout_nodes')} ({p.rollout_nodes}): every process of the rollout nodes "
+            f"is a worker on its own device, so {_path('rollout_workers')} / "
+            f"{_path('rollout_devices')} do not apply. Fix: remove them."
+        )
     if separate and p.rollout_tensor_parallel_size != 1:
         raise ValueError(
             f"{_path('rollout_tensor_parallel_size')} ({p.rollout_tensor_parallel_size}) "

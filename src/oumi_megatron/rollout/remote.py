@@ -47,7 +47,7 @@ _LAUNCHER_VARS = ("RANK", "LOCAL_RANK", "WORLD_SIZE", "LOCAL_WORLD_SIZE", "GROUP
                   "MASTER_PORT")  # fmt: skip
 
 
-def _leave_launcher_world() -> None:
+def leave_launcher_world() -> None:
     """Drop torchrun's worker variables from this process's environment.
 
     Not cosmetic: with ``TORCHELASTIC_USE_AGENT_STORE=True`` inherited, a ``tcp://``
@@ -241,7 +241,7 @@ def serve(conn, spec: EngineSpec, transport: str, rendezvous: StoreRendezvous, p
     die_with_parent()
     if os.getppid() != parent:  # the trainer died before the line above
         os._exit(1)
-    _leave_launcher_world()
+    leave_launcher_world()
     receiver = None
     where = spec.device
     try:

@@ -122,6 +122,8 @@ def build_engine(setup: RunSetup, topology: RolloutTopology):
         return None
     device = "cuda" if torch.cuda.is_available() else "cpu"
     spec = engine_spec(setup, chosen, device, topology)
+    if setup.roles is not None and setup.roles.rollout_workers:
+        return _rollout_workers(setup)
     if uses_rollout_processes(setup):
         return _remote_engines(setup, spec, setup.cfg.megatron.weight_sync_method)
     from oumi_megatron.parallel.startup import seed_everything
@@ -167,6 +169,17 @@ def engine_spec(
     )
 
 
+def _rollout_workers(setup: RunSetup):
+    """The rollout nodes' workers (megatron.rollout_nodes), fed by global rank 0."""
+    from oumi_megatron.rollout.workers import RolloutWorkers, WorkerAddress
+
+    m = setup.cfg.megatron
+    address = WorkerAddress.from_env(setup.roles.rollout_workers, m.rollout_timeout_s)
+    nccl = m.weight_sync_method == "nccl"
+    device = torch.device("cuda", torch.cuda.current_device()) if nccl else None
+    return RolloutWorkers(address, m.weight_sync_method, m.weight_sync_bucket_size_mb << 20, device)
+
+
 def _remote_engines(setup: RunSetup, spec, method: str):
     """Rollout processes fed over a gloo/NCCL broadcast group (started by global rank 0)."""
     from dataclasses import replace
@@ -177,6 +190,7 @@ def _remote_engines(setup: RunSetup, spec, method: str):
     specs = [replace(spec, device=device) for device in devices]
     trainer_gpus = {f"cuda:{i}" for i in range(local_world_size())} | {"cuda"}
     engine = RemoteRolloutEngines(specs, method, m.weight_sync_bucket_size_mb << 20,
+                                  timeout_s=m.rollout_timeout_s,
                                   colocated=bool(trainer_gpus & set(devices)))  # fmt: skip
     return engine
 

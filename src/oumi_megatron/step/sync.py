@@ -17,7 +17,8 @@ kept anywhere). Transports, by `build_weight_sync`:
 =================  ===========================================================================
 colocated          every rank with an engine loads the buckets in its own process (no copy
 (auto/inprocess)   through the host: the export stays on the device the policy is on)
-gloo / nccl        rank 0 broadcasts the buckets to the rollout processes it started
+gloo / nccl        rank 0 broadcasts the buckets to the rollout processes it started, or to
+                   the workers of the rollout nodes (megatron.rollout_nodes)
 checkpoint         rank 0 writes a versioned safetensors directory; every engine loads it
 =================  ===========================================================================
 """
@@ -115,8 +116,9 @@ def build_weight_sync(
     """
     from oumi_megatron.rollout.remote import RemoteRolloutEngines
     from oumi_megatron.rollout.weight_sync import make_weight_receiver, make_weight_sender
+    from oumi_megatron.rollout.workers import RolloutWorkers
 
-    if isinstance(engine, RemoteRolloutEngines):  # gloo / nccl: rank 0 feeds its processes
+    if isinstance(engine, RemoteRolloutEngines | RolloutWorkers):  # rank 0 feeds them
         return WeightSync(export, engine, engine.weight_sender(), enabled=enabled)
     if method == "checkpoint":
         sender = None

@@ -85,7 +85,20 @@ class StoreBroadcaster:
     ) -> StoreBroadcaster:
         timeout = timedelta(seconds=timeout_s)
         store = dist.TCPStore(host, port, world_size, rank == 0, timeout=timeout)
-        # A prefix keeps these keys apart if the store is ever shared.
+        return cls.on_store(store, rank, world_size, backend, timeout_s, device)
+
+    @classmethod
+    def on_store(
+        cls,
+        store: dist.Store,
+        rank: int,
+        world_size: int,
+        backend: str = "gloo",
+        timeout_s: float = 300.0,
+        device: torch.device | None = None,
+    ) -> StoreBroadcaster:
+        """The group on an existing store (shared with other traffic under its own prefix)."""
+        timeout = timedelta(seconds=timeout_s)
         store = dist.PrefixStore("oumi_megatron_weight_sync", store)
         if backend == "gloo":
             group = dist.ProcessGroupGloo(store, rank, world_size, timeout)
