@@ -41,7 +41,7 @@ if TYPE_CHECKING:
 
 REPO = Path(__file__).resolve().parents[1]
 RECIPE = REPO / "configs" / "recipes" / "tiny_grpo_cpu.yaml"
-PHASES = ("rollout", "reward", "update", "sync", "checkpoint", "step")
+PHASES = ("rollout", "reward", "exchange", "update", "sync", "checkpoint", "step")
 PROMPT_TOKENS = 8
 TORCHRUN_ENV = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
 

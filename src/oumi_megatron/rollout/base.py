@@ -99,6 +99,37 @@ def seeds_for_prompts(
     return [derive_seed(params.seed, i) for i in range(count)]
 
 
+def split_prompts(
+    prompt_token_ids: list[list[int]],
+    params: SamplingParams,
+    prompt_seeds: list[int] | None,
+    count: int,
+) -> list[tuple[int, list[list[int]], list[int] | None]]:
+    """``count`` contiguous chunks ``(first prompt index, prompts, their seeds)`` for engines
+    that share one call (rollout processes, workers); each prompt keeps its own seed."""
+    bounds = [len(prompt_token_ids) * i // count for i in range(count + 1)]
+    seeds = seeds_for_prompts(params, len(prompt_token_ids), prompt_seeds)
+    unseeded = params.seed is None and prompt_seeds is None
+    return [
+        (
+            bounds[k],
+            prompt_token_ids[bounds[k] : bounds[k + 1]],
+            None if unseeded else seeds[bounds[k] : bounds[k + 1]],
+        )  # fmt: skip
+        for k in range(count)
+    ]
+
+
+def merge_chunks(starts: list[int], chunks: list[list[RolloutSample]]) -> list[RolloutSample]:
+    """The samples of :func:`split_prompts`' chunks, indexed into the whole call again."""
+    samples = []
+    for start, chunk in zip(starts, chunks, strict=True):
+        for sample in chunk:
+            sample.prompt_index += start
+            samples.append(sample)
+    return samples
+
+
 def derive_seed(seed: int, *keys: int) -> int:
     """A 63-bit seed mixed from ``seed`` and ``keys`` (e.g. prompt and sample index).
 

@@ -30,7 +30,8 @@ from oumi_megatron.rollout.base import (
     RolloutEngine,
     RolloutSample,
     SamplingParams,
-    seeds_for_prompts,
+    merge_chunks,
+    split_prompts,
 )
 from oumi_megatron.rollout.factory import EngineSpec, build_engine
 from oumi_megatron.rollout.transports import SyncStats, WeightSender
@@ -169,20 +170,9 @@ class RemoteRolloutEngines(RolloutEngine):
     ) -> list[RolloutSample]:
         """Contiguous prompt chunks per process; samples come back in prompt order. Each
         prompt keeps its own seed, so the samples do not depend on the number of processes."""
-        count = len(self._conns)
-        bounds = [len(prompt_token_ids) * i // count for i in range(count + 1)]
-        seeds = seeds_for_prompts(params, len(prompt_token_ids), prompt_seeds)
-        requests = []
-        for index in range(count):
-            chunk = slice(bounds[index], bounds[index + 1])
-            chunk_seeds = None if params.seed is None and prompt_seeds is None else seeds[chunk]
-            requests.append((prompt_token_ids[chunk], params, chunk_seeds))
-        samples: list[RolloutSample] = []
-        for start, chunk in zip(bounds, self._call_all("generate", requests), strict=False):
-            for sample in chunk:
-                sample.prompt_index += start
-                samples.append(sample)
-        return samples
+        chunks = split_prompts(prompt_token_ids, params, prompt_seeds, len(self._conns))
+        replies = self._call_all("generate", [(ids, params, seeds) for _, ids, seeds in chunks])
+        return merge_chunks([start for start, _, _ in chunks], replies)
 
     def update_weights(self, named_tensors: Iterable[tuple[str, torch.Tensor]]) -> None:
         raise TypeError("remote rollout engines receive weights through weight_sender()")

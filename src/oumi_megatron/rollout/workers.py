@@ -30,7 +30,13 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
-from oumi_megatron.rollout.base import RolloutEngine, RolloutSample, SamplingParams
+from oumi_megatron.rollout.base import (
+    RolloutEngine,
+    RolloutSample,
+    SamplingParams,
+    merge_chunks,
+    split_prompts,
+)
 from oumi_megatron.rollout.factory import EngineSpec, build_engine
 from oumi_megatron.rollout.remote import RolloutProcessError
 from oumi_megatron.rollout.transports import SyncStats, WeightSender
@@ -63,10 +69,6 @@ class WorkerAddress:
 
 def _encode(value: Any) -> bytes:
     return json.dumps(value).encode()
-
-
-def _sample(raw: dict) -> RolloutSample:
-    return RolloutSample(**raw)
 
 
 class RolloutWorkers(RolloutEngine):
@@ -144,21 +146,14 @@ class RolloutWorkers(RolloutEngine):
         prompt_seeds: list[int] | None = None,
     ) -> list[RolloutSample]:
         """Contiguous prompt chunks per worker, each prompt with its own seed."""
-        count = self.address.num_workers
-        bounds = [len(prompt_token_ids) * i // count for i in range(count + 1)]
-        args = []
-        for k in range(count):
-            chunk = slice(bounds[k], bounds[k + 1])
-            seeds = None if prompt_seeds is None else list(prompt_seeds[chunk])
-            args.append([prompt_token_ids[chunk], dataclasses.asdict(params), seeds])
-        seq = self._post_all("generate", args)
-        samples = []
-        for start, chunk in zip(bounds, self._replies(seq, "generate"), strict=False):
-            for raw in chunk:
-                sample = _sample(raw)
-                sample.prompt_index += start
-                samples.append(sample)
-        return samples
+        chunks = split_prompts(prompt_token_ids, params, prompt_seeds, self.address.num_workers)
+        seq = self._post_all(
+            "generate", [[ids, dataclasses.asdict(params), seeds] for _, ids, seeds in chunks]
+        )
+        replies = [
+            [RolloutSample(**raw) for raw in chunk] for chunk in self._replies(seq, "generate")
+        ]
+        return merge_chunks([start for start, _, _ in chunks], replies)
 
     def update_weights(self, named_tensors: Iterable[tuple[str, torch.Tensor]]) -> None:
         raise TypeError("rollout workers receive weights through weight_sender()")

@@ -25,7 +25,6 @@ checkpoint         rank 0 writes a versioned safetensors directory; every engine
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
@@ -63,7 +62,6 @@ class WeightSync:
 
     def sync(self) -> dict[str, float]:
         """After the update: new weights into the engine, then the engine is fully awake."""
-        start = time.perf_counter()
         if torch.cuda.is_available():
             torch.cuda.empty_cache()  # the update's cached blocks, for the engine to wake into
         stats = SyncStats()
@@ -71,11 +69,7 @@ class WeightSync:
             stats = self._transfer()
         if self.engine is not None:
             self.engine.wake_up()
-        return {
-            "sync/bytes": float(stats.num_bytes),
-            "sync/buckets": float(stats.num_buckets),
-            "sync/seconds": time.perf_counter() - start,
-        }
+        return {"sync/bytes": float(stats.num_bytes), "sync/buckets": float(stats.num_buckets)}
 
     def _transfer(self) -> SyncStats:
         weights = self.export()

@@ -39,8 +39,9 @@ from oumi_megatron.rollout.transports.base import SyncStats, WeightReceiver, Wei
 class Broadcaster(Protocol):
     device: torch.device
 
-    def broadcast(self, tensor: torch.Tensor, src: int) -> None:
-        """In-place broadcast of ``tensor`` from group rank ``src`` to every member."""
+    def broadcast(self, tensor: torch.Tensor, src: int, async_op: bool = False):
+        """In-place broadcast of ``tensor`` from group rank ``src`` to every member; with
+        ``async_op`` returns a work handle to ``wait()`` on (``tensor`` must stay alive)."""
 
 
 def default_device(backend: str) -> torch.device:
@@ -57,8 +58,8 @@ class GroupBroadcaster:
         self.group = group
         self.device = device or default_device(dist.get_backend(group))
 
-    def broadcast(self, tensor: torch.Tensor, src: int) -> None:
-        dist.broadcast(tensor, group=self.group, group_src=src)
+    def broadcast(self, tensor: torch.Tensor, src: int, async_op: bool = False):
+        return dist.broadcast(tensor, group=self.group, group_src=src, async_op=async_op)
 
     def close(self) -> None:
         if self.group is not None:
@@ -108,10 +109,14 @@ class StoreBroadcaster:
             raise ValueError(f"backend must be 'gloo' or 'nccl', got {backend!r}")
         return cls(group, device or default_device(backend))
 
-    def broadcast(self, tensor: torch.Tensor, src: int) -> None:
+    def broadcast(self, tensor: torch.Tensor, src: int, async_op: bool = False):
         options = dist.BroadcastOptions()
         options.rootRank = src
-        self.group.broadcast([tensor], options).wait()
+        work = self.group.broadcast([tensor], options)
+        if not async_op:
+            work.wait()
+            return None
+        return work
 
     def close(self) -> None:
         shutdown = getattr(self.group, "shutdown", None)
@@ -121,6 +126,12 @@ class StoreBroadcaster:
 
 def _bytes_tensor(data: bytes, device: torch.device) -> torch.Tensor:
     return torch.frombuffer(bytearray(data), dtype=torch.uint8).to(device)
+
+
+def _wait(in_flight: list) -> None:
+    if in_flight:
+        for work in in_flight[0]:
+            work.wait()
 
 
 class BroadcastWeightSender(WeightSender):
@@ -134,16 +145,21 @@ class BroadcastWeightSender(WeightSender):
         self.bucket_bytes = bucket_bytes
 
     def send(self, named_tensors: Iterable[tuple[str, torch.Tensor]]) -> SyncStats:
+        """Bucket k+1 is gathered and packed while bucket k is on the wire: at most two
+        buckets' buffers are alive at once."""
         stats = SyncStats()
         device = self.broadcaster.device
+        in_flight: list = []  # (work handles, the tensors they send) of the previous bucket
         for bucket in bucketize(named_tensors, self.bucket_bytes):
             flat, meta = pack_bucket(bucket, device=device)
             meta_bytes = meta.to_bytes()
             header = torch.tensor([len(meta_bytes), meta.total_bytes], device=device)
-            self.broadcaster.broadcast(header, self.src)
-            self.broadcaster.broadcast(_bytes_tensor(meta_bytes, device), self.src)
-            self.broadcaster.broadcast(flat, self.src)
+            tensors = [header, _bytes_tensor(meta_bytes, device), flat]
+            works = [self.broadcaster.broadcast(t, self.src, async_op=True) for t in tensors]
+            _wait(in_flight)
+            in_flight = [works, tensors]
             stats.add_bucket(bucket)
+        _wait(in_flight)
         self.broadcaster.broadcast(torch.zeros(2, dtype=torch.long, device=device), self.src)
         return stats.done()
 
