@@ -116,14 +116,12 @@ def build_topology(setup: RunSetup) -> RolloutTopology:
 def build_engine(setup: RunSetup, topology: RolloutTopology):
     """This rank's rollout engine, or None: one per replica, on its leader (torch engine,
     rollout processes), or on every rank of the replica (vLLM, tensor-parallel over them)."""
-    me = rank()
-    chosen = backend(setup)
-    if not topology.is_leader(me) and not (chosen == "vllm" and not uses_rollout_processes(setup)):
+    if not generates(setup, topology):
         return None
-    device = "cuda" if torch.cuda.is_available() else "cpu"
-    spec = engine_spec(setup, chosen, device, topology)
     if setup.roles is not None and setup.roles.rollout_workers:
         return _rollout_workers(setup)
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    spec = engine_spec(setup, backend(setup), device, topology)
     if uses_rollout_processes(setup):
         return _remote_engines(setup, spec, setup.cfg.megatron.weight_sync_method)
     from oumi_megatron.parallel.startup import seed_everything
