@@ -6,7 +6,8 @@ Stable vLLM (0.26) API only: ``LLM(enable_sleep_mode=True, logprobs_mode="proces
 
 Weights are pushed with ``llm.collective_rpc(fn, args=(bucket,))``: ``fn(worker, bucket)`` runs
 in the worker and calls the model's own ``load_weights`` (HF names; it handles fused qkv /
-gate_up and tied embeddings). For the tensors to reach the worker as the same GPU tensors
+gate_up and tied embeddings) on the first sync, recording where each tensor lands; later syncs
+replay those copies (`rollout/copy_plan.py`; ``OUMI_MEGATRON_VLLM_COPY_PLAN=0`` turns it off). For the tensors to reach the worker as the same GPU tensors
 (not pickled), the engine core must run in this process: ``VLLM_ENABLE_V1_MULTIPROCESSING=0``
 (set here before vLLM is imported). Inside torchrun, ``external_launcher=True`` makes one engine
 per group of ``tensor_parallel_size`` consecutive ranks (vLLM's "external launcher" executor,
@@ -29,6 +30,7 @@ from oumi_megatron.rollout.base import (
     SamplingParams,
     seeds_for_prompts,
 )
+from oumi_megatron.rollout.copy_plan import CopyPlan
 from oumi_megatron.rollout.hf_weights import WeightUpdateError
 
 _MP_ENV = "VLLM_ENABLE_V1_MULTIPROCESSING"
@@ -107,14 +109,33 @@ def samples_from_outputs(
     return samples
 
 
-def _load_weights_in_worker(worker: Any, weights: list[tuple[str, torch.Tensor]]) -> int:
-    """Runs inside the vLLM worker (``worker`` is its ``WorkerWrapperBase``)."""
+def _worker_model(worker: Any) -> Any:
     inner = getattr(worker, "worker", worker)
     runner = inner.model_runner
     # get_model() unwraps CUDA-graph wrappers; older runners only have .model.
-    model = runner.get_model() if hasattr(runner, "get_model") else runner.model
-    loaded = model.load_weights(iter(weights))
-    return len(loaded) if loaded is not None else len(weights)
+    return runner.get_model() if hasattr(runner, "get_model") else runner.model
+
+
+def _load_weights_in_worker(worker: Any, weights: list[tuple[str, torch.Tensor]]) -> int:
+    """Runs inside the vLLM worker (``worker`` is its ``WorkerWrapperBase``): the model's own
+    ``load_weights`` on the first sync (recorded), plain copies afterwards (`CopyPlan`)."""
+    model = _worker_model(worker)
+    if os.environ.get("OUMI_MEGATRON_VLLM_COPY_PLAN", "1") == "0":
+        model.load_weights(iter(weights))
+        return len(weights)
+    plan = model.__dict__.setdefault("_oumi_copy_plan", CopyPlan())
+    plan.load(model.load_weights, weights)
+    return len(weights)
+
+
+def _finish_weights_in_worker(worker: Any) -> bool:
+    """End of a sync: after the first one, whether later ones replay plain copies."""
+    model = _worker_model(worker)
+    plan = model.__dict__.get("_oumi_copy_plan")
+    if plan is None:
+        return False
+    plan.finish(model)
+    return plan.ready
 
 
 class VllmRolloutEngine(RolloutEngine):
@@ -169,6 +190,7 @@ class VllmRolloutEngine(RolloutEngine):
         )
         self._asleep = False
         self._weights_awake = False
+        self.copy_plan_ready = False
 
     def generate(
         self,
@@ -200,6 +222,7 @@ class VllmRolloutEngine(RolloutEngine):
             raise WeightUpdateError(f"vLLM could not load bucket {names}...: {err}") from err
 
     def finish_weight_update(self) -> None:
+        self.copy_plan_ready = all(self.llm.collective_rpc(_finish_weights_in_worker))
         # Cached KV blocks were computed by the old weights.
         if not self._asleep and not self.llm.reset_prefix_cache():
             raise RuntimeError("vLLM refused to reset its prefix cache (requests running?)")
