@@ -16,6 +16,7 @@ as TRL's colocate mode and verl use it); each rank's worker then lives in that r
 
 from __future__ import annotations
 
+import logging
 import os
 import warnings
 from collections.abc import Iterable, Sequence
@@ -34,6 +35,7 @@ from oumi_megatron.rollout.copy_plan import CopyPlan
 from oumi_megatron.rollout.hf_weights import WeightUpdateError
 
 _MP_ENV = "VLLM_ENABLE_V1_MULTIPROCESSING"
+logger = logging.getLogger(__name__)
 
 
 def _import_vllm() -> Any:
@@ -191,6 +193,7 @@ class VllmRolloutEngine(RolloutEngine):
         self._asleep = False
         self._weights_awake = False
         self.copy_plan_ready = False
+        self.syncs = 0
 
     def generate(
         self,
@@ -222,7 +225,12 @@ class VllmRolloutEngine(RolloutEngine):
             raise WeightUpdateError(f"vLLM could not load bucket {names}...: {err}") from err
 
     def finish_weight_update(self) -> None:
-        self.copy_plan_ready = all(self.llm.collective_rpc(_finish_weights_in_worker))
+        ready = all(self.llm.collective_rpc(_finish_weights_in_worker))
+        if ready != self.copy_plan_ready or self.syncs == 0:
+            logger.info("vLLM weight sync: %s", "recorded copies replayed from the next sync on"
+                        if ready else "load_weights (its copies could not be recorded)")  # fmt: skip
+        self.copy_plan_ready = ready
+        self.syncs += 1
         # Cached KV blocks were computed by the old weights.
         if not self._asleep and not self.llm.reset_prefix_cache():
             raise RuntimeError("vLLM refused to reset its prefix cache (requests running?)")
