@@ -33,8 +33,31 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def oumi_style_overrides(argv: list[str]) -> list[str]:
+    """``--a.b=c`` and ``--a.b c`` (Oumi's CLI forms) as ``a.b=c``, every override moved last
+    (argparse takes the positional overrides in one run), other arguments unchanged.
+
+    A flag is an override when its name has a dot (options like ``--resume`` have none).
+    """
+    arguments, overrides, rest = [], [], list(argv)
+    while rest:
+        arg = rest.pop(0)
+        name = arg[2:].split("=", 1)[0] if arg.startswith("--") else ""
+        if "." in name and "=" in arg:
+            overrides.append(arg[2:])
+        elif "." in name:
+            if not rest or rest[0].startswith("--"):
+                raise SystemExit(f"oumi-megatron: {arg} needs a value: {arg} VALUE or {arg}=VALUE")
+            overrides.append(f"{name}={rest.pop(0)}")
+        elif not arg.startswith("-") and "=" in arg and "." in arg.split("=", 1)[0]:
+            overrides.append(arg)
+        else:
+            arguments.append(arg)
+    return arguments + overrides
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    args = build_parser().parse_args(oumi_style_overrides(sys.argv[1:] if argv is None else argv))
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )

@@ -57,3 +57,16 @@ def test_bad_layout_message_names_fields(tmp_path, monkeypatch, tiny_model_dir) 
             [f"model.model_name={tiny_model_dir}", "megatron.tensor_model_parallel_size=4"],
             for_training=False,
         )
+
+
+def test_oumi_style_overrides_in_every_form() -> None:
+    from oumi_megatron.cli import build_parser, oumi_style_overrides
+
+    argv = ["train", "-c", "r.yaml", "--training.max_steps", "3", "--training.seed=4",
+            "grpo.beta=0", "--resume", "latest", "--megatron.rollout_nodes", "1"]  # fmt: skip
+    args = build_parser().parse_args(oumi_style_overrides(argv))
+    assert args.overrides == ["training.max_steps=3", "training.seed=4", "grpo.beta=0",
+                              "megatron.rollout_nodes=1"]  # fmt: skip
+    assert args.resume == "latest"
+    with pytest.raises(SystemExit, match="--training.max_steps needs a value"):
+        oumi_style_overrides(["train", "--training.max_steps"])
