@@ -58,6 +58,15 @@ def oumi_style_overrides(argv: list[str]) -> list[str]:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(oumi_style_overrides(sys.argv[1:] if argv is None else argv))
+    return _run(args)
+
+
+def run_command(command: str, config: str, overrides: list[str]) -> int:
+    """``oumi-megatron <command> -c config overrides...`` from Python (``oumi train`` uses it)."""
+    return main([command, "-c", config, *overrides])
+
+
+def _run(args: argparse.Namespace) -> int:
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )

@@ -3,28 +3,20 @@
 from __future__ import annotations
 
 import logging
-import os
 
 import torch
 import torch.distributed as dist
 
-from oumi_megatron.launch import RunSetup, prepare_run
+from oumi_megatron.launch import RunSetup, prepare_run, start_processes
 from oumi_megatron.parallel.ranks import all_reduce_host, is_rank0
 
 logger = logging.getLogger("oumi_megatron")
 
 
-def _start(setup: RunSetup) -> None:
-    from oumi_megatron.parallel.startup import init_distributed, init_model_parallel
-
-    init_distributed()
-    init_model_parallel(setup.layout, seed=setup.cfg.training.seed)
-
-
 def _load(setup: RunSetup):
     from oumi_megatron.model.bridge import load_megatron_model
 
-    _start(setup)
+    start_processes(setup)
     return load_megatron_model(
         str(setup.hf_dir),
         setup.megatron_checkpoint_dir,
@@ -40,44 +32,10 @@ def _rank0(message: str, *args) -> None:
 
 
 def train(args) -> int:
-    from oumi_megatron.config import MEGATRON_GRPO, ConfigError
+    from oumi_megatron.config import load_config
+    from oumi_megatron.run import run_training
 
-    setup = prepare_run(args.config, args.overrides, for_training=True)
-    if setup.cfg.training.trainer_type != MEGATRON_GRPO:
-        raise ConfigError(
-            f"training.trainer_type ({setup.cfg.training.trainer_type.name}) is not trained by "
-            "this release; use MEGATRON_GRPO (MEGATRON_SFT is planned)"
-        )
-    if setup.roles.is_rollout_worker:
-        return _rollout_worker(setup)
-    # The trainer's world is the training nodes only; the rollout nodes meet rank 0 apart.
-    os.environ["WORLD_SIZE"] = str(setup.roles.trainer_world_size)
-    _start(setup)
-    from oumi_megatron.trainer import OumiMegatronGrpoTrainer
-
-    trainer = OumiMegatronGrpoTrainer(setup)
-    trainer.train(resume_from_checkpoint=args.resume)
-    return 0
-
-
-def _rollout_worker(setup: RunSetup) -> int:
-    """This process is on a rollout node: serve one engine until the trainer closes it."""
-    from oumi_megatron.rollout.remote import leave_launcher_world
-    from oumi_megatron.rollout.workers import WorkerAddress, serve_rollout_worker
-    from oumi_megatron.step.components import backend, engine_spec
-
-    m, roles = setup.cfg.megatron, setup.roles
-    address = WorkerAddress.from_env(roles.rollout_workers, m.rollout_timeout_s)
-    device = "cpu"
-    if torch.cuda.is_available():
-        # Its own GPU alone (vLLM puts its worker on cuda:0 of what it sees).
-        local = int(os.environ.get("LOCAL_RANK", "0"))
-        visible = os.environ.get("CUDA_VISIBLE_DEVICES")
-        os.environ["CUDA_VISIBLE_DEVICES"] = visible.split(",")[local] if visible else str(local)
-        device = "cuda:0"
-    leave_launcher_world()  # an engine (vLLM) may start a world of its own
-    spec = engine_spec(setup, backend(setup), device)
-    serve_rollout_worker(spec, m.weight_sync_method, address, roles.worker_index)
+    run_training(load_config(args.config, args.overrides), resume_from_checkpoint=args.resume)
     return 0
 
 

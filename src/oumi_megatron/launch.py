@@ -87,11 +87,18 @@ class RunSetup:
 
 def prepare_run(config_path: str, overrides: list[str], for_training: bool) -> RunSetup:
     """Load and validate the config for this torchrun world; raises `ConfigError` on bad input."""
-    from oumi_megatron.config import ModelShape, load_config, validate_config
+    from oumi_megatron.config import load_config
+
+    return prepare_setup(load_config(config_path, overrides), for_training)
+
+
+def prepare_setup(cfg, for_training: bool) -> RunSetup:
+    """Validate a loaded ``MegatronTrainingConfig`` for this torchrun world (no process group,
+    model or file is created); raises `ConfigError` on bad input."""
+    from oumi_megatron.config import ModelShape, validate_config
     from oumi_megatron.config.validation import check_model_path
     from oumi_megatron.model.bridge import resolve_hf_dir
 
-    cfg = load_config(config_path, overrides)
     roles = job_roles(cfg.megatron.rollout_nodes)
     world_size = roles.trainer_world_size
     check_model_path(cfg)  # before the model directory is read for its shape
@@ -113,6 +120,17 @@ def prepare_run(config_path: str, overrides: list[str], for_training: bool) -> R
             local_world_size(), torch.cuda.device_count(),
         )  # fmt: skip
     return RunSetup(cfg, hf_dir, layout, world_size, dtype, validated, rollout_devices, roles)
+
+
+def start_processes(setup: RunSetup) -> None:
+    """The trainer's process group (its world is the training nodes only; rollout nodes meet
+    rank 0 apart) and Megatron's parallel groups."""
+    from oumi_megatron.parallel.startup import init_distributed, init_model_parallel
+
+    if setup.roles is not None:
+        os.environ["WORLD_SIZE"] = str(setup.roles.trainer_world_size)
+    init_distributed()
+    init_model_parallel(setup.layout, seed=setup.cfg.training.seed)
 
 
 def resolve_rollout_devices(

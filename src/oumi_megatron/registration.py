@@ -1,21 +1,30 @@
-"""Register our trainer types with Oumi as soon as Oumi's TrainingParams module exists.
+"""Plug the Megatron trainers into Oumi the moment Oumi's modules load.
 
-Importing Oumi costs ~20 s on a small machine; Megatron worker processes never need it. So
-`import oumi_megatron` registers immediately if Oumi is already imported, and otherwise arms a
-one-shot post-import hook on `oumi.core.configs.params.training_params`.
+Importing Oumi costs ~20 s on a small machine and Megatron worker processes never need it. So
+``register_with_oumi()`` (run by ``import oumi_megatron``, and at interpreter start-up by the
+``oumi_megatron.pth`` file our wheel installs) only arms a post-import hook: when Oumi's
+``training_params``, ``oumi.cli.train`` or ``oumi.train`` module has been executed, the matching
+callback adds our ``TrainerType`` members or routes ``MEGATRON_*`` recipes to our trainers
+(``oumi_entry.py``). Modules already imported are handled at once.
+
+Set ``OUMI_MEGATRON_OUMI_HOOKS=0`` to leave Oumi's CLI untouched (the enum is still extended).
 """
 
 from __future__ import annotations
 
-import importlib.abc
 import importlib.machinery
+import os
 import sys
-from enum import Enum
-from typing import Final
 
-_TARGET = "oumi.core.configs.params.training_params"
+TYPE_CHECKING = False  # typing itself costs ~5 ms
+if TYPE_CHECKING:
+    from collections.abc import Callable
+    from enum import Enum
 
-MEGATRON_TRAINER_VALUES: Final[dict[str, str]] = {
+_TRAINING_PARAMS = "oumi.core.configs.params.training_params"
+
+# Imports kept to the minimum: this module runs at every interpreter start (oumi_megatron.pth).
+MEGATRON_TRAINER_VALUES: dict[str, str] = {
     "MEGATRON_GRPO": "megatron_grpo",
     "MEGATRON_SFT": "megatron_sft",
 }
@@ -58,37 +67,68 @@ def register_megatron_trainer_types() -> None:
     member: added the way `enum` itself does while building a class, which keeps value/name
     lookup, `list(TrainerType)`, pickling and OmegaConf round trips working.
     """
-    trainer_type = sys.modules[_TARGET].TrainerType
+    trainer_type = sys.modules[_TRAINING_PARAMS].TrainerType
     for name, value in MEGATRON_TRAINER_VALUES.items():
         extend_enum(trainer_type, name, value)
 
 
-def _register() -> None:
-    register_megatron_trainer_types()
+def _route_cli_train(module) -> None:
+    from oumi_megatron.oumi_entry import route_cli_train
+
+    route_cli_train(module)
 
 
-class _RegisterAfterImport(importlib.abc.MetaPathFinder):
+def _route_train_api(module) -> None:
+    from oumi_megatron.oumi_entry import route_train_api
+
+    route_train_api(module)
+
+
+def _hooks() -> dict[str, Callable]:
+    hooks: dict[str, Callable] = {_TRAINING_PARAMS: lambda _: register_megatron_trainer_types()}
+    if os.environ.get("OUMI_MEGATRON_OUMI_HOOKS", "1") != "0":
+        hooks["oumi.cli.train"] = _route_cli_train
+        hooks["oumi.train"] = _route_train_api
+    return hooks
+
+
+class _AfterImport:
+    """Runs ``callbacks[name](module)`` right after module ``name`` has executed (a meta path
+    finder; not derived from ``importlib.abc``, whose import costs ~25 ms at every start-up)."""
+
+    def __init__(self, callbacks: dict[str, Callable]):
+        self.callbacks = callbacks
+
     def find_spec(self, fullname, path, target=None):
-        if fullname != _TARGET:
+        callback = self.callbacks.pop(fullname, None)
+        if callback is None:
             return None
-        sys.meta_path.remove(self)
+        if not self.callbacks:
+            sys.meta_path.remove(self)
         spec = importlib.machinery.PathFinder.find_spec(fullname, path)
         if spec is None or spec.loader is None:
             return spec
         exec_module = spec.loader.exec_module
 
-        def exec_then_register(module):
+        def exec_then_call(module):
             exec_module(module)
             sys.modules[fullname] = module
-            _register()
+            callback(module)
 
-        spec.loader.exec_module = exec_then_register  # type: ignore[method-assign]
+        spec.loader.exec_module = exec_then_call  # type: ignore[method-assign]
         return spec
 
 
 def register_with_oumi() -> None:
-    """Make `training.trainer_type: MEGATRON_GRPO` valid in Oumi, now or when Oumi loads."""
-    if _TARGET in sys.modules:
-        _register()
-    elif not any(isinstance(f, _RegisterAfterImport) for f in sys.meta_path):
-        sys.meta_path.insert(0, _RegisterAfterImport())
+    """Make `training.trainer_type: MEGATRON_GRPO` valid in Oumi and runnable by `oumi train`,
+    now for Oumi modules already loaded, at their import for the others (idempotent)."""
+    if any(isinstance(f, _AfterImport) for f in sys.meta_path):
+        return
+    pending = {}
+    for name, callback in _hooks().items():
+        if name in sys.modules:
+            callback(sys.modules[name])
+        else:
+            pending[name] = callback
+    if pending:
+        sys.meta_path.insert(0, _AfterImport(pending))

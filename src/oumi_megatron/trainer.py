@@ -15,7 +15,7 @@ from pathlib import Path
 
 from oumi.core.trainers.base_trainer import BaseTrainer
 
-from oumi_megatron.launch import RunSetup
+from oumi_megatron.launch import RunSetup, prepare_setup, start_processes
 from oumi_megatron.metrics import MetricsLogger, PhaseTimer, TrainingProgress
 from oumi_megatron.parallel.ranks import is_rank0, rank
 from oumi_megatron.rollout.base import SamplingParams
@@ -40,7 +40,19 @@ logger = logging.getLogger(__name__)
 class OumiMegatronGrpoTrainer(BaseTrainer):
     """GRPO with the policy on Megatron-Core (TP/PP/VPP/EP/DP) and rollout replicas."""
 
-    def __init__(self, setup: RunSetup):
+    def __init__(self, config, *, setup: RunSetup | None = None):
+        """Validates ``config`` (a ``MegatronTrainingConfig``, or an Oumi ``TrainingConfig``
+        with default ``megatron:``/``grpo:``) for this process's world, starts the process
+        groups and builds the policy, reference, rollout engine, prompts and rewards.
+
+        ``setup``: the already validated run (``launch.prepare_setup``), to skip validation.
+
+        Raises:
+            ConfigError: for bad input, before any model is built.
+        """
+        if setup is None:
+            setup = _prepare(config)
+        start_processes(setup)
         self.setup, self.cfg = setup, setup.cfg
         grpo, megatron = self.cfg.grpo, self.cfg.megatron
         self.loaded, self.policy = components.build_policy(setup)
@@ -272,9 +284,15 @@ class OumiMegatronGrpoTrainer(BaseTrainer):
     # ---- BaseTrainer -----------------------------------------------------------------------
 
     def save_model(self, config=None, final: bool = True) -> None:
+        """Exports the policy as a Hugging Face model (safetensors and tokenizer) under
+        ``config.training.output_dir`` (this run's when ``config`` is None): ``hf_model/``
+        when ``final``, else ``hf_model_step_<N>/`` (N = steps trained so far)."""
         from oumi_megatron.model.bridge import export_hf_model
 
-        path = export_hf_model(self.loaded, self.setup.hf_export_dir)
+        root = Path(config.training.output_dir) if config is not None else self.output_dir
+        path = export_hf_model(
+            self.loaded, root / ("hf_model" if final else f"hf_model_step_{self.step}")
+        )
         if self.is_main:
             logger.info("exported %s", path)
 
@@ -284,6 +302,21 @@ class OumiMegatronGrpoTrainer(BaseTrainer):
     @property
     def output_dir(self) -> Path:
         return self.setup.output_dir
+
+
+def _prepare(config) -> RunSetup:
+    from oumi_megatron.config import ConfigError
+    from oumi_megatron.run import as_megatron_config, check_trainer_type
+
+    cfg = as_megatron_config(config)
+    check_trainer_type(cfg)
+    setup = prepare_setup(cfg, for_training=True)
+    if setup.roles.is_rollout_worker:
+        raise ConfigError(
+            f"rank {setup.roles.rank} is a rollout-node process (megatron.rollout_nodes), not a "
+            "trainer. Fix: start every process with oumi_megatron.run.run_training(config)."
+        )
+    return setup
 
 
 def _truncate_history(jsonl: Path, before_step: int) -> None:

@@ -35,15 +35,17 @@ def _free_port() -> int:
 
 
 def _oumi_two_nodes(model_dir: Path, out: Path, *overrides: str) -> list[subprocess.Popen]:
-    """`oumi distributed torchrun` on two SkyPilot-described nodes, both on localhost."""
+    """`oumi distributed torchrun -m oumi train` on two SkyPilot-described nodes, both on
+    localhost."""
     venv_bin = Path(TORCHRUN).parent
     port = _free_port()
     env = {**quiet_env(), "PATH": f"{venv_bin}{os.pathsep}{os.environ['PATH']}",
            "SKYPILOT_NODE_IPS": "127.0.0.1\n127.0.0.1", "SKYPILOT_NUM_GPUS_PER_NODE": "2",
            "MASTER_PORT": str(port), "OUMI_MEGATRON_ROLLOUT_PORT": str(_free_port())}  # fmt: skip
-    command = [str(venv_bin / "oumi"), "distributed", "torchrun", "-m", "oumi_megatron", "train",
-               "-c", str(RECIPE), f"model.model_name={model_dir}", f"training.output_dir={out}",
-               *SMALL_RUN, *STEPS, "megatron.rollout_nodes=1",
+    # Oumi's own `oumi train` on every rank, overrides in Oumi's forms and ours.
+    command = [str(venv_bin / "oumi"), "distributed", "torchrun", "-m", "oumi", "train",
+               "-c", str(RECIPE), "--model.model_name", str(model_dir),
+               f"--training.output_dir={out}", *SMALL_RUN, *STEPS, "--megatron.rollout_nodes", "1",
                "megatron.weight_sync_method=gloo", *overrides]  # fmt: skip
     logs = [open(out.parent / f"{out.name}_node{rank}.log", "w") for rank in (0, 1)]  # noqa: SIM115
     return [

@@ -1,0 +1,102 @@
+"""Oumi's own entry points run MEGATRON_GRPO: `oumi train -c` (one process),
+`oumi distributed torchrun -m oumi train -c` (one node, two processes; the two-node case is in
+test_rollout_workers.py) and, from Python, `oumi.train(config)` and `OumiMegatronGrpoTrainer(config)`.
+Overrides are given in Oumi's forms (--a.b c, --a.b=c) and ours (a.b=c)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from helpers import (
+    RECIPE,
+    REPO,
+    SMALL_RUN,
+    TORCHRUN,
+    assert_same_metrics,
+    load_weights,
+    metrics,
+    quiet_env,
+)
+
+VENV_BIN = Path(TORCHRUN).parent
+STEPS = ["training.max_steps=2", "training.save_steps=0"]
+
+
+def _oumi_forms(overrides: list[str]) -> list[str]:
+    """a.b=c as --a.b c and --a.b=c, alternately (Oumi's two CLI forms)."""
+    out: list[str] = []
+    for i, item in enumerate(overrides):
+        key, _, value = item.partition("=")
+        out += [f"--{key}", value] if i % 2 else [f"--{key}={value}"]
+    return out
+
+
+def _run(command: list[str], env: dict | None = None) -> subprocess.CompletedProcess:
+    env = {**quiet_env(), "PATH": f"{VENV_BIN}{os.pathsep}{os.environ['PATH']}", **(env or {})}
+    proc = subprocess.run(command, env=env, capture_output=True, text=True, timeout=900, cwd=REPO)
+    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-6000:]
+    return proc
+
+
+@pytest.fixture(scope="module")
+def runs(tiny_models, tmp_path_factory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("oumi_entry")
+    model = tiny_models / "llama"
+    common = [f"model.model_name={model}", *SMALL_RUN, *STEPS]
+    _run([str(VENV_BIN / "oumi"), "train", "-c", str(RECIPE),
+          *_oumi_forms([f"training.output_dir={root / 'cli'}", *common[:4]]), *common[4:]])  # fmt: skip
+    _run([str(VENV_BIN / "oumi"), "distributed", "torchrun", "-m", "oumi", "train",
+          "-c", str(RECIPE), *_oumi_forms([f"training.output_dir={root / 'dist'}", *common])],
+         env={"SKYPILOT_NODE_RANK": "0", "SKYPILOT_NODE_IPS": "127.0.0.1",
+              "SKYPILOT_NUM_GPUS_PER_NODE": "2", "MASTER_PORT": str(_free_port())})  # fmt: skip
+    api = _run([sys.executable, str(REPO / "tests" / "integration" / "api_worker.py"), str(model),
+                str(root / "api_recipe"), str(root / "api_built"), str(root / "api_other"),
+                *SMALL_RUN, *STEPS])  # fmt: skip
+    last = next(line for line in api.stdout.splitlines() if line.startswith("LAST_METRICS "))
+    (root / "api_built" / "last_metrics.json").write_text(last.removeprefix("LAST_METRICS "))
+    return {name: root / name for name in ("cli", "dist", "api_recipe", "api_built", "api_other")}
+
+
+def _free_port() -> int:
+    from oumi_megatron.processes import free_port
+
+    return free_port()
+
+
+def test_oumi_train_is_our_trainer(runs):
+    """`oumi train -c` with Oumi-style overrides == `oumi.train(config)` from Python."""
+    rows = metrics(runs["cli"])
+    assert [r["step"] for r in rows] == [1, 2]
+    assert rows[-1]["grad_norm"] > 0
+    assert_same_metrics(rows, metrics(runs["api_recipe"]))
+    wa, wb = load_weights(runs["cli"] / "hf_model"), load_weights(runs["api_recipe"] / "hf_model")
+    assert max((wa[k] - wb[k]).abs().max().item() for k in wa) == 0.0
+
+
+def test_oumi_distributed_torchrun_two_processes(runs):
+    one, two = metrics(runs["cli"]), metrics(runs["dist"])
+    assert [r["step"] for r in two] == [1, 2]
+    assert two[0]["rollout/replicas"] == 2 and one[0]["rollout/replicas"] == 1
+    # Samples depend on prompts and seeds only: the first step is the same on 1 and 2 ranks.
+    assert two[0]["reward/mean"] == one[0]["reward/mean"]
+    for key in ("loss/policy", "grad_norm"):
+        assert two[0][key] == pytest.approx(one[0][key], rel=1e-5, abs=1e-7), key
+    assert (runs["dist"] / "hf_model" / "model.safetensors").exists()
+
+
+def test_trainer_built_from_oumi_dataclasses(runs):
+    """OumiMegatronGrpoTrainer(config) from Oumi's dataclasses; save_model(other, final=False)
+    exports under the other config's output_dir, named by step."""
+    built, other = runs["api_built"], runs["api_other"]
+    assert [r["step"] for r in metrics(built)] == [1]
+    step_export = other / "hf_model_step_1"
+    assert sorted(p.name for p in other.iterdir()) == ["hf_model_step_1"]
+    wa, wb = load_weights(built / "hf_model"), load_weights(step_export)
+    assert wa.keys() == wb.keys() and all((wa[k] == wb[k]).all() for k in wa)
+    last = json.loads((built / "last_metrics.json").read_text())
+    assert last["grad_norm"] == metrics(built)[0]["grad_norm"]
