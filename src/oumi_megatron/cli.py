@@ -14,7 +14,7 @@ COMMANDS = {
     "train": "train with the recipe's trainer (MEGATRON_GRPO), then export output_dir/hf_model",
     "convert": "convert the HF checkpoint to output_dir/megatron_checkpoint (reused when current)",
     "verify": "convert (or reuse), compare Megatron logits with Hugging Face at the configured layout",
-    "export": "write output_dir/hf_model from the converted Megatron checkpoint",
+    "export": "write output_dir/hf_model from the converted checkpoint, or a training checkpoint",
 }
 
 
@@ -27,6 +27,11 @@ def build_parser() -> argparse.ArgumentParser:
         cmd.add_argument("overrides", nargs="*", help="dotted overrides, e.g. training.max_steps=3")
         if name == "train":
             cmd.add_argument("--resume", default=None, help="checkpoint path or 'latest'")
+        if name == "export":
+            cmd.add_argument("--checkpoint", default=None,
+                             help="step_N, 'latest' or a path under output_dir/checkpoints: "
+                                  "export that training step to output_dir/hf_model_step_N")  # fmt: skip
+            cmd.add_argument("--output", default=None, help="export directory instead")
         if name == "verify":
             cmd.add_argument("--tolerance", type=float, default=1e-5, help="max |Δ| allowed (fp32)")
             cmd.add_argument("--export", action="store_true", help="also export hf_model/")

@@ -35,7 +35,8 @@ def train(args) -> int:
     from oumi_megatron.config import load_config
     from oumi_megatron.run import run_training
 
-    run_training(load_config(args.config, args.overrides), resume_from_checkpoint=args.resume)
+    cfg = load_config(args.config, args.overrides, check=False)  # all checks at once, next
+    run_training(cfg, resume_from_checkpoint=args.resume)
     return 0
 
 
@@ -54,13 +55,45 @@ def convert(args) -> int:
 
 
 def export(args) -> int:
+    """``output_dir/hf_model`` from the converted start, or, with ``--checkpoint step_N|latest|
+    PATH``, ``output_dir/hf_model_step_N`` from that training checkpoint (``--output`` DIR)."""
     from oumi_megatron.model.bridge import export_hf_model
 
     setup = prepare_run(args.config, args.overrides, for_training=False)
+    target, checkpoint_path = setup.hf_export_dir, None
+    if args.checkpoint:
+        checkpoint_path, step = _training_checkpoint(setup, args.checkpoint)
+        target = setup.output_dir / f"hf_model_step_{step}"
     loaded = _load(setup)
-    path = export_hf_model(loaded, setup.hf_export_dir)
+    if checkpoint_path is not None:
+        from oumi_megatron.model.dist_ckpt import load_chunks
+
+        load_chunks(loaded.chunks, checkpoint_path / "dist")
+        _rank0("loaded the policy of %s", checkpoint_path)
+    path = export_hf_model(loaded, args.output or target)
     _rank0("exported %s", path)
     return 0
+
+
+def _training_checkpoint(setup: RunSetup, name: str):
+    """(path, step) of checkpoint ``name`` under output_dir/checkpoints; ``ConfigError`` if none."""
+    import json
+
+    from oumi_megatron.config import ConfigError
+    from oumi_megatron.training import checkpoint
+
+    root = setup.output_dir / "checkpoints"
+    try:
+        path = checkpoint.resolve_resume_path(root, name)
+    except FileNotFoundError as error:
+        raise ConfigError(f"--checkpoint: {error}") from None
+    if path is None:
+        raise ConfigError(
+            f"--checkpoint {name}: no complete checkpoint under {root}. Fix: train with "
+            f"training.save_steps > 0 first, or export the converted start without --checkpoint."
+        )
+    step = json.loads((path / checkpoint.TRAINER_STATE).read_text())["step"]
+    return path, int(step)
 
 
 def verify(args) -> int:

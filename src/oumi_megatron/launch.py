@@ -89,22 +89,22 @@ def prepare_run(config_path: str, overrides: list[str], for_training: bool) -> R
     """Load and validate the config for this torchrun world; raises `ConfigError` on bad input."""
     from oumi_megatron.config import load_config
 
-    return prepare_setup(load_config(config_path, overrides), for_training)
+    return prepare_setup(load_config(config_path, overrides, check=False), for_training)
 
 
 def prepare_setup(cfg, for_training: bool) -> RunSetup:
     """Validate a loaded ``MegatronTrainingConfig`` for this torchrun world (no process group,
-    model or file is created); raises `ConfigError` on bad input."""
-    from oumi_megatron.config import ModelShape, validate_config
-    from oumi_megatron.config.validation import check_model_path
-    from oumi_megatron.model.bridge import resolve_hf_dir
+    model or file is created); raises one `ConfigError` listing every problem found."""
+    from oumi_megatron.config import validate_config
+    from oumi_megatron.config.errors import Problems
 
-    roles = job_roles(cfg.megatron.rollout_nodes)
-    world_size = roles.trainer_world_size
-    check_model_path(cfg)  # before the model directory is read for its shape
-    hf_dir = resolve_hf_dir(cfg.model.model_name, cfg.model.trust_remote_code)
-    shape = ModelShape.from_model_dir(hf_dir)
-    validated = validate_config(cfg, world_size, shape, run_oumi_finalize=for_training)
+    problems = Problems()
+    roles = problems.check(job_roles, cfg.megatron.rollout_nodes)
+    world_size = roles.trainer_world_size if roles else int(os.environ.get("WORLD_SIZE", "1"))
+    hf_dir, shape = problems.check(_model_shape, cfg) or (None, None)
+    validated = validate_config(
+        cfg, world_size, shape, run_oumi_finalize=for_training, problems=problems
+    )
     device = "cuda" if torch.cuda.is_available() else "cpu"
     dtype = DTYPES[cfg.megatron.transformer_config.resolved_params_dtype(device)]
     layout = ParallelLayout.from_params(cfg.megatron)
@@ -120,6 +120,26 @@ def prepare_setup(cfg, for_training: bool) -> RunSetup:
             local_world_size(), torch.cuda.device_count(),
         )  # fmt: skip
     return RunSetup(cfg, hf_dir, layout, world_size, dtype, validated, rollout_devices, roles)
+
+
+def _model_shape(cfg):
+    """The model's local directory and shape; ``ConfigError`` when it cannot be read."""
+    from oumi_megatron.config import ConfigError, ModelShape
+    from oumi_megatron.config.validation import check_model_path
+    from oumi_megatron.model.bridge import resolve_hf_dir
+
+    check_model_path(cfg)
+    name = cfg.model.model_name
+    try:
+        hf_dir = resolve_hf_dir(name, cfg.model.trust_remote_code)
+    except (OSError, ValueError) as error:  # not cached and offline, unknown repo, no network
+        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise ConfigError(
+            f"model.model_name ({name!r}) is neither a local directory nor in the Hugging "
+            f"Face cache, and could not be downloaded ({first}). Fix: download it first "
+            f"('hf download {name}') or point model.model_name at a local checkpoint."
+        ) from None
+    return hf_dir, ModelShape.from_model_dir(hf_dir)
 
 
 def start_processes(setup: RunSetup) -> None:

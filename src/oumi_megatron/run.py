@@ -41,6 +41,18 @@ def check_trainer_type(cfg) -> None:
         )
 
 
+def check_resume(setup, resume: str | None) -> None:
+    """A named checkpoint to resume from must exist (``latest`` may find none: fresh start)."""
+    from oumi_megatron.config import ConfigError
+    from oumi_megatron.training import checkpoint
+
+    resume = resume or setup.cfg.training.resume_from_checkpoint
+    try:
+        checkpoint.resolve_resume_path(setup.output_dir / "checkpoints", resume)
+    except FileNotFoundError as error:
+        raise ConfigError(f"{error}. Fix: pass one of them, 'latest', or no --resume.") from None
+
+
 def run_training(config, resume_from_checkpoint: str | None = None) -> None:
     """Trains ``config`` (a ``MegatronTrainingConfig`` or Oumi ``TrainingConfig``) in this process.
 
@@ -52,6 +64,7 @@ def run_training(config, resume_from_checkpoint: str | None = None) -> None:
     cfg = as_megatron_config(config)
     check_trainer_type(cfg)
     setup = prepare_setup(cfg, for_training=True)
+    check_resume(setup, resume_from_checkpoint)
     if setup.roles.is_rollout_worker:
         serve_rollout(setup)
         return

@@ -21,6 +21,7 @@ from oumi_megatron.parallel.ranks import is_rank0, rank
 from oumi_megatron.rollout.base import SamplingParams
 from oumi_megatron.step import components
 from oumi_megatron.step.exchange import route_sequences
+from oumi_megatron.step.length import training_steps
 from oumi_megatron.step.metrics import reduce_tally, rollout_tally, step_metrics
 from oumi_megatron.step.reward import ScoredBatch, score_and_advantages
 from oumi_megatron.step.rollout import RolloutBatch, generate_share
@@ -54,10 +55,14 @@ class OumiMegatronGrpoTrainer(BaseTrainer):
             setup = _prepare(config)
         start_processes(setup)
         self.setup, self.cfg = setup, setup.cfg
-        grpo, megatron = self.cfg.grpo, self.cfg.megatron
-        self.loaded, self.policy = components.build_policy(setup)
-        self.reference = components.build_reference(setup)
         self.rank, self.is_main = rank(), is_rank0()
+        grpo, megatron = self.cfg.grpo, self.cfg.megatron
+        self.tokenizer, self.loader = components.build_prompts(
+            setup, setup.validated.prompts_per_step
+        )
+        self.max_steps = self._training_steps()
+        self.loaded, self.policy = components.build_policy(setup, self.max_steps)
+        self.reference = components.build_reference(setup)
         self.topology = components.build_topology(setup)
         if self.is_main:
             logger.info("rollout: %s", self.topology.describe())
@@ -72,9 +77,6 @@ class OumiMegatronGrpoTrainer(BaseTrainer):
             is_writer=self.is_main,
             bucket_bytes=megatron.weight_sync_bucket_size_mb << 20,
             directory=setup.output_dir / "weight_sync",
-        )
-        self.tokenizer, self.loader = components.build_prompts(
-            setup, setup.validated.prompts_per_step
         )
         self.reward_functions = components.build_rewards(setup)
         self.sampling = SamplingParams(
@@ -113,12 +115,23 @@ class OumiMegatronGrpoTrainer(BaseTrainer):
         self.step = 0
         self._last_metrics: dict[str, float] = {}
 
+    def _training_steps(self) -> int:
+        training = self.cfg.training
+        prompts, per_step = len(self.loader.dataset), self.loader.prompts_per_step
+        steps = training_steps(training.max_steps, training.num_train_epochs, prompts, per_step)
+        if training.max_steps <= 0 and self.is_main:
+            logger.info(
+                "training.max_steps <= 0: %s epoch(s) of %d prompts at %d per step = %d steps",
+                training.num_train_epochs, prompts, per_step, steps,
+            )  # fmt: skip
+        return steps
+
     # ---- the loop ------------------------------------------------------------------------
 
     def train(self, resume_from_checkpoint: str | None = None) -> None:
         self._resume(resume_from_checkpoint)
         self.metrics_logger = self._open_metrics()
-        max_steps = int(self.cfg.training.max_steps)
+        max_steps = self.max_steps
         progress = TrainingProgress(max_steps, initial_step=self.step, is_main_process=self.is_main)
         while self.step < max_steps:
             self.timer.start_step()
@@ -272,6 +285,9 @@ class OumiMegatronGrpoTrainer(BaseTrainer):
         self.checkpointer.finalize(blocking=True)  # `latest` must name the newest save
         path = checkpoint.resolve_resume_path(self.checkpoint_root, resume)
         if path is None:
+            if resume == checkpoint.LATEST and self.is_main:
+                logger.info("resume 'latest': no checkpoint in %s yet, starting fresh (step 0)",
+                            self.checkpoint_root)  # fmt: skip
             return
         state = checkpoint.load_checkpoint(
             path, self.policy.model, self.policy.optimizer, self.policy.scheduler
@@ -294,6 +310,8 @@ class OumiMegatronGrpoTrainer(BaseTrainer):
             self.loaded, root / ("hf_model" if final else f"hf_model_step_{self.step}")
         )
         if self.is_main:
+            if self.cfg.model.chat_template:  # the template the policy was trained with
+                self.tokenizer.save_pretrained(path)
             logger.info("exported %s", path)
 
     def get_last_eval_metrics(self) -> dict[str, float]:

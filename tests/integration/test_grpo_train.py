@@ -5,7 +5,6 @@ from __future__ import annotations
 import math
 import os
 import subprocess
-from pathlib import Path
 
 import pytest
 from helpers import (
@@ -14,6 +13,7 @@ from helpers import (
     SMALL_RUN,
     TORCHRUN,
     assert_same_run,
+    load_weights,
     metrics,
     quiet_env,
     train,
@@ -82,7 +82,10 @@ def test_layout_trains_syncs_and_exports(layout, tiny_models, tmp_path):
 def test_resume_after_kill_equals_straight_run(tiny_models, tmp_path):
     model_dir = tiny_models / "llama"
     straight, resumed = tmp_path / "straight", tmp_path / "resumed"
-    train(1, model_dir, straight, "training.max_steps=6", "training.save_steps=3")
+    fresh = train(1, model_dir, straight, "training.max_steps=6", "training.save_steps=3",
+                  "training.resume_from_checkpoint=latest")  # fmt: skip
+    assert "resume 'latest': no checkpoint in" in fresh.stdout + fresh.stderr
+    assert "starting fresh (step 0)" in fresh.stdout + fresh.stderr
     killed = train(1, model_dir, resumed, "training.max_steps=6", "training.save_steps=3",
                    env={"OUMI_MEGATRON_FAULT": "after_save:3"}, check=False)  # fmt: skip
     assert killed.returncode != 0, "the fault injection must kill the run after step 3"
@@ -110,30 +113,11 @@ def test_kill_while_saving_keeps_previous_checkpoint(tiny_models, tmp_path):
     assert (checkpoints / "step_4" / "trainer_state.json").exists()
     assert [r["step"] for r in metrics(out)] == [1, 2, 3, 4]
     assert os.listdir(out / "hf_model")
-
-
-def test_oumi_launcher_runs_the_demo_config(tiny_models, tmp_path):
-    """`oumi distributed torchrun -m oumi_megatron train -c tiny_grpo_cpu.yaml`, 2 processes."""
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    venv_bin = Path(TORCHRUN).parent
-    env = {
-        **quiet_env(),
-        "PATH": f"{venv_bin}{os.pathsep}{os.environ['PATH']}",
-        # Oumi sizes a local job from its GPUs; on CPU describe a one-node job instead.
-        "SKYPILOT_NODE_RANK": "0",
-        "SKYPILOT_NODE_IPS": "127.0.0.1",
-        "SKYPILOT_NUM_GPUS_PER_NODE": "2",
-        "MASTER_PORT": str(port),
-    }
-    out = tmp_path / "oumi_launch"
-    command = [str(venv_bin / "oumi"), "distributed", "torchrun", "-m", "oumi_megatron", "train",
-               "-c", str(RECIPE), f"model.model_name={tiny_models / 'llama'}",
-               f"training.output_dir={out}", "training.max_steps=2", *SMALL_RUN]  # fmt: skip
-    proc = subprocess.run(command, env=env, capture_output=True, text=True, timeout=900, cwd=REPO)
-    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-6000:]
-    assert [r["step"] for r in metrics(out)] == [1, 2]
-    assert (out / "hf_model" / "config.json").exists()
+    # `export --checkpoint` writes a training step's policy: step 4's is the final model.
+    command = [str(TORCHRUN), "--standalone", "--nproc-per-node=1", "-m", "oumi_megatron",
+               "export", "-c", str(RECIPE), f"--model.model_name={model_dir}",
+               f"--training.output_dir={out}", "--checkpoint", "latest", *SMALL_RUN]  # fmt: skip
+    proc = subprocess.run(command, env=quiet_env(), capture_output=True, text=True, cwd=REPO)
+    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-4000:]
+    final, step4 = load_weights(out / "hf_model"), load_weights(out / "hf_model_step_4")
+    assert final.keys() == step4.keys() and all((final[k] == step4[k]).all() for k in final)

@@ -25,6 +25,10 @@ from helpers import (
 
 VENV_BIN = Path(TORCHRUN).parent
 STEPS = ["training.max_steps=2", "training.save_steps=0"]
+# One epoch of 8 prompts at 4 per step = 2 steps; Oumi's zephyr template for the prompts.
+EPOCH = ["training.max_steps=-1", "training.num_train_epochs=1",
+         "data.train.datasets[0].dataset_kwargs.num_examples=8", "model.chat_template=zephyr",
+         "grpo.log_completions=true"]  # fmt: skip
 
 
 def _oumi_forms(overrides: list[str]) -> list[str]:
@@ -49,14 +53,14 @@ def runs(tiny_models, tmp_path_factory) -> dict[str, Path]:
     model = tiny_models / "llama"
     common = [f"model.model_name={model}", *SMALL_RUN, *STEPS]
     _run([str(VENV_BIN / "oumi"), "train", "-c", str(RECIPE),
-          *_oumi_forms([f"training.output_dir={root / 'cli'}", *common[:4]]), *common[4:]])  # fmt: skip
+          *_oumi_forms([f"training.output_dir={root / 'cli'}", *common[:4]]), *common[4:], *EPOCH])  # fmt: skip
     _run([str(VENV_BIN / "oumi"), "distributed", "torchrun", "-m", "oumi", "train",
-          "-c", str(RECIPE), *_oumi_forms([f"training.output_dir={root / 'dist'}", *common])],
+          "-c", str(RECIPE), *_oumi_forms([f"training.output_dir={root / 'dist'}", *common, *EPOCH])],
          env={"SKYPILOT_NODE_RANK": "0", "SKYPILOT_NODE_IPS": "127.0.0.1",
               "SKYPILOT_NUM_GPUS_PER_NODE": "2", "MASTER_PORT": str(_free_port())})  # fmt: skip
     api = _run([sys.executable, str(REPO / "tests" / "integration" / "api_worker.py"), str(model),
                 str(root / "api_recipe"), str(root / "api_built"), str(root / "api_other"),
-                *SMALL_RUN, *STEPS])  # fmt: skip
+                *SMALL_RUN, *STEPS, *EPOCH])  # fmt: skip
     last = next(line for line in api.stdout.splitlines() if line.startswith("LAST_METRICS "))
     (root / "api_built" / "last_metrics.json").write_text(last.removeprefix("LAST_METRICS "))
     return {name: root / name for name in ("cli", "dist", "api_recipe", "api_built", "api_other")}
@@ -76,6 +80,21 @@ def test_oumi_train_is_our_trainer(runs):
     assert_same_metrics(rows, metrics(runs["api_recipe"]))
     wa, wb = load_weights(runs["cli"] / "hf_model"), load_weights(runs["api_recipe"] / "hf_model")
     assert max((wa[k] - wb[k]).abs().max().item() for k in wa) == 0.0
+
+
+def test_epochs_and_chat_template_act(runs):
+    """max_steps -1 trains one epoch (8 prompts, 4 per step: 2 steps, each prompt once);
+    model.chat_template renders the prompts and ships with the exported tokenizer."""
+    completions = [
+        json.loads(x) for x in (runs["cli"] / "completions.jsonl").read_text().split("\n") if x
+    ]
+    prompts = {c["prompt"] for c in completions}
+    assert len(prompts) == 8 and len(completions) == 8 * 4
+    assert all(p.startswith("<|user|>\n") and p.endswith("<|assistant|>\n") for p in prompts)
+    from transformers import AutoTokenizer
+
+    exported = AutoTokenizer.from_pretrained(runs["cli"] / "hf_model")
+    assert "<|assistant|>" in exported.chat_template
 
 
 def test_oumi_distributed_torchrun_two_processes(runs):

@@ -43,9 +43,22 @@ def test_oumi_finalize_runs(check) -> None:
     assert check(8, finalize=True).data_parallel_size == 4
 
 
-def test_oumi_finalize_error_is_wrapped(check, load, tiny_model_dir: Path) -> None:
+def test_empty_training_data_is_refused(check, load, tiny_model_dir: Path) -> None:
     cfg = load(f"model.model_name={tiny_model_dir}", "data.train.datasets=[]")
-    with pytest.raises(ConfigError, match="At least one training dataset is required"):
+    with pytest.raises(ConfigError, match=r"data.train.datasets is empty\. Fix: list"):
+        validate_config(cfg, 8, DENSE)
+
+
+def test_oumi_finalize_error_is_wrapped(check, load, tiny_model_dir: Path, monkeypatch) -> None:
+    from oumi.exceptions import OumiConfigError
+
+    cfg = load(f"model.model_name={tiny_model_dir}")
+
+    def finalize():
+        raise OumiConfigError("At least one training dataset is required")
+
+    monkeypatch.setattr(cfg, "finalize_and_validate", finalize)
+    with pytest.raises(ConfigError, match="required \\(raised by Oumi's finalize_and_validate"):
         validate_config(cfg, 8, DENSE)
 
 

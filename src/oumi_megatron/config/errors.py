@@ -12,8 +12,46 @@ class ConfigError(OumiConfigError, ValueError):
     """An invalid configuration; the message names the field, its value and a fix.
 
     Subclasses ``OumiConfigError`` too, so code (and Oumi's CLI) that already catches
-    Oumi's config errors also catches ours.
+    Oumi's config errors also catches ours. ``problems`` lists each problem's message (one,
+    unless built by ``ConfigError.of``).
     """
+
+    def __init__(self, message: str, problems: list[str] | None = None):
+        super().__init__(message)
+        self.problems = list(problems) if problems else [message]
+
+    @classmethod
+    def of(cls, problems: list[str]) -> ConfigError:
+        """One error reporting every problem, numbered when there are several."""
+        if len(problems) == 1:
+            return cls(problems[0])
+        lines = [f"{len(problems)} problems in the config:"]
+        lines += [f"  {i}. " + p.replace("\n", "\n     ") for i, p in enumerate(problems, 1)]
+        return cls("\n".join(lines), problems)
+
+
+class Problems:
+    """Runs independent checks, keeps every ``ConfigError`` and raises them together."""
+
+    def __init__(self) -> None:
+        self.messages: list[str] = []
+
+    def check(self, check, *args, **kwargs):
+        """``check(*args, **kwargs)``'s result, or None after recording its ``ConfigError``."""
+        try:
+            return check(*args, **kwargs)
+        except ConfigError as error:
+            for message in error.problems:
+                self.add(message)
+            return None
+
+    def add(self, message: str) -> None:
+        if message not in self.messages:  # two checks may meet the same problem
+            self.messages.append(message)
+
+    def raise_if_any(self) -> None:
+        if self.messages:
+            raise ConfigError.of(self.messages)
 
 
 def closest_match(word: str, candidates: Iterable[str]) -> str | None:

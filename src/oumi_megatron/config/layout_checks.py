@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from oumi_megatron.config.errors import ConfigError
+from oumi_megatron.config.errors import ConfigError, Problems
 from oumi_megatron.config.model_shape import ModelShape
 from oumi_megatron.config.trainer_types import MEGATRON_GRPO
 
@@ -159,23 +159,40 @@ def _check_grpo_batches(cfg: MegatronTrainingConfig, global_batch: int) -> int:
 
 
 def check_layout(
-    cfg: MegatronTrainingConfig, world_size: int, shape: ModelShape
-) -> ValidatedLayout:
-    """Raises ``ConfigError`` unless the config fits ``world_size`` ranks and ``shape``."""
+    cfg: MegatronTrainingConfig,
+    world_size: int,
+    shape: ModelShape | None,
+    problems: Problems | None = None,
+) -> ValidatedLayout | None:
+    """Checks that the config fits ``world_size`` ranks and the model ``shape`` (checks that
+    need the shape are skipped when it is None).
+
+    Raises one ``ConfigError`` listing every problem found, or, given ``problems``, records
+    them there and returns None when the layout could not be derived.
+    """
+    own = problems is None
+    problems = Problems() if own else problems
+    before = len(problems.messages)
     m = cfg.megatron
-    dp = m.data_parallel_size(world_size)
-    expert_dp = _check_experts(m, world_size, shape)
-    _check_model_split(m, shape)
-    global_batch, num_micro = _check_batches(cfg, dp)
+    dp = problems.check(m.data_parallel_size, world_size)
+    expert_dp = problems.check(_check_experts, m, world_size, shape) if shape else None
+    if shape is not None:
+        problems.check(_check_model_split, m, shape)
+    batches = problems.check(_check_batches, cfg, dp) if dp is not None else None
     prompts = None
     if cfg.training.trainer_type == MEGATRON_GRPO:
-        prompts = _check_grpo_batches(cfg, global_batch)
-        _check_rollout_replicas(m, world_size)
+        if batches is not None:
+            prompts = problems.check(_check_grpo_batches, cfg, batches[0])
+        problems.check(_check_rollout_replicas, m, world_size)
+    if own:
+        problems.raise_if_any()
+    if len(problems.messages) > before or batches is None or expert_dp is None:
+        return None
     return ValidatedLayout(
         world_size=world_size,
         data_parallel_size=dp,
         expert_data_parallel_size=expert_dp,
-        global_batch_size=global_batch,
-        num_microbatches=num_micro,
+        global_batch_size=batches[0],
+        num_microbatches=batches[1],
         prompts_per_step=prompts,
     )

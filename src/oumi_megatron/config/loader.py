@@ -101,7 +101,7 @@ def _build_oumi_sections(tree: dict[str, Any]) -> dict[str, Any]:
 
 
 def load_config_from_str(
-    text: str, overrides: list[str] | None = None, *, source: str = "<string>"
+    text: str, overrides: list[str] | None = None, *, source: str = "<string>", check: bool = True
 ) -> MegatronTrainingConfig:
     """Like ``load_config`` but from YAML text; ``source`` names it in messages."""
     tree = _parse(text, list(overrides or []), source)
@@ -110,12 +110,18 @@ def load_config_from_str(
     megatron = validate_section(tree.pop("megatron", None), MegatronParams, "megatron")
     grpo = validate_section(tree.pop("grpo", None), GrpoParams, "grpo")
     cfg = MegatronTrainingConfig(**_build_oumi_sections(tree), megatron=megatron, grpo=grpo)
-    check_static(cfg)
+    if check:
+        check_static(cfg)
     return cfg
 
 
-def load_config(path: str | Path, overrides: list[str] | None = None) -> MegatronTrainingConfig:
+def load_config(
+    path: str | Path, overrides: list[str] | None = None, *, check: bool = True
+) -> MegatronTrainingConfig:
     """Loads and checks a recipe; ``overrides`` are ``a.b.c=value`` strings (CLI order).
+
+    ``check=False`` leaves the config-only checks (``check_static``) to a later
+    ``validate_config``, which reports them together with the world-size and model checks.
 
     Raises:
         ConfigError: for any problem, before anything is built or written.
@@ -123,4 +129,4 @@ def load_config(path: str | Path, overrides: list[str] | None = None) -> Megatro
     file = Path(path)
     if not file.is_file():
         raise ConfigError(f"Config file not found: '{path}'. Fix: pass the path of a YAML recipe.")
-    return load_config_from_str(file.read_text(), overrides, source=str(path))
+    return load_config_from_str(file.read_text(), overrides, source=str(path), check=check)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from enum import Enum
 from typing import TYPE_CHECKING, Any
 
-from oumi_megatron.config.errors import ConfigError
+from oumi_megatron.config.errors import ConfigError, Problems
 from oumi_megatron.config.oumi_fields import REPLACED_OUMI_FIELDS
 from oumi_megatron.config.schema import field_default
 from oumi_megatron.config.trainer_types import MEGATRON_GRPO, MEGATRON_TRAINER_TYPES
@@ -24,24 +24,29 @@ def _check_trainer_type(cfg: MegatronTrainingConfig) -> None:
         )
 
 
-def _check_no_fsdp_deepspeed(cfg: MegatronTrainingConfig) -> None:
+def _check_no_fsdp_deepspeed(cfg: MegatronTrainingConfig) -> list[str]:
     trainer = cfg.training.trainer_type.name
+    problems = []
     if cfg.fsdp.enable_fsdp:
-        raise ConfigError(
+        problems.append(
             f"fsdp.enable_fsdp (true) cannot be combined with training.trainer_type {trainer}: "
             f"Megatron shards the model itself (megatron.*_parallel_size, "
             f"megatron.ddp_config.use_distributed_optimizer). Fix: set fsdp.enable_fsdp: false."
         )
     if cfg.deepspeed.enable_deepspeed:
-        raise ConfigError(
+        problems.append(
             f"deepspeed.enable_deepspeed (true) cannot be combined with training.trainer_type "
             f"{trainer}: Megatron shards the model itself. Fix: set "
             f"deepspeed.enable_deepspeed: false."
         )
+    return problems
 
 
-def _check_replaced_oumi_fields(cfg: MegatronTrainingConfig) -> None:
+def _check_replaced_oumi_fields(cfg: MegatronTrainingConfig) -> list[str]:
+    problems = []
     for path, fix in REPLACED_OUMI_FIELDS.items():
+        if path in ("fsdp.enable_fsdp", "deepspeed.enable_deepspeed"):
+            continue  # _check_no_fsdp_deepspeed says more
         *parents, name = path.split(".")
         owner: Any = cfg
         for part in parents:
@@ -49,13 +54,14 @@ def _check_replaced_oumi_fields(cfg: MegatronTrainingConfig) -> None:
         value = getattr(owner, name)
         if value != field_default(owner, name):
             shown = value.value if isinstance(value, Enum) else value
-            raise ConfigError(f"{path} ({shown!r}) is not used by Megatron trainers. Fix: {fix}.")
+            problems.append(f"{path} ({shown!r}) is not used by Megatron trainers. Fix: {fix}.")
     optimizer = cfg.training.optimizer
     if not optimizer.startswith("adam"):
-        raise ConfigError(
+        problems.append(
             f"training.optimizer ({optimizer!r}) is not supported: Megatron trainers use "
             f"Megatron's AdamW. Fix: remove training.optimizer or use 'adamw_torch'."
         )
+    return problems
 
 
 def _check_grpo(cfg: MegatronTrainingConfig) -> None:
@@ -93,14 +99,45 @@ def _check_lr(cfg: MegatronTrainingConfig) -> None:
 
 
 def check_oumi_compatibility(cfg: MegatronTrainingConfig) -> None:
-    """Rejects Oumi settings that a Megatron trainer would otherwise silently ignore."""
-    _check_no_fsdp_deepspeed(cfg)
-    _check_replaced_oumi_fields(cfg)
+    """Rejects Oumi settings that a Megatron trainer would otherwise silently ignore (all of
+    them in one ``ConfigError``)."""
+    problems = _check_no_fsdp_deepspeed(cfg) + _check_replaced_oumi_fields(cfg)
+    if problems:
+        raise ConfigError.of(problems)
 
 
-def check_static(cfg: MegatronTrainingConfig) -> None:
-    """Raises ``ConfigError`` on the first config-only problem found."""
-    _check_trainer_type(cfg)
-    check_oumi_compatibility(cfg)
-    _check_grpo(cfg)
-    _check_lr(cfg)
+def _check_chat_template(cfg: MegatronTrainingConfig) -> None:
+    from oumi.utils.io_utils import get_oumi_root_directory
+
+    name = cfg.model.chat_template
+    if not name:
+        return
+    directory = get_oumi_root_directory() / "datasets" / "chat_templates"
+    if not (directory / f"{name.lower()}.jinja").is_file():
+        names = sorted(f.stem for f in directory.glob("*.jinja"))
+        raise ConfigError(
+            f"model.chat_template ({name!r}) is not one of Oumi's chat templates. Fix: use "
+            f"one of {', '.join(names)}, or remove it to use the tokenizer's own template."
+        )
+
+
+def _check_length(cfg: MegatronTrainingConfig) -> None:
+    steps, epochs = cfg.training.max_steps, cfg.training.num_train_epochs
+    if steps <= 0 and epochs <= 0:
+        raise ConfigError(
+            f"training.max_steps ({steps}) and training.num_train_epochs ({epochs}) leave "
+            f"nothing to train. Fix: set training.max_steps > 0, or num_train_epochs >= 1 "
+            f"with max_steps <= 0 (whole epochs of the prompt set)."
+        )
+
+
+def check_static(cfg: MegatronTrainingConfig, problems: Problems | None = None) -> None:
+    """Every config-only check; raises one ``ConfigError`` listing all problems found (or
+    records them in ``problems`` for the caller to raise with its own)."""
+    own = problems is None
+    problems = Problems() if own else problems
+    for check in (_check_trainer_type, check_oumi_compatibility, _check_grpo, _check_lr,
+                  _check_length, _check_chat_template):  # fmt: skip
+        problems.check(check, cfg)
+    if own:
+        problems.raise_if_any()

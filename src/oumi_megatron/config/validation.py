@@ -6,7 +6,8 @@ from pathlib import Path
 
 from oumi.exceptions import OumiConfigError
 
-from oumi_megatron.config.errors import ConfigError
+from oumi_megatron.config.data_checks import check_data
+from oumi_megatron.config.errors import ConfigError, Problems
 from oumi_megatron.config.grpo_params import GrpoParams
 from oumi_megatron.config.layout_checks import ValidatedLayout, check_layout
 from oumi_megatron.config.megatron_params import MegatronParams
@@ -31,31 +32,53 @@ def check_model_path(cfg: MegatronTrainingConfig) -> None:
         )
 
 
+def check_rewards(cfg: MegatronTrainingConfig) -> None:
+    """Every ``grpo.reward_functions`` entry resolves (built-in, registered, or importable)."""
+    from oumi_megatron.config.trainer_types import MEGATRON_GRPO
+    from oumi_megatron.rewards import RewardResolutionError, resolve_reward_functions
+
+    grpo = cfg.grpo
+    if cfg.training.trainer_type != MEGATRON_GRPO or not grpo.reward_functions:
+        return
+    try:
+        resolve_reward_functions(grpo.reward_functions, grpo.reward_function_kwargs)
+    except RewardResolutionError as error:
+        raise ConfigError(f"grpo.reward_functions: {error}") from None
+
+
 def validate_config(
     cfg: MegatronTrainingConfig,
     world_size: int,
-    model_shape: ModelShape,
+    model_shape: ModelShape | None,
     *,
     run_oumi_finalize: bool = True,
+    problems: Problems | None = None,
 ) -> ValidatedLayout:
     """Checks ``cfg`` for a run on ``world_size`` ranks of a model shaped ``model_shape``.
 
     Re-runs the load-time checks (the config may have been edited since), then the model
-    path, parallel layout and batch-size rules, then Oumi's ``finalize_and_validate``
-    (which needs a training dataset and may resolve adapters via the Hub; skip it with
-    ``run_oumi_finalize=False``, e.g. for checkpoint conversion).
+    path, parallel layout and batch-size rules, the rewards and the data, collecting every
+    problem (with those already in ``problems``) into one ``ConfigError``. Then Oumi's
+    ``finalize_and_validate`` (which needs a training dataset and may resolve adapters via the
+    Hub; skip it with ``run_oumi_finalize=False``, e.g. for checkpoint conversion).
+    ``model_shape`` None (the model could not be read) skips the checks that need it.
 
     Returns:
         The derived sizes (data-parallel size, micro batches per step, ...).
 
     Raises:
-        ConfigError: naming the field, its value and a fix.
+        ConfigError: naming each field, its value and a fix.
     """
+    problems = Problems() if problems is None else problems
     cfg.megatron = validate_section(cfg.megatron, MegatronParams, "megatron")
     cfg.grpo = validate_section(cfg.grpo, GrpoParams, "grpo")
-    check_static(cfg)
-    check_model_path(cfg)
-    layout = check_layout(cfg, world_size, model_shape)
+    check_static(cfg, problems)
+    problems.check(check_model_path, cfg)
+    layout = check_layout(cfg, world_size, model_shape, problems)
+    problems.check(check_rewards, cfg)
+    if run_oumi_finalize:  # training: conversion and export need no data
+        problems.check(check_data, cfg)
+    problems.raise_if_any()
     if run_oumi_finalize:
         try:
             cfg.finalize_and_validate()

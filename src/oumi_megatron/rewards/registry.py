@@ -17,12 +17,14 @@ so those names are rejected with the built-in to use instead.
 from __future__ import annotations
 
 import difflib
+import hashlib
 import importlib
 import inspect
 import logging
 import sys
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Final
 
 from oumi_megatron.rewards.arithmetic import arithmetic_dense, arithmetic_exact
@@ -136,13 +138,10 @@ def _import_path(path: str) -> RewardFn:
         module_name, _, attr = path.rpartition(".")
     if not module_name or not attr:
         raise RewardResolutionError(f"reward function {path!r}: expected 'package.module:function'")
-    try:
-        module = importlib.import_module(module_name)
-    except ImportError as error:
-        raise RewardResolutionError(
-            f"reward function {path!r}: cannot import module {module_name!r} ({error}). Fix: "
-            f"make it importable (installed or on PYTHONPATH) or use a registered name."
-        ) from error
+    if module_name.endswith(".py") or "/" in module_name:
+        module = _import_file(path, Path(module_name))
+    else:
+        module = _import_module(path, module_name)
     fn = getattr(module, attr, None)
     if fn is None:
         public = [n for n, v in vars(module).items() if callable(v) and not n.startswith("_")]
@@ -153,6 +152,61 @@ def _import_path(path: str) -> RewardFn:
     if not callable(fn):
         raise RewardResolutionError(f"reward function {path!r} is not callable")
     return fn
+
+
+def _import_module(path: str, module_name: str) -> Any:
+    """``module_name``, also from the working directory (as ``python -m`` would find it,
+    though console scripts and torchrun do not put it on ``sys.path``)."""
+    try:
+        return importlib.import_module(module_name)
+    except ModuleNotFoundError as error:
+        cwd = str(Path.cwd())
+        if error.name != module_name.split(".")[0] or cwd in sys.path:
+            raise _not_importable(path, module_name, error) from error
+        sys.path.append(cwd)
+        try:
+            return importlib.import_module(module_name)
+        except ImportError as retry:
+            sys.path.remove(cwd)
+            raise _not_importable(path, module_name, retry) from retry
+    except ImportError as error:
+        raise _not_importable(path, module_name, error) from error
+
+
+def _not_importable(path: str, module_name: str, error: Exception) -> RewardResolutionError:
+    return RewardResolutionError(
+        f"reward function {path!r}: cannot import module {module_name!r} ({error}; searched "
+        f"the installed packages and {Path.cwd()}). Fix: install it, run from the directory "
+        f"holding it, or give the file: 'path/to/{module_name.replace('.', '/')}.py:function'."
+    )
+
+
+def _import_file(path: str, file: Path) -> Any:
+    """A reward module given as a file path (relative to the working directory)."""
+    import importlib.util
+
+    resolved = file.expanduser().resolve()
+    if not resolved.is_file():
+        raise RewardResolutionError(
+            f"reward function {path!r}: file {str(file)!r} does not exist (looked in "
+            f"{resolved.parent}). Fix: give its path from {Path.cwd()} or an absolute path."
+        )
+    digest = hashlib.sha256(str(resolved).encode()).hexdigest()[:8]  # same name on every rank
+    name = f"oumi_megatron_rewards_{resolved.stem}_{digest}"
+    if name in sys.modules:
+        return sys.modules[name]
+    spec = importlib.util.spec_from_file_location(name, resolved)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    try:
+        spec.loader.exec_module(module)
+    except Exception as error:
+        del sys.modules[name]
+        raise RewardResolutionError(
+            f"reward function {path!r}: importing {str(file)!r} failed: "
+            f"{type(error).__name__}: {error}"
+        ) from error
+    return module
 
 
 def _did_you_mean(name: str, candidates: Iterable[str]) -> str:

@@ -14,7 +14,8 @@ from oumi_megatron.step.topology import RolloutTopology
 from oumi_megatron.training.policy import MegatronPolicy
 
 
-def build_policy(setup: RunSetup):
+def build_policy(setup: RunSetup, steps: int):
+    """The Megatron policy, its optimizer and an LR schedule over ``steps`` GRPO steps."""
     from megatron.core.distributed import DistributedDataParallelConfig
 
     from oumi_megatron.model.bridge import load_megatron_model
@@ -41,7 +42,7 @@ def build_policy(setup: RunSetup):
     from oumi_megatron.step.update import optimizer_steps_per_grpo_step
 
     per_step = optimizer_steps_per_grpo_step(cfg, setup.validated)
-    settings = OptimizerSettings.from_config(cfg, optimizer_steps_per_step=per_step)
+    settings = OptimizerSettings.from_config(cfg, optimizer_steps_per_step=per_step, steps=steps)
     optimizer, scheduler = build_optimizer(loaded.chunks, settings, setup.params_dtype)
     policy = MegatronPolicy(
         loaded.chunks, cfg.grpo.temperature, optimizer, scheduler,
@@ -203,6 +204,10 @@ def build_prompts(setup: RunSetup, prompts_per_step: int):
     tokenizer = AutoTokenizer.from_pretrained(
         cfg.model.tokenizer_name or str(setup.hf_dir), trust_remote_code=cfg.model.trust_remote_code
     )
+    if cfg.model.chat_template:
+        from oumi.builders.models import build_chat_template
+
+        tokenizer.chat_template = build_chat_template(cfg.model.chat_template)
     dataset = load_prompt_datasets(cfg.data.train.datasets, tokenizer, cfg.grpo.max_prompt_length)
     loader = PromptDataLoader(dataset, prompts_per_step, seed=cfg.sampling_seed)
     return tokenizer, loader

@@ -27,9 +27,13 @@ class OptimizerSettings:
     overlap_cpu_offload: bool = False
 
     @classmethod
-    def from_config(cls, cfg, optimizer_steps_per_step: int = 1) -> OptimizerSettings:
+    def from_config(
+        cls, cfg, optimizer_steps_per_step: int = 1, steps: int | None = None
+    ) -> OptimizerSettings:
+        """``steps``: GRPO steps the run trains (``training.max_steps`` when None)."""
         opt = cfg.megatron.optimizer_config
-        total = max(int(cfg.training.max_steps), 1) * optimizer_steps_per_step
+        steps = int(cfg.training.max_steps) if steps is None else steps
+        total = max(steps, 1) * optimizer_steps_per_step
         warmup = opt.lr_warmup_steps
         if warmup is None:
             warmup = int(round((opt.lr_warmup_fraction or 0.0) * total))
