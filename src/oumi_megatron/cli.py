@@ -7,7 +7,6 @@ Heavy imports (Oumi, Megatron, Bridge) happen inside the commands, so `--help` i
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
 
 COMMANDS = {
@@ -72,11 +71,13 @@ def run_command(command: str, config: str, overrides: list[str]) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
-    from oumi_megatron.config import ConfigError
+    from oumi_megatron.console import setup_console
 
+    setup_console()  # before the heavy imports below, whose warnings it filters
+    from oumi_megatron.config import ConfigError
+    from oumi_megatron.parallel.threads import set_default_threads
+
+    set_default_threads()
     try:
         from oumi_megatron import commands
 

@@ -13,10 +13,12 @@ import logging
 import time
 from pathlib import Path
 
+import torch
 from oumi.core.trainers.base_trainer import BaseTrainer
 
 from oumi_megatron.launch import RunSetup, prepare_setup, start_processes
 from oumi_megatron.metrics import MetricsLogger, PhaseTimer, TrainingProgress
+from oumi_megatron.metrics.summary import LayoutFacts, layout_lines, run_lines
 from oumi_megatron.parallel.ranks import is_rank0, rank
 from oumi_megatron.rollout.base import SamplingParams
 from oumi_megatron.step import components
@@ -64,8 +66,6 @@ class OumiMegatronGrpoTrainer(BaseTrainer):
         self.loaded, self.policy = components.build_policy(setup, self.max_steps)
         self.reference = components.build_reference(setup)
         self.topology = components.build_topology(setup)
-        if self.is_main:
-            logger.info("rollout: %s", self.topology.describe())
         self.engine = components.build_engine(setup, self.topology)
         self.generates = components.generates(setup, self.topology)
         self.is_leader = self.topology.is_leader(self.rank)
@@ -114,6 +114,36 @@ class OumiMegatronGrpoTrainer(BaseTrainer):
         )
         self.step = 0
         self._last_metrics: dict[str, float] = {}
+        self._history: list[dict[str, float]] = []  # this process's steps, for the summary
+        if self.is_main:
+            for line in layout_lines(self._layout_facts()):
+                logger.info(line)
+
+    def _layout_facts(self) -> LayoutFacts:
+        cfg, setup, settings = self.cfg, self.setup, self.update_settings
+        m = cfg.megatron
+        packing = (f"packed, <= {cfg.packing_token_budget} tokens per micro batch"
+                   if m.enable_sequence_packing else "padded rows")  # fmt: skip
+        return LayoutFacts(
+            world_size=setup.world_size,
+            layout=str(setup.layout),
+            data_parallel_size=setup.validated.data_parallel_size,
+            device="GPU" if torch.cuda.is_available() else "CPU",
+            parameters_rank0=sum(p.numel() for c in self.loaded.chunks for p in c.parameters()),
+            rollout=self.topology.describe(),
+            engine=m.inference_backend,
+            weight_sync=m.weight_sync_method if m.enable_weight_sync else "off",
+            prompts_per_step=setup.validated.prompts_per_step,
+            num_generations=cfg.grpo.num_generations,
+            global_batch_size=setup.validated.global_batch_size,
+            micro_batch_size=m.micro_batch_size,
+            microbatches_per_rank=setup.validated.num_microbatches,
+            optimizer_steps_per_step=settings.optimizer_steps,
+            packing=packing,
+            steps=self.max_steps,
+            steps_from="training.max_steps" if cfg.training.max_steps > 0
+            else f"{cfg.training.num_train_epochs} epoch(s) of {len(self.loader.dataset)} prompts",
+        )  # fmt: skip
 
     def _training_steps(self) -> int:
         training = self.cfg.training
@@ -129,6 +159,7 @@ class OumiMegatronGrpoTrainer(BaseTrainer):
     # ---- the loop ------------------------------------------------------------------------
 
     def train(self, resume_from_checkpoint: str | None = None) -> None:
+        started = time.perf_counter()
         self._resume(resume_from_checkpoint)
         self.metrics_logger = self._open_metrics()
         max_steps = self.max_steps
@@ -157,6 +188,8 @@ class OumiMegatronGrpoTrainer(BaseTrainer):
                 self.loaded.provider,
             )
             self._save_if_due()
+            self._history.append({k: v for k, v in self._last_metrics.items()
+                                  if k.startswith("time/") or k == "reward/mean"})  # fmt: skip
             if self._is_logging_step(max_steps):
                 self.metrics_logger.log(self.step, self._last_metrics)
                 progress.update(self.step, self._last_metrics)
@@ -169,6 +202,11 @@ class OumiMegatronGrpoTrainer(BaseTrainer):
         self.metrics_logger.close()
         if self.is_main:
             self._plot_rewards()
+            out = self.output_dir
+            outputs = [out / "hf_model", out / "checkpoints", out / "metrics.jsonl",
+                       out / "reward_curve.png"]  # fmt: skip
+            for line in run_lines(self._history, time.perf_counter() - started, outputs):
+                logger.info(line)
 
     def _plot_rewards(self) -> None:
         from oumi_megatron.plotting import plot_reward_curve

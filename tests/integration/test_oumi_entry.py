@@ -52,7 +52,7 @@ def runs(tiny_models, tmp_path_factory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("oumi_entry")
     model = tiny_models / "llama"
     common = [f"model.model_name={model}", *SMALL_RUN, *STEPS]
-    _run([str(VENV_BIN / "oumi"), "train", "-c", str(RECIPE),
+    cli = _run([str(VENV_BIN / "oumi"), "train", "-c", str(RECIPE),
           *_oumi_forms([f"training.output_dir={root / 'cli'}", *common[:4]]), *common[4:], *EPOCH])  # fmt: skip
     _run([str(VENV_BIN / "oumi"), "distributed", "torchrun", "-m", "oumi", "train",
           "-c", str(RECIPE), *_oumi_forms([f"training.output_dir={root / 'dist'}", *common, *EPOCH])],
@@ -63,6 +63,7 @@ def runs(tiny_models, tmp_path_factory) -> dict[str, Path]:
                 *SMALL_RUN, *STEPS, *EPOCH])  # fmt: skip
     last = next(line for line in api.stdout.splitlines() if line.startswith("LAST_METRICS "))
     (root / "api_built" / "last_metrics.json").write_text(last.removeprefix("LAST_METRICS "))
+    (root / "cli" / "console.txt").write_text(cli.stdout + cli.stderr)
     return {name: root / name for name in ("cli", "dist", "api_recipe", "api_built", "api_other")}
 
 
@@ -80,6 +81,18 @@ def test_oumi_train_is_our_trainer(runs):
     assert_same_metrics(rows, metrics(runs["api_recipe"]))
     wa, wb = load_weights(runs["cli"] / "hf_model"), load_weights(runs["api_recipe"] / "hf_model")
     assert max((wa[k] - wb[k]).abs().max().item() for k in wa) == 0.0
+
+
+def test_console_is_quiet_and_says_what_runs(runs):
+    """From our start on: no third-party warning or traceback; the layout first, a summary last."""
+    console = (runs["cli"] / "console.txt").read_text()
+    ours = console[console.index(" oumi_megatron.") :]  # before it: Oumi's own start-up
+    assert "Warning" not in ours and "Traceback" not in ours and "Loading weights" not in ours
+    for line in ("layout: 1 process(es) on CPU: TP1×PP1×DP1",
+                 "batch: 4 prompts × 4 generations = 16 sequences per step",
+                 "steps: 2 (1 epoch(s) of 8 prompts)", "run: 2 step(s) in",
+                 "reward/mean: first 2 step(s)", "outputs: "):  # fmt: skip
+        assert line in ours, line
 
 
 def test_epochs_and_chat_template_act(runs):

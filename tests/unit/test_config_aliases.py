@@ -107,7 +107,10 @@ def test_programmatic_conflict() -> None:
 
 
 def _oumi_default(path: str):
-    owner, name = _owner(TrainingParams(), path.removeprefix("training."))
+    from oumi.core.configs import ModelParams
+
+    section, _, rest = path.partition(".")
+    owner, name = _owner({"training": TrainingParams, "model": ModelParams}[section](), rest)
     return getattr(owner, name)
 
 

@@ -41,7 +41,6 @@ def test_static_layout_and_data_problems_come_together(grpo_yaml, tiny_model_dir
         f"model.model_name={tiny_model_dir}",
         "megatron.optimizer_config.min_lr=1.0",
         "megatron.global_batch_size=30",
-        "data.train.mixture_strategy=all_exhausted",
         "data.train.datasets[0].dataset_path=/no/such/file.jsonl",
         "grpo.reward_functions=[no_such_module_xyz:fn]",
     ]
@@ -54,10 +53,23 @@ def test_static_layout_and_data_problems_come_together(grpo_yaml, tiny_model_dir
         "megatron.optimizer_config.min_lr",
         "megatron.global_batch_size",
         "grpo.reward_functions:",
-        "data.train.mixture_strategy",
         "data.train.datasets[0].dataset_path",
     ], problems
     assert "Fix: lower min_lr" in problems[0]
+
+
+def test_unused_oumi_fields_are_refused_together(load):
+    with pytest.raises(ConfigError) as error:
+        load("model.attn_implementation=sdpa", "training.eval_steps=5",
+             "data.train.mixture_strategy=all_exhausted")  # fmt: skip
+    assert error.value.problems == [
+        "data.train.mixture_strategy ('all_exhausted') is not used by Megatron trainers. Fix: "
+        "datasets are concatenated; remove it.",
+        "model.attn_implementation ('sdpa') is not used by Megatron trainers. Fix: Megatron "
+        "picks its attention kernel; remove it.",
+        "training.eval_steps (5) is not used by Megatron trainers. Fix: evaluation during "
+        "training is not supported yet; remove it.",
+    ]
 
 
 def test_one_problem_reads_as_before():

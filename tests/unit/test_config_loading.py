@@ -116,10 +116,10 @@ def test_loader_writes_nothing(tmp_path: Path, grpo_yaml: str, monkeypatch) -> N
 
 
 def test_interpolation_is_kept_literally_like_oumi(load, grpo_yaml: str) -> None:
-    text = grpo_yaml + "\n" + "peft:\n  lora_target_modules: ['${not_a_key}']\n"
+    text = grpo_yaml.replace("max_steps: 10", "max_steps: 10\n  logging_dir: '${not_a_key}'")
     text = text.replace("[gsm8k_accuracy]", "['${x}']")
     cfg = load(text=text)
-    assert cfg.peft.lora_target_modules == ["${not_a_key}"]
+    assert cfg.training.logging_dir == "${not_a_key}"
     assert cfg.grpo.reward_functions == ["${x}"]
 
 

@@ -108,8 +108,8 @@ def test_min_lr_above_lr(load) -> None:
 
 def test_oumi_post_init_still_runs(load) -> None:
     # Oumi's own TrainingConfig.__post_init__ rule, wrapped into our error type.
-    assert _message(load, "model.compile=true").startswith(
-        "Use `training.compile` instead of `model.compile`"
+    assert _message(load, "training.max_steps=0", "training.num_train_epochs=0").startswith(
+        "At least one of max_steps and num_train_epochs must be positive"
     )
 
 

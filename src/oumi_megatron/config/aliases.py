@@ -38,6 +38,22 @@ def _lr_style_from_oumi(value: Any) -> Any:
     return value
 
 
+_DTYPES = {"float32": "fp32", "bfloat16": "bf16", "float16": "fp16", "auto": "auto"}
+
+
+def _dtype_from_oumi(value: Any) -> Any:
+    name = str(value).removeprefix("torch.")
+    if name in _DTYPES.values():
+        return name
+    if name not in _DTYPES:
+        raise ValueError(f"Fix: use one of {', '.join(_DTYPES)}.")
+    return _DTYPES[name]
+
+
+def _dtype_to_oumi(value: Any) -> Any:
+    return {v: k for k, v in _DTYPES.items()}[value]
+
+
 @dataclass(frozen=True)
 class Alias:
     """``ours`` (canonical) and ``oumi`` paths naming one setting."""
@@ -60,6 +76,12 @@ ALIASES: Final[tuple[Alias, ...]] = (
     Alias("grpo.reward_functions", "training.reward_functions", to_oumi=lambda v: list(v) or None),
     Alias("grpo.reward_function_kwargs", "training.reward_function_kwargs", to_oumi=dict),
     Alias("megatron.micro_batch_size", "training.per_device_train_batch_size"),
+    Alias(
+        "megatron.transformer_config.params_dtype",
+        "model.torch_dtype_str",
+        to_ours=_dtype_from_oumi,
+        to_oumi=_dtype_to_oumi,
+    ),
     Alias(
         "megatron.optimizer_config.clip_grad",
         "training.max_grad_norm",

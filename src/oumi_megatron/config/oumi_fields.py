@@ -1,11 +1,12 @@
 """How the Megatron trainers treat Oumi's own fields (the contract documented for users).
 
-Three kinds of Oumi field exist for a ``MEGATRON_*`` trainer:
-- aliases of our fields (``aliases.ALIASES``): merged both ways;
-- fields read with Oumi's meaning (``READ_OUMI_FIELDS``);
-- fields with a Megatron-side replacement (``REPLACED_OUMI_FIELDS``): a non-default value is
-  rejected at load time, because silently ignoring it would surprise.
-Any other Oumi field is accepted and has no effect on Megatron trainers.
+Every leaf field of Oumi's ``TrainingConfig`` is one of:
+- an alias of one of our fields (``aliases.ALIASES``);
+- read with Oumi's meaning (``READ_OUMI_FIELDS``);
+- refused when set to anything but Oumi's default (``unused_oumi_fields``): with its specific
+  fix when it has a Megatron-side replacement (``REPLACED_OUMI_FIELDS``), else as unused.
+No field is accepted and silently ignored. List items are named ``[]`` (``data.train.datasets[]
+.dataset_name``).
 """
 
 from __future__ import annotations
@@ -16,7 +17,16 @@ READ_OUMI_FIELDS: Final[dict[str, str]] = {
     "model.model_name": "HF model directory or Hub id to start from.",
     "model.tokenizer_name": "Tokenizer to use; defaults to model.model_name.",
     "model.chat_template": "Chat template applied to prompts.",
+    "model.trust_remote_code": "Allow the model's own code (off by default).",
     "data.train.datasets": "Prompt (GRPO) or conversation (SFT) datasets.",
+    "data.train.datasets[].dataset_name": "Shipped name, file format, local path or Hub id.",
+    "data.train.datasets[].dataset_path": "File or directory to read.",
+    "data.train.datasets[].subset": "Hub dataset configuration.",
+    "data.train.datasets[].split": "Split to read (default train).",
+    "data.train.datasets[].dataset_kwargs": "Prompt column, template, system prompt, ...",
+    "data.train.datasets[].sample_count": "Rows to keep.",
+    "data.train.datasets[].shuffle": "Shuffle before sample_count.",
+    "data.train.datasets[].seed": "Seed of that shuffle (and of arithmetic_synthetic).",
     "training.trainer_type": "MEGATRON_GRPO or MEGATRON_SFT.",
     "training.learning_rate": "Peak learning rate, reached after warmup.",
     "training.max_steps": "Optimizer steps to run (GRPO: one rollout batch each).",
@@ -59,4 +69,80 @@ REPLACED_OUMI_FIELDS: Final[dict[str, str]] = {
     "training.grpo.model_init_kwargs": "remove it (TRL-only setting)",
     "training.grpo.remove_unused_columns": "remove it (TRL-only setting)",
     "training.grpo.repetition_penalty": "remove it (not supported by MEGATRON_GRPO)",
+    "model.model_max_length": ("use grpo.max_prompt_length and grpo.max_completion_length instead"),
+    "model.attn_implementation": "Megatron picks its attention kernel; remove it",
+    "training.per_device_eval_batch_size": "evaluation is not supported yet; remove it",
+    "training.eval_strategy": "evaluation during training is not supported yet; remove it",
+    "training.eval_steps": "evaluation during training is not supported yet; remove it",
+    "training.enable_mlflow": "use training.enable_wandb or enable_tensorboard instead",
+    "training.lr_scheduler_kwargs": "use megatron.optimizer_config (min_lr, ...) instead",
+    "data.train.mixture_strategy": "datasets are concatenated; remove it",
+    "data.train.datasets[].mixture_proportion": (
+        "datasets are concatenated; remove it (use sample_count to balance)"
+    ),
+    "data.validation.datasets[].dataset_name": (
+        "evaluation during training is not supported yet; remove data.validation"
+    ),
 }
+
+# Refused with their own message (static_checks.py).
+CHECKED_ELSEWHERE: Final = frozenset(
+    {"fsdp.enable_fsdp", "deepspeed.enable_deepspeed", "training.optimizer"}
+)
+_LIST_ITEM = "[]"
+
+
+def _leaves(obj, path: str):
+    """(generic path, path with indices, owner, field name) for every leaf field of a
+    dataclass instance; nested dataclasses and lists of them are walked."""
+    import dataclasses
+
+    for spec in dataclasses.fields(obj):
+        value = getattr(obj, spec.name)
+        here = f"{path}.{spec.name}"
+        if dataclasses.is_dataclass(value):
+            yield from _leaves(value, here)
+        elif isinstance(value, list) and value and all(dataclasses.is_dataclass(v) for v in value):
+            for i, item in enumerate(value):
+                for generic, shown, owner, name in _leaves(item, here):
+                    yield (generic.replace(here, here + _LIST_ITEM, 1),
+                           shown.replace(here, f"{here}[{i}]", 1), owner, name)  # fmt: skip
+        else:
+            yield here, here, obj, spec.name
+
+
+def oumi_leaf_paths(config) -> list[str]:
+    """Generic paths of every leaf field of an Oumi ``TrainingConfig`` (its sections only)."""
+    from oumi.core.configs import TrainingConfig
+
+    return sorted({g for name in _sections() for g, *_ in _leaves(getattr(config, name), name)}
+                  if isinstance(config, TrainingConfig) else set())  # fmt: skip
+
+
+def _sections() -> tuple[str, ...]:
+    import dataclasses
+
+    from oumi.core.configs import TrainingConfig
+
+    return tuple(f.name for f in dataclasses.fields(TrainingConfig))
+
+
+def unused_oumi_fields(config, handled: frozenset[str]) -> list[str]:
+    """A message per Oumi field of ``config`` set to a non-default value that the Megatron
+    trainers do not read (``handled``: alias paths, checked elsewhere)."""
+    from enum import Enum
+
+    from oumi_megatron.config.schema import field_default
+
+    problems = []
+    for name in _sections():
+        for generic, shown, owner, field in _leaves(getattr(config, name), name):
+            if generic in READ_OUMI_FIELDS or generic in handled or generic in CHECKED_ELSEWHERE:
+                continue
+            value = getattr(owner, field)
+            if value == field_default(owner, field):
+                continue
+            value = value.value if isinstance(value, Enum) else value
+            fix = REPLACED_OUMI_FIELDS.get(generic, "remove it")
+            problems.append(f"{shown} ({value!r}) is not used by Megatron trainers. Fix: {fix}.")
+    return problems

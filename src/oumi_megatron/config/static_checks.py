@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-from enum import Enum
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from oumi_megatron.config.errors import ConfigError, Problems
-from oumi_megatron.config.oumi_fields import REPLACED_OUMI_FIELDS
-from oumi_megatron.config.schema import field_default
+from oumi_megatron.config.oumi_fields import unused_oumi_fields
 from oumi_megatron.config.trainer_types import MEGATRON_GRPO, MEGATRON_TRAINER_TYPES
 
 if TYPE_CHECKING:
@@ -43,18 +41,9 @@ def _check_no_fsdp_deepspeed(cfg: MegatronTrainingConfig) -> list[str]:
 
 
 def _check_replaced_oumi_fields(cfg: MegatronTrainingConfig) -> list[str]:
-    problems = []
-    for path, fix in REPLACED_OUMI_FIELDS.items():
-        if path in ("fsdp.enable_fsdp", "deepspeed.enable_deepspeed"):
-            continue  # _check_no_fsdp_deepspeed says more
-        *parents, name = path.split(".")
-        owner: Any = cfg
-        for part in parents:
-            owner = getattr(owner, part)
-        value = getattr(owner, name)
-        if value != field_default(owner, name):
-            shown = value.value if isinstance(value, Enum) else value
-            problems.append(f"{path} ({shown!r}) is not used by Megatron trainers. Fix: {fix}.")
+    from oumi_megatron.config.aliases import OUMI_ALIAS_PATHS
+
+    problems = unused_oumi_fields(cfg, OUMI_ALIAS_PATHS)
     optimizer = cfg.training.optimizer
     if not optimizer.startswith("adam"):
         problems.append(

@@ -23,6 +23,7 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 
+from oumi_megatron.console import quiet_stdout
 from oumi_megatron.model.dist_ckpt import load_chunks, save_chunks, sharded_state_dict
 from oumi_megatron.model.fingerprint import hf_fingerprint
 from oumi_megatron.model.provider import build_model, configure_provider
@@ -94,7 +95,8 @@ def load_megatron_model(
     )
     if configure is not None:
         configure(provider)
-    chunks = build_model(provider, wrap_with_ddp=ddp_config is not None, ddp_config=ddp_config)
+    with quiet_stdout():  # Megatron prints each rank's parameter count
+        chunks = build_model(provider, wrap_with_ddp=ddp_config is not None, ddp_config=ddp_config)
     checkpoint_dir = Path(checkpoint_dir)
     weights_start = time.perf_counter()
     manifest = _expected_manifest(hf_dir, chunks, params_dtype)
@@ -127,7 +129,8 @@ def export_hf_model(loaded: LoadedModel, output_dir: str | Path) -> Path:
     if rank() == 0:
         shutil.rmtree(tmp_dir, ignore_errors=True)
     barrier()
-    with _modelopt_quantization_stand_in():
+    # quiet_stdout: Bridge prints "Success: All tensors ... were written."
+    with _modelopt_quantization_stand_in(), quiet_stdout():
         loaded.bridge.save_hf_pretrained(loaded.chunks, tmp_dir, show_progress=False)
     if rank() == 0:
         generation_config = loaded.hf_dir / "generation_config.json"
