@@ -119,7 +119,10 @@ def render() -> str:
     )
     parts.append(
         _simple_table(
-            "### Oumi fields rejected when set (they have a Megatron replacement)",
+            "### Oumi fields rejected when set, with the fix\n\nEvery other Oumi field (of "
+            "`model:`, `training:`, `data:`, `peft:`, `fsdp:`, `deepspeed:`) is rejected too "
+            "when set to anything but Oumi's default: no field is accepted and ignored. These "
+            "have a more specific fix:",
             ("Oumi field", "Fix"),
             {k: v[0].upper() + v[1:] + "." for k, v in REPLACED_OUMI_FIELDS.items()},
         )

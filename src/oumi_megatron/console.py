@@ -87,3 +87,14 @@ def setup_console() -> None:
         from transformers.utils import logging as hf_logging
 
         hf_logging.disable_progress_bar()
+
+
+def apply_log_level(level: str) -> None:
+    """``training.log_level`` for our messages: all of them on rank 0; on other ranks never
+    below WARNING (their INFO lines repeat rank 0's)."""
+    value = logging.getLevelName(str(level).upper())
+    if not isinstance(value, int):
+        return  # Oumi validates the name; keep the default if it is unknown here
+    if int(os.environ.get("RANK", "0")) != 0:
+        value = max(value, logging.WARNING)
+    logging.getLogger("oumi_megatron").setLevel(value)

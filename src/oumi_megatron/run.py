@@ -65,6 +65,9 @@ def run_training(config, resume_from_checkpoint: str | None = None) -> None:
     check_trainer_type(cfg)
     setup = prepare_setup(cfg, for_training=True)
     check_resume(setup, resume_from_checkpoint)
+    from oumi_megatron.console import apply_log_level
+
+    apply_log_level(cfg.training.log_level)
     if setup.roles.is_rollout_worker:
         serve_rollout(setup)
         return

@@ -109,7 +109,7 @@ def test_kill_while_saving_keeps_previous_checkpoint(tiny_models, tmp_path):
     assert (checkpoints / ".step_4.tmp").exists(), "the interrupted save stays under its temp name"
     assert (checkpoints / "latest").read_text() == "step_2"
     train(1, model_dir, out, "training.max_steps=4", "training.save_steps=2",
-          "training.resume_from_checkpoint=latest")  # fmt: skip
+          "training.try_resume_from_last_checkpoint=true")  # fmt: skip
     assert (checkpoints / "step_4" / "trainer_state.json").exists()
     assert [r["step"] for r in metrics(out)] == [1, 2, 3, 4]
     assert os.listdir(out / "hf_model")
