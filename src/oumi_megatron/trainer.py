@@ -19,6 +19,7 @@ from oumi.core.trainers.base_trainer import BaseTrainer
 from oumi_megatron.launch import RunSetup, prepare_setup, start_processes
 from oumi_megatron.metrics import MetricsLogger, PhaseTimer, TrainingProgress
 from oumi_megatron.metrics.summary import LayoutFacts, layout_lines, run_lines
+from oumi_megatron.metrics.timers import STANDARD_PHASES
 from oumi_megatron.parallel.ranks import is_rank0, rank
 from oumi_megatron.rollout.base import SamplingParams
 from oumi_megatron.step import components
@@ -79,6 +80,7 @@ class OumiMegatronGrpoTrainer(BaseTrainer):
             directory=setup.output_dir / "weight_sync",
         )
         self.reward_functions = components.build_rewards(setup)
+        self.evaluator = components.build_evaluator(setup, self.tokenizer, self.reward_functions)
         self.sampling = SamplingParams(
             n=grpo.num_generations,
             temperature=grpo.temperature,
@@ -103,7 +105,7 @@ class OumiMegatronGrpoTrainer(BaseTrainer):
             optimizer_steps=optimizer_steps_per_grpo_step(self.cfg, setup.validated),
             dp_size=self.topology.dp_size,
         )
-        self.timer = PhaseTimer()
+        self.timer = PhaseTimer(phases=STANDARD_PHASES + (("eval",) if self.evaluator else ()))
         self.checkpoint_root = setup.output_dir / "checkpoints"
         checkpoint_config = megatron.checkpoint_config
         self.checkpointer = checkpoint.Checkpointer(
@@ -180,6 +182,7 @@ class OumiMegatronGrpoTrainer(BaseTrainer):
             with self.timer.phase("sync"):
                 update.update(self.weight_sync.sync())
             self.step += 1
+            evaluation = self._evaluate_if_due(max_steps)
             tally = {**self._tally(rollouts, scored), **exchanged.as_tally()}
             self._last_metrics = step_metrics(
                 reduce_tally(tally, self.cfg.grpo.num_generations),
@@ -187,6 +190,7 @@ class OumiMegatronGrpoTrainer(BaseTrainer):
                 self.timer.step_metrics(),
                 self.loaded.provider,
             )
+            self._last_metrics.update(evaluation)
             self._save_if_due()
             self._history.append({k: v for k, v in self._last_metrics.items()
                                   if k.startswith("time/") or k == "reward/mean"})  # fmt: skip
@@ -207,6 +211,14 @@ class OumiMegatronGrpoTrainer(BaseTrainer):
                        out / "reward_curve.png"]  # fmt: skip
             for line in run_lines(self._history, time.perf_counter() - started, outputs):
                 logger.info(line)
+
+    def _evaluate_if_due(self, max_steps: int) -> dict[str, float]:
+        if self.evaluator is None or not self.evaluator.is_due(self.step, max_steps):
+            return {}
+        with self.timer.phase("eval"):
+            return self.evaluator.run(
+                self.engine, self.topology, self.rank, self.generates, self.is_leader
+            )
 
     def _plot_rewards(self) -> None:
         from oumi_megatron.plotting import plot_reward_curve

@@ -26,9 +26,13 @@ from helpers import (
 VENV_BIN = Path(TORCHRUN).parent
 STEPS = ["training.max_steps=2", "training.save_steps=0"]
 # One epoch of 8 prompts at 4 per step = 2 steps; Oumi's zephyr template for the prompts.
+# Held-out prompts (another seed), evaluated greedily after every step.
 EPOCH = ["training.max_steps=-1", "training.num_train_epochs=1",
          "data.train.datasets[0].dataset_kwargs.num_examples=8", "model.chat_template=zephyr",
-         "grpo.log_completions=true"]  # fmt: skip
+         "grpo.log_completions=true",
+         "data.validation.datasets=[{dataset_name: arithmetic_synthetic, seed: 7, "
+         "dataset_kwargs: {num_examples: 6}}]",
+         "training.eval_strategy=steps", "training.eval_steps=1"]  # fmt: skip
 
 
 def _oumi_forms(overrides: list[str]) -> list[str]:
@@ -109,6 +113,24 @@ def test_epochs_and_chat_template_act(runs):
 
     exported = AutoTokenizer.from_pretrained(runs["cli"] / "hf_model")
     assert "<|assistant|>" in exported.chat_template
+
+
+def test_evaluation_runs_on_held_out_prompts(runs):
+    """Every step evaluates the 6 held-out prompts greedily; the same figures on 1 and 2 ranks
+    (2 replicas of 3 prompts) at step 1, where both evaluate the same weights."""
+    one, two = metrics(runs["cli"]), metrics(runs["dist"])
+    assert all(r["eval/prompts"] == 6 for r in one + two)
+    keys = [k for k in one[0] if k.startswith("eval/")]
+    assert {"eval/reward/mean", "eval/accuracy", "eval/reward/arithmetic_dense/mean",
+            "eval/response_length/mean"} <= set(keys)  # fmt: skip
+    assert {k: one[0][k] for k in keys} == pytest.approx({k: two[0][k] for k in keys}, abs=1e-9)
+    assert all(r["time/eval"] > 0 for r in one)
+    held_out = {c["prompt"] for c in _completions(runs["cli"])}
+    assert len(held_out) == 8  # training prompts only: evaluation is not logged as completions
+
+
+def _completions(run: Path) -> list[dict]:
+    return [json.loads(x) for x in (run / "completions.jsonl").read_text().splitlines() if x]
 
 
 def test_oumi_distributed_torchrun_two_processes(runs):

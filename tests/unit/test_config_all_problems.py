@@ -60,15 +60,15 @@ def test_static_layout_and_data_problems_come_together(grpo_yaml, tiny_model_dir
 
 def test_unused_oumi_fields_are_refused_together(load):
     with pytest.raises(ConfigError) as error:
-        load("model.attn_implementation=sdpa", "training.eval_steps=5",
+        load("model.attn_implementation=sdpa", "training.per_device_eval_batch_size=5",
              "data.train.mixture_strategy=all_exhausted")  # fmt: skip
     assert error.value.problems == [
         "data.train.mixture_strategy ('all_exhausted') is not used by Megatron trainers. Fix: "
         "datasets are concatenated; remove it.",
         "model.attn_implementation ('sdpa') is not used by Megatron trainers. Fix: Megatron "
         "picks its attention kernel; remove it.",
-        "training.eval_steps (5) is not used by Megatron trainers. Fix: evaluation during "
-        "training is not supported yet; remove it.",
+        "training.per_device_eval_batch_size (5) is not used by Megatron trainers. Fix: "
+        "evaluation generates with the rollout engines, which batch themselves; remove it.",
     ]
 
 
@@ -135,3 +135,36 @@ def test_chat_template_names_oumi_templates(load):
     with pytest.raises(ConfigError, match=r"model.chat_template \('zephir'\) is not one of Oumi's "
                        r"chat templates. Fix: use one of .*zephyr"):  # fmt: skip
         load("model.chat_template=zephir")
+
+
+VALIDATION = "data.validation.datasets=[{dataset_name: arithmetic_synthetic}]"
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ([VALIDATION], "data.validation is set but training.eval_strategy is 'no'"),
+        (["training.eval_strategy=steps"], "training.eval_strategy is 'steps' but data.validation"),
+        ([VALIDATION, "training.eval_strategy=epoch"], r"training.eval_strategy \('epoch'\) is not"),
+        ([VALIDATION, "training.eval_strategy=steps", "training.eval_steps=0.5"],
+         r"training.eval_steps \(0.5\) must be a whole number"),
+    ],
+)  # fmt: skip
+def test_evaluation_settings_act_together_or_are_refused(load, overrides, message):
+    with pytest.raises(ConfigError, match=message):
+        load(*overrides)
+
+
+def test_evaluation_settings_load(load):
+    cfg = load(VALIDATION, "training.eval_strategy=steps", "training.eval_steps=5")
+    assert cfg.training.eval_steps == 5 and len(cfg.data.validation.datasets) == 1
+
+
+def test_replica_share_is_contiguous_and_complete():
+    from oumi_megatron.step.evaluate import replica_share
+
+    for prompts in range(0, 12):
+        for replicas in (1, 2, 3, 5):
+            shares = [replica_share(prompts, replicas, r) for r in range(replicas)]
+            assert sum(shares, []) == list(range(prompts))
+            assert max(map(len, shares)) - min(map(len, shares)) <= 1

@@ -40,6 +40,43 @@ OBSERVED = {
     "data.train.datasets[].seed": (
         "unit/test_data_sources.py::test_dataset_name_as_path_and_oumi_like_params"
     ),
+    "data.validation.datasets": "integration/test_oumi_entry.py::test_evaluation_runs_on_held_out_prompts",
+    **{
+        path.replace("data.train.", "data.validation."): test
+        for path, test in (
+            (
+                "data.train.datasets[].dataset_name",
+                "integration/test_oumi_entry.py::test_evaluation_runs_on_held_out_prompts",
+            ),
+            ("data.train.datasets[].dataset_path", "unit/test_data_sources.py::test_file_formats"),
+            (
+                "data.train.datasets[].subset",
+                "unit/test_data_sources.py::test_hf_dataset_saved_to_disk",
+            ),
+            (
+                "data.train.datasets[].split",
+                "unit/test_data_sources.py::test_hf_dataset_saved_to_disk",
+            ),
+            (
+                "data.train.datasets[].dataset_kwargs",
+                "integration/test_oumi_entry.py::test_evaluation_runs_on_held_out_prompts",
+            ),
+            (
+                "data.train.datasets[].sample_count",
+                "unit/test_data_sources.py::test_dataset_name_as_path_and_oumi_like_params",
+            ),
+            (
+                "data.train.datasets[].shuffle",
+                "unit/test_data_sources.py::test_dataset_name_as_path_and_oumi_like_params",
+            ),
+            (
+                "data.train.datasets[].seed",
+                "integration/test_oumi_entry.py::test_evaluation_runs_on_held_out_prompts",
+            ),
+        )
+    },  # the validation split is read by the same loader as the training split
+    "training.eval_strategy": "integration/test_oumi_entry.py::test_evaluation_runs_on_held_out_prompts",
+    "training.eval_steps": "integration/test_oumi_entry.py::test_evaluation_runs_on_held_out_prompts",
     "training.trainer_type": "unit/test_config_static_checks.py::test_non_megatron_trainer",
     "training.learning_rate": "unit/test_config_static_checks.py::test_min_lr_above_lr",
     "training.max_steps": "integration/test_grpo_train.py::test_resume_after_kill_equals_straight_run",

@@ -27,6 +27,15 @@ READ_OUMI_FIELDS: Final[dict[str, str]] = {
     "data.train.datasets[].sample_count": "Rows to keep.",
     "data.train.datasets[].shuffle": "Shuffle before sample_count.",
     "data.train.datasets[].seed": "Seed of that shuffle (and of arithmetic_synthetic).",
+    "data.validation.datasets": "Held-out prompts, evaluated every training.eval_steps.",
+    "data.validation.datasets[].dataset_name": "Shipped name, file format, local path or Hub id.",
+    "data.validation.datasets[].dataset_path": "File or directory to read.",
+    "data.validation.datasets[].subset": "Hub dataset configuration.",
+    "data.validation.datasets[].split": "Split to read (default train).",
+    "data.validation.datasets[].dataset_kwargs": "Prompt column, template, system prompt, ...",
+    "data.validation.datasets[].sample_count": "Rows to keep.",
+    "data.validation.datasets[].shuffle": "Shuffle before sample_count.",
+    "data.validation.datasets[].seed": "Seed of that shuffle (and of arithmetic_synthetic).",
     "training.trainer_type": "MEGATRON_GRPO or MEGATRON_SFT.",
     "training.learning_rate": "Peak learning rate, reached after warmup.",
     "training.max_steps": "Optimizer steps to run (GRPO: one rollout batch each).",
@@ -49,6 +58,8 @@ READ_OUMI_FIELDS: Final[dict[str, str]] = {
     "training.enable_tensorboard": "Log to TensorBoard (under training.logging_dir).",
     "training.logging_dir": "TensorBoard directory; defaults to <output_dir>/tensorboard.",
     "training.log_level": "Python log level of the trainer.",
+    "training.eval_strategy": "'steps' evaluates data.validation every eval_steps; 'no' never.",
+    "training.eval_steps": "Steps between evaluations (and after the last step).",
 }
 
 # Oumi field -> fix. Rejected when set to anything but Oumi's default.
@@ -71,18 +82,17 @@ REPLACED_OUMI_FIELDS: Final[dict[str, str]] = {
     "training.grpo.repetition_penalty": "remove it (not supported by MEGATRON_GRPO)",
     "model.model_max_length": ("use grpo.max_prompt_length and grpo.max_completion_length instead"),
     "model.attn_implementation": "Megatron picks its attention kernel; remove it",
-    "training.per_device_eval_batch_size": "evaluation is not supported yet; remove it",
-    "training.eval_strategy": "evaluation during training is not supported yet; remove it",
-    "training.eval_steps": "evaluation during training is not supported yet; remove it",
+    "training.per_device_eval_batch_size": (
+        "evaluation generates with the rollout engines, which batch themselves; remove it"
+    ),
     "training.enable_mlflow": "use training.enable_wandb or enable_tensorboard instead",
     "training.lr_scheduler_kwargs": "use megatron.optimizer_config (min_lr, ...) instead",
     "data.train.mixture_strategy": "datasets are concatenated; remove it",
     "data.train.datasets[].mixture_proportion": (
         "datasets are concatenated; remove it (use sample_count to balance)"
     ),
-    "data.validation.datasets[].dataset_name": (
-        "evaluation during training is not supported yet; remove data.validation"
-    ),
+    "data.validation.mixture_strategy": "datasets are concatenated; remove it",
+    "data.validation.datasets[].mixture_proportion": "datasets are concatenated; remove it",
 }
 
 # Refused with their own message (static_checks.py).

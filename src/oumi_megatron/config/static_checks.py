@@ -110,6 +110,33 @@ def _check_chat_template(cfg: MegatronTrainingConfig) -> None:
         )
 
 
+def _check_eval(cfg: MegatronTrainingConfig) -> None:
+    training = cfg.training
+    strategy, every = str(training.eval_strategy), training.eval_steps
+    has_data = bool(cfg.data.validation.datasets)
+    if strategy == "epoch":
+        raise ConfigError(
+            "training.eval_strategy ('epoch') is not supported by Megatron trainers. Fix: use "
+            "eval_strategy: steps with eval_steps: N."
+        )
+    if has_data and strategy != "steps":
+        raise ConfigError(
+            f"data.validation is set but training.eval_strategy is {strategy!r}, so it would "
+            f"never be used. Fix: set training.eval_strategy: steps (and eval_steps), or remove "
+            f"data.validation."
+        )
+    if strategy == "steps" and not has_data:
+        raise ConfigError(
+            "training.eval_strategy is 'steps' but data.validation has no datasets. Fix: list "
+            "held-out prompt datasets under data.validation.datasets, or set eval_strategy: no."
+        )
+    if strategy == "steps" and (every < 1 or int(every) != every):
+        raise ConfigError(
+            f"training.eval_steps ({every}) must be a whole number of steps >= 1 for Megatron "
+            f"trainers (Oumi's fractions of the run are not supported). Fix: e.g. eval_steps: 10."
+        )
+
+
 def _check_length(cfg: MegatronTrainingConfig) -> None:
     steps, epochs = cfg.training.max_steps, cfg.training.num_train_epochs
     if steps <= 0 and epochs <= 0:
@@ -126,7 +153,7 @@ def check_static(cfg: MegatronTrainingConfig, problems: Problems | None = None) 
     own = problems is None
     problems = Problems() if own else problems
     for check in (_check_trainer_type, check_oumi_compatibility, _check_grpo, _check_lr,
-                  _check_length, _check_chat_template):  # fmt: skip
+                  _check_length, _check_chat_template, _check_eval):  # fmt: skip
         problems.check(check, cfg)
     if own:
         problems.raise_if_any()

@@ -218,3 +218,26 @@ def build_rewards(setup: RunSetup):
 
     grpo = setup.cfg.grpo
     return resolve_reward_functions(grpo.reward_functions, grpo.reward_function_kwargs)
+
+
+def build_evaluator(setup: RunSetup, tokenizer, reward_functions):
+    """The evaluator of ``data.validation`` (None without validation data)."""
+    from oumi_megatron.data.prompts import load_prompt_datasets
+    from oumi_megatron.step.evaluate import Evaluator
+
+    cfg = setup.cfg
+    if not cfg.data.validation.datasets:
+        return None
+    prompts = load_prompt_datasets(
+        cfg.data.validation.datasets, tokenizer, cfg.grpo.max_prompt_length
+    )
+    names = [f.name for f in reward_functions]
+    return Evaluator(
+        prompts=[prompts[i] for i in range(len(prompts))],
+        tokenizer=tokenizer,
+        reward_functions=reward_functions,
+        weights=cfg.grpo.reward_weights,
+        accuracy_name=cfg.grpo.accuracy_reward or names[0],
+        max_new_tokens=cfg.grpo.max_completion_length,
+        every=int(cfg.training.eval_steps),
+    )

@@ -22,7 +22,7 @@ from oumi_megatron.step.reward import ScoredBatch
 from oumi_megatron.step.rollout import RolloutBatch
 from oumi_megatron.training.metric_reduce import all_reduce_metrics
 
-_FULL_MARKS = 1.0 - 1e-6
+FULL_MARKS = 1.0 - 1e-6
 
 
 def rollout_tally(
@@ -63,7 +63,7 @@ def rollout_tally(
         tally[f"fn/{name}/none"] = ("sum", float(result.nones[name]) if result else 0.0)
         tally[f"fn/{name}/seconds"] = ("max", result.seconds.get(name, 0.0) if result else 0.0)
     accuracy = per_function.get(accuracy_name, [])
-    tally["correct"] = ("sum", float(sum(v >= _FULL_MARKS for v in accuracy)))
+    tally["correct"] = ("sum", float(sum(v >= FULL_MARKS for v in accuracy)))
     return tally
 
 
