@@ -29,8 +29,8 @@ $(UV):
 # GRPO on a tiny model, 2 CPU processes; then checks that it learned (see README).
 demo: setup
 	.venv/bin/python -m oumi_megatron.testing.tiny_models llama runs/tiny_llama_hf
-	.venv/bin/torchrun --standalone --nproc-per-node 2 -m oumi_megatron train \
-	  -c configs/recipes/tiny_grpo_cpu.yaml
+	OMP_NUM_THREADS=1 env -u WANDB_MODE .venv/bin/torchrun --standalone --nproc-per-node 2 \
+	  -m oumi_megatron train -c configs/recipes/tiny_grpo_cpu.yaml
 	.venv/bin/python -m oumi_megatron.demo_report runs/tiny_grpo_cpu
 
 test: setup

@@ -45,6 +45,21 @@ NOISY_LOG_LINES: tuple[tuple[str, str], ...] = (
 _FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 
+class _RankFormatter(logging.Formatter):
+    """Names the rank where it matters: on every line of ranks > 0, and on rank 0's warnings
+    and errors (its INFO lines speak for the job)."""
+
+    def __init__(self, rank: int):
+        super().__init__(_FORMAT)
+        self.rank = rank
+
+    def format(self, record: logging.LogRecord) -> str:
+        line = super().format(record)
+        if self.rank or record.levelno >= logging.WARNING:
+            return f"[rank {self.rank}] {line}"
+        return line
+
+
 class _Drop(logging.Filter):
     def __init__(self, keep):
         super().__init__()
@@ -71,8 +86,10 @@ def quiet_stdout():
 def setup_console() -> None:
     """Logging and warning filters for this process (idempotent); reads RANK/WORLD_SIZE."""
     rank, world = int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
-    prefix = f"[rank {rank}] " if world > 1 else ""
-    logging.basicConfig(level=logging.WARNING, format=prefix + _FORMAT, force=True)
+    logging.basicConfig(level=logging.WARNING, format=_FORMAT, force=True)
+    if world > 1:
+        for handler in logging.getLogger().handlers:
+            handler.setFormatter(_RankFormatter(rank))
     logging.getLogger("oumi_megatron").setLevel(logging.INFO if rank == 0 else logging.WARNING)
     # Filters, not levels: some of these modules set their own level when imported.
     for name in NOISY_LOGGERS:

@@ -171,6 +171,9 @@ def main() -> None:
     parser.add_argument("out_dir")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
+    from oumi_megatron.console import setup_console
+
+    setup_console()  # before transformers is imported
     if args.arch in GPU_SHAPES:
         print(build_gpu_shape(args.arch, args.out_dir, seed=args.seed))
     else:
