@@ -105,7 +105,9 @@ def render() -> str:
     parts = [_section_table(name, model) for name, model in SECTIONS]
     parts.append(
         _simple_table(
-            "### Shared settings (our field ⇄ Oumi alias)",
+            "### Shared settings (our field ⇄ Oumi alias)\n\nEither path may be set; it is read "
+            "into our field, which is the one place the setting lives (Oumi's field stays at "
+            "its default). Different values in both places are an error naming both.",
             ("Our field (canonical)", "Oumi field with the same meaning"),
             {a.ours: f"`{a.oumi}`" for a in ALIASES},
         )

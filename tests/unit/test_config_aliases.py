@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 from oumi.core.configs.params.grpo_params import GrpoParams as OumiGrpoParams
 from oumi.core.configs.params.training_params import TrainingParams
@@ -17,11 +19,16 @@ def test_training_grpo_alone_is_used(load) -> None:
     assert cfg.grpo.max_completion_length == 64
 
 
-def test_top_level_grpo_is_mirrored_into_training_grpo(load) -> None:
-    cfg = load("grpo.temperature=0.5")
-    assert cfg.training.grpo.temperature == 0.5
-    assert cfg.training.grpo.num_generations == 4
-    assert cfg.training.reward_functions == ["gsm8k_accuracy"]
+def test_a_setting_lives_in_one_place(load) -> None:
+    """Read from Oumi's path into ours; Oumi's field stays at its default (no copy)."""
+    from oumi.core.configs import TrainingParams as Defaults
+
+    cfg = load("training.grpo.temperature=0.5", "training.max_grad_norm=0.25")
+    assert cfg.grpo.temperature == 0.5 and cfg.megatron.optimizer_config.clip_grad == 0.25
+    oumi = Defaults()
+    assert cfg.training.grpo.temperature == oumi.grpo.temperature
+    assert cfg.training.max_grad_norm == oumi.max_grad_norm
+    assert cfg.training.reward_functions is None  # Oumi's check for TRL trainers never sees it
 
 
 def test_both_grpo_sections_merge_field_by_field(load) -> None:
@@ -52,7 +59,6 @@ def test_training_reward_functions_move_to_grpo(load, grpo_yaml: str) -> None:
 def test_per_device_batch_is_micro_batch(load, grpo_yaml: str) -> None:
     text = grpo_yaml.replace("  micro_batch_size: 2\n", "")
     assert load("training.per_device_train_batch_size=4", text=text).megatron.micro_batch_size == 4
-    assert load().training.per_device_train_batch_size == 2  # mirrored from megatron
 
 
 def test_per_device_batch_disagreeing_with_micro_batch(load) -> None:
@@ -90,12 +96,14 @@ def test_invalid_value_under_oumi_path_uses_our_rule(load) -> None:
         load("training.grpo.temperature=3.0")
 
 
-def test_programmatic_construction_reconciles_and_mirrors() -> None:
+def test_programmatic_construction_reads_oumi_fields_once() -> None:
     training = TrainingParams(weight_decay=0.2, grpo=OumiGrpoParams(num_generations=6))
     cfg = MegatronTrainingConfig(training=training, grpo={"temperature": 1.2})
     assert cfg.megatron.optimizer_config.weight_decay == 0.2
-    assert cfg.grpo.num_generations == 6
-    assert cfg.training.grpo.temperature == 1.2
+    assert cfg.grpo.num_generations == 6 and cfg.grpo.temperature == 1.2
+    assert (cfg.training.weight_decay, cfg.training.grpo.num_generations) == (0.0, None)
+    again = dataclasses.replace(cfg)  # post-init again: nothing left to merge or to conflict
+    assert again.grpo.num_generations == 6 and again.megatron.optimizer_config.weight_decay == 0.2
 
 
 def test_programmatic_conflict() -> None:

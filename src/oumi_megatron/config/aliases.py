@@ -1,10 +1,11 @@
 """Settings that both Oumi's sections and ours define, and how the two are merged.
 
-Our field is canonical; the Oumi path is an accepted alias with Oumi's meaning. Merge
-rule: a value set in only one place wins; the same setting given two different values is
-an error naming both paths. After merging, the effective value is copied back ("mirrored")
-into Oumi's field, so code reading ``cfg.training`` sees the same numbers and a saved YAML
-reloads without conflicts.
+Our field is canonical; the Oumi path is an accepted alias with Oumi's meaning, read into our
+field. Merge rule: a value set in only one place wins; the same setting given two different
+values is an error naming both paths. The setting then lives in one place only: Oumi's field is
+left at (or reset to) its default, never a copy, so nothing can disagree with it later, a saved
+YAML reloads as it was, and Oumi's own checks (e.g. "reward_functions only for TRL_GRPO") never
+see it.
 
 Two passes use this table: ``merge_raw_aliases`` on the raw YAML tree (where "set" means
 "present in the file or overrides"), and ``reconcile_aliases`` on built objects (where
@@ -50,10 +51,6 @@ def _dtype_from_oumi(value: Any) -> Any:
     return _DTYPES[name]
 
 
-def _dtype_to_oumi(value: Any) -> Any:
-    return {v: k for k, v in _DTYPES.items()}[value]
-
-
 @dataclass(frozen=True)
 class Alias:
     """``ours`` (canonical) and ``oumi`` paths naming one setting."""
@@ -61,7 +58,6 @@ class Alias:
     ours: str
     oumi: str
     to_ours: Callable[[Any], Any] = _same
-    to_oumi: Callable[[Any], Any] = _same
     oumi_none_is_unset: bool = True
     """Oumi's ``None`` means "not set" (Oumi then falls back to a default)."""
 
@@ -73,14 +69,13 @@ ALIASES: Final[tuple[Alias, ...]] = (
     Alias("grpo.max_prompt_length", "training.grpo.max_prompt_length"),
     Alias("grpo.max_completion_length", "training.grpo.max_completion_length"),
     Alias("grpo.log_completions", "training.grpo.log_completions"),
-    Alias("grpo.reward_functions", "training.reward_functions", to_oumi=lambda v: list(v) or None),
-    Alias("grpo.reward_function_kwargs", "training.reward_function_kwargs", to_oumi=dict),
+    Alias("grpo.reward_functions", "training.reward_functions"),
+    Alias("grpo.reward_function_kwargs", "training.reward_function_kwargs"),
     Alias("megatron.micro_batch_size", "training.per_device_train_batch_size"),
     Alias(
         "megatron.transformer_config.params_dtype",
         "model.torch_dtype_str",
         to_ours=_dtype_from_oumi,
-        to_oumi=_dtype_to_oumi,
     ),
     Alias(
         "megatron.optimizer_config.clip_grad",
@@ -181,7 +176,7 @@ def _owner(obj: Any, path: str) -> tuple[Any, str]:
 
 
 def reconcile_aliases(cfg: Any) -> None:
-    """Merges Oumi alias values into our sections of ``cfg`` and mirrors them back."""
+    """Moves Oumi alias values set on ``cfg`` into our sections (Oumi's fields reset)."""
     for alias in ALIASES:
         ours_owner, ours_name = _owner(cfg, alias.ours)
         oumi_owner, oumi_name = _owner(cfg, alias.oumi)
@@ -201,4 +196,4 @@ def reconcile_aliases(cfg: Any) -> None:
                     f"Invalid value for '{alias.oumi}': {oumi!r}. {e.errors()[0]['msg']}. "
                     f"Fix: set a valid value (it is used as '{alias.ours}')."
                 ) from e
-        setattr(oumi_owner, oumi_name, alias.to_oumi(getattr(ours_owner, ours_name)))
+        setattr(oumi_owner, oumi_name, field_default(oumi_owner, oumi_name))  # one place only

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterator
+import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -55,14 +56,19 @@ class MegatronTrainingConfig(TrainingConfig):
         self.grpo = validate_section(self.grpo, GrpoParams, "grpo")
 
     def __iter__(self) -> Iterator[tuple[str, Any]]:
-        """Field name/value pairs, with our sections as plain dicts.
+        """Field name/value pairs, with our sections as plain dicts and Oumi's without the
+        fields that alias ours (the setting lives in our field only).
 
         Oumi's ``to_yaml``/``print_config``/``__eq__`` iterate this way and only know
         dataclasses and primitives; a pydantic object would be dropped with a warning.
         """
+        from oumi_megatron.config.aliases import OUMI_ALIAS_PATHS
+
         for name, value in super().__iter__():
             if isinstance(value, MegatronParams | GrpoParams):
                 value = value.model_dump(mode="json")
+            elif any(path.startswith(f"{name}.") for path in OUMI_ALIAS_PATHS):
+                value = _without(dataclasses.asdict(value), name, OUMI_ALIAS_PATHS)
             yield name, value
 
     @property
@@ -115,3 +121,17 @@ class MegatronTrainingConfig(TrainingConfig):
         if config_path is None:
             return load_config_from_str("{}", arg_list)
         return load_config(config_path, arg_list)
+
+
+def _without(tree: dict, section: str, paths) -> dict:
+    """``tree`` (section ``section`` as a dict) without the dotted ``paths`` under it."""
+    for path in paths:
+        first, _, rest = path.partition(".")
+        if first != section:
+            continue
+        *parents, leaf = rest.split(".")
+        node = tree
+        for part in parents:
+            node = node.get(part, {})
+        node.pop(leaf, None)
+    return tree
