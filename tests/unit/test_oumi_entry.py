@@ -1,7 +1,7 @@
 """How `oumi train` and `oumi.train(config)` reach the Megatron trainers (oumi_entry.py).
 
 The contract tests fail, with the reason, when an Oumi upgrade changes the functions the routing
-wraps; the routing itself is exercised end to end in tests/integration/test_oumi_entry.py.
+wraps; the routing itself is exercised end to end in tests/integration/test_oumi_launch.py.
 """
 
 from __future__ import annotations

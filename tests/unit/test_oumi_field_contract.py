@@ -21,7 +21,7 @@ TESTS = Path(__file__).resolve().parents[1]
 OBSERVED = {
     "model.model_name": "integration/test_grpo_train.py::test_layout_trains_syncs_and_exports",
     "model.tokenizer_name": "unit/test_oumi_field_contract.py::test_tokenizer_name_is_read",
-    "model.chat_template": "integration/test_oumi_entry.py::test_epochs_and_chat_template_act",
+    "model.chat_template": "integration/test_oumi_launch.py::test_epochs_and_chat_template_act",
     "model.trust_remote_code": "unit/test_oumi_field_contract.py::test_trust_remote_code_is_read",
     "data.train.datasets": "integration/test_grpo_train.py::test_layout_trains_syncs_and_exports",
     "data.train.datasets[].dataset_name": "unit/test_data_sources.py::test_builtin_datasets",
@@ -40,13 +40,13 @@ OBSERVED = {
     "data.train.datasets[].seed": (
         "unit/test_data_sources.py::test_dataset_name_as_path_and_oumi_like_params"
     ),
-    "data.validation.datasets": "integration/test_oumi_entry.py::test_evaluation_runs_on_held_out_prompts",
+    "data.validation.datasets": "integration/test_oumi_launch.py::test_evaluation_runs_on_held_out_prompts",
     **{
         path.replace("data.train.", "data.validation."): test
         for path, test in (
             (
                 "data.train.datasets[].dataset_name",
-                "integration/test_oumi_entry.py::test_evaluation_runs_on_held_out_prompts",
+                "integration/test_oumi_launch.py::test_evaluation_runs_on_held_out_prompts",
             ),
             ("data.train.datasets[].dataset_path", "unit/test_data_sources.py::test_file_formats"),
             (
@@ -59,7 +59,7 @@ OBSERVED = {
             ),
             (
                 "data.train.datasets[].dataset_kwargs",
-                "integration/test_oumi_entry.py::test_evaluation_runs_on_held_out_prompts",
+                "integration/test_oumi_launch.py::test_evaluation_runs_on_held_out_prompts",
             ),
             (
                 "data.train.datasets[].sample_count",
@@ -71,16 +71,16 @@ OBSERVED = {
             ),
             (
                 "data.train.datasets[].seed",
-                "integration/test_oumi_entry.py::test_evaluation_runs_on_held_out_prompts",
+                "integration/test_oumi_launch.py::test_evaluation_runs_on_held_out_prompts",
             ),
         )
     },  # the validation split is read by the same loader as the training split
-    "training.eval_strategy": "integration/test_oumi_entry.py::test_evaluation_runs_on_held_out_prompts",
-    "training.eval_steps": "integration/test_oumi_entry.py::test_evaluation_runs_on_held_out_prompts",
+    "training.eval_strategy": "integration/test_oumi_launch.py::test_evaluation_runs_on_held_out_prompts",
+    "training.eval_steps": "integration/test_oumi_launch.py::test_evaluation_runs_on_held_out_prompts",
     "training.trainer_type": "unit/test_config_static_checks.py::test_non_megatron_trainer",
     "training.learning_rate": "unit/test_config_static_checks.py::test_min_lr_above_lr",
     "training.max_steps": "integration/test_grpo_train.py::test_resume_after_kill_equals_straight_run",
-    "training.num_train_epochs": "integration/test_oumi_entry.py::test_epochs_and_chat_template_act",
+    "training.num_train_epochs": "integration/test_oumi_launch.py::test_epochs_and_chat_template_act",
     "training.gradient_accumulation_steps": (
         "unit/test_config_validation.py::test_global_batch_derived_from_gradient_accumulation"
     ),
@@ -89,7 +89,7 @@ OBSERVED = {
         "integration/test_grpo_train.py::test_kill_while_saving_keeps_previous_checkpoint"
     ),
     "training.save_final_model": (
-        "integration/test_oumi_entry.py::test_oumi_distributed_torchrun_two_processes"
+        "integration/test_oumi_launch.py::test_oumi_distributed_torchrun_two_processes"
     ),
     "training.resume_from_checkpoint": (
         "integration/test_grpo_train.py::test_resume_after_kill_equals_straight_run"
