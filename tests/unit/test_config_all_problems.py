@@ -168,3 +168,16 @@ def test_replica_share_is_contiguous_and_complete():
             shares = [replica_share(prompts, replicas, r) for r in range(replicas)]
             assert sum(shares, []) == list(range(prompts))
             assert max(map(len, shares)) - min(map(len, shares)) <= 1
+
+
+def test_key_and_value_problems_of_every_section_come_together(load):
+    with pytest.raises(ConfigError) as error:
+        load("training.max_stepz=3", "megatron.tensor_parallel=2",
+             "megatron.micro_batch_size=0", "grpo.temprature=0.5")  # fmt: skip
+    problems = error.value.problems
+    assert problems[0] == "Unknown key 'training.max_stepz'. Did you mean 'max_steps'?"
+    assert any(p.startswith("Unknown key 'megatron.tensor_parallel'.") for p in problems)
+    assert any("megatron.micro_batch_size" in p for p in problems)
+    assert any(p.startswith("Unknown key 'grpo.temprature'. Did you mean 'temperature'")
+               for p in problems)  # fmt: skip
+    assert len(problems) == 4

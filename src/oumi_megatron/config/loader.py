@@ -3,10 +3,11 @@
 Steps, all in memory (nothing is written to disk):
 1. read the YAML with Oumi's default of *not* interpolating ``${...}``;
 2. apply ``key=value`` overrides with OmegaConf, as Oumi's CLI does;
-3. reject unknown keys anywhere (with a did-you-mean);
+3. reject unknown keys anywhere (with a did-you-mean): a walker for Oumi's sections, pydantic
+   for ours;
 4. move Oumi alias keys onto our sections (``aliases.py``), raising on conflicts;
-5. validate ``megatron:``/``grpo:`` with pydantic and build Oumi's sections with
-   OmegaConf exactly like ``TrainingConfig.from_yaml`` does;
+5. validate ``megatron:``/``grpo:`` with pydantic (the problems of 3–5 are reported together)
+   and build Oumi's sections with OmegaConf exactly like ``TrainingConfig.from_yaml`` does;
 6. run Oumi's ``__post_init__`` checks and ours (``static_checks.py``).
 """
 
@@ -23,7 +24,7 @@ from oumi.core.configs import TrainingConfig
 from oumi.exceptions import OumiConfigError
 
 from oumi_megatron.config.aliases import merge_raw_aliases
-from oumi_megatron.config.errors import ConfigError
+from oumi_megatron.config.errors import ConfigError, Problems
 from oumi_megatron.config.grpo_params import GrpoParams
 from oumi_megatron.config.megatron_params import MegatronParams
 from oumi_megatron.config.pydantic_errors import validate_section
@@ -105,10 +106,16 @@ def load_config_from_str(
 ) -> MegatronTrainingConfig:
     """Like ``load_config`` but from YAML text; ``source`` names it in messages."""
     tree = _parse(text, list(overrides or []), source)
-    check_unknown_keys(tree, MegatronTrainingConfig)
-    merge_raw_aliases(tree)
-    megatron = validate_section(tree.pop("megatron", None), MegatronParams, "megatron")
-    grpo = validate_section(tree.pop("grpo", None), GrpoParams, "grpo")
+    problems = Problems()
+    # Keys: the walker for the top level and Oumi's dataclass sections (OmegaConf's own
+    # messages have no hint); pydantic (extra="forbid") for ours, below. Reported together.
+    ours = {name: tree[name] for name in ("megatron", "grpo") if name in tree}
+    problems.check(check_unknown_keys, {**tree, **dict.fromkeys(ours, {})}, MegatronTrainingConfig)
+    problems.check(merge_raw_aliases, tree)
+    megatron = problems.check(validate_section, tree.pop("megatron", None), MegatronParams,
+                              "megatron")  # fmt: skip
+    grpo = problems.check(validate_section, tree.pop("grpo", None), GrpoParams, "grpo")
+    problems.raise_if_any()
     cfg = MegatronTrainingConfig(**_build_oumi_sections(tree), megatron=megatron, grpo=grpo)
     if check:
         check_static(cfg)

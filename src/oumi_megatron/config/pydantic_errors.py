@@ -61,7 +61,7 @@ def _format(error: Mapping[str, Any], section: str, root: type[BaseModel]) -> st
 
 def config_error(err: ValidationError, section: str, root: type[BaseModel]) -> ConfigError:
     """One ``ConfigError`` for all errors of ``err``, paths prefixed with ``section``."""
-    return ConfigError("\n".join(_format(e, section, root) for e in err.errors()))
+    return ConfigError.of([_format(e, section, root) for e in err.errors()])
 
 
 def validate_section[M: BaseModel](data: Any, model: type[M], section: str) -> M:

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Iterator
-import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
