@@ -148,15 +148,10 @@ class OumiMegatronGrpoTrainer(BaseTrainer):
         )  # fmt: skip
 
     def _training_steps(self) -> int:
+        """training.max_steps, or whole epochs when it is <= 0 (the start-up lines say which)."""
         training = self.cfg.training
         prompts, per_step = len(self.loader.dataset), self.loader.prompts_per_step
-        steps = training_steps(training.max_steps, training.num_train_epochs, prompts, per_step)
-        if training.max_steps <= 0 and self.is_main:
-            logger.info(
-                "training.max_steps <= 0: %s epoch(s) of %d prompts at %d per step = %d steps",
-                training.num_train_epochs, prompts, per_step, steps,
-            )  # fmt: skip
-        return steps
+        return training_steps(training.max_steps, training.num_train_epochs, prompts, per_step)
 
     # ---- the loop ------------------------------------------------------------------------
 
