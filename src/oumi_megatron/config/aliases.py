@@ -175,8 +175,10 @@ def _owner(obj: Any, path: str) -> tuple[Any, str]:
     return obj, leaf
 
 
-def reconcile_aliases(cfg: Any) -> None:
-    """Moves Oumi alias values set on ``cfg`` into our sections (Oumi's fields reset)."""
+def reconcile_aliases(cfg: Any) -> bool:
+    """Moves Oumi alias values set on ``cfg`` into our sections (Oumi's fields reset);
+    returns whether any of ours changed."""
+    moved = False
     for alias in ALIASES:
         ours_owner, ours_name = _owner(cfg, alias.ours)
         oumi_owner, oumi_name = _owner(cfg, alias.oumi)
@@ -189,6 +191,7 @@ def reconcile_aliases(cfg: Any) -> None:
             converted = _convert(alias, oumi)
             if ours != field_default(ours_owner, ours_name) and ours != converted:
                 raise _conflict(alias, ours, oumi)
+            moved = moved or ours != converted
             try:
                 setattr(ours_owner, ours_name, converted)
             except ValidationError as e:
@@ -197,3 +200,4 @@ def reconcile_aliases(cfg: Any) -> None:
                     f"Fix: set a valid value (it is used as '{alias.ours}')."
                 ) from e
         setattr(oumi_owner, oumi_name, field_default(oumi_owner, oumi_name))  # one place only
+    return moved

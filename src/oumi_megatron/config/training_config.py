@@ -37,9 +37,12 @@ class MegatronTrainingConfig(TrainingConfig):
     """GRPO settings (merged with ``training.grpo``); see ``GrpoParams``."""
 
     def __post_init__(self) -> None:
-        """Validates our sections, runs Oumi's checks, merges the shared settings."""
-        self.megatron = validate_section(self.megatron, MegatronParams, "megatron")
-        self.grpo = validate_section(self.grpo, GrpoParams, "grpo")
+        """Validates our sections (given as dicts; instances are valid already), runs Oumi's
+        checks, moves Oumi's twins of our fields into ours."""
+        if not isinstance(self.megatron, MegatronParams):
+            self.megatron = validate_section(self.megatron, MegatronParams, "megatron")
+        if not isinstance(self.grpo, GrpoParams):
+            self.grpo = validate_section(self.grpo, GrpoParams, "grpo")
         if self.training.trainer_type in MEGATRON_TRAINER_TYPES:
             # Before Oumi's post-init, whose messages for these are generic or misleading
             # (liger: "Unrecognized trainer type!").
@@ -50,10 +53,10 @@ class MegatronTrainingConfig(TrainingConfig):
             if isinstance(e, ConfigError):
                 raise
             raise ConfigError(f"{e} (raised by Oumi's TrainingConfig checks)") from e
-        reconcile_aliases(self)
-        # Nested assignment skips MegatronParams' cross-field checks; run them again.
-        self.megatron = validate_section(self.megatron, MegatronParams, "megatron")
-        self.grpo = validate_section(self.grpo, GrpoParams, "grpo")
+        if reconcile_aliases(self):
+            # Nested assignment skips the sections' cross-field checks; run them again.
+            self.megatron = validate_section(self.megatron, MegatronParams, "megatron")
+            self.grpo = validate_section(self.grpo, GrpoParams, "grpo")
 
     def __iter__(self) -> Iterator[tuple[str, Any]]:
         """Field name/value pairs, with our sections as plain dicts and Oumi's without the
