@@ -181,3 +181,9 @@ def test_key_and_value_problems_of_every_section_come_together(load):
     assert any(p.startswith("Unknown key 'grpo.temprature'. Did you mean 'temperature'")
                for p in problems)  # fmt: skip
     assert len(problems) == 4
+
+
+def test_context_parallelism_is_refused_up_front(load):
+    with pytest.raises(ConfigError, match=r"megatron.context_parallel_size \(2\) > 1 is not "
+                       r"supported yet.*Fix: set megatron.context_parallel_size: 1"):  # fmt: skip
+        load("megatron.context_parallel_size=2")
