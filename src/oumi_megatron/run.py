@@ -53,27 +53,37 @@ def check_resume(setup, resume: str | None) -> None:
         raise ConfigError(f"{error}. Fix: pass one of them, 'latest', or no --resume.") from None
 
 
-def run_training(config, resume_from_checkpoint: str | None = None) -> None:
-    """Trains ``config`` (a ``MegatronTrainingConfig`` or Oumi ``TrainingConfig``) in this process.
+def prepare_training(config, resume_from_checkpoint: str | None = None):
+    """``config`` validated for training in this torchrun world (a ``RunSetup``): trainer type,
+    every config check, the checkpoint to resume from; applies ``training.log_level``.
 
     Raises:
         ConfigError: for bad input, before any model is built or file written.
     """
+    from oumi_megatron.console import apply_log_level
     from oumi_megatron.launch import prepare_setup
 
     cfg = as_megatron_config(config)
     check_trainer_type(cfg)
     setup = prepare_setup(cfg, for_training=True)
     check_resume(setup, resume_from_checkpoint)
-    from oumi_megatron.console import apply_log_level
-
     apply_log_level(cfg.training.log_level)
+    return setup
+
+
+def run_training(config, resume_from_checkpoint: str | None = None) -> None:
+    """Trains ``config`` (a ``MegatronTrainingConfig`` or Oumi ``TrainingConfig``) in this process.
+
+    Raises:
+        ConfigError: for bad input, before any model is built or file written.
+    """
+    setup = prepare_training(config, resume_from_checkpoint)
     if setup.roles.is_rollout_worker:
         serve_rollout(setup)
         return
     from oumi_megatron.trainer import OumiMegatronGrpoTrainer
 
-    trainer = OumiMegatronGrpoTrainer(cfg, setup=setup)
+    trainer = OumiMegatronGrpoTrainer(setup.cfg, setup=setup)
     trainer.train(resume_from_checkpoint=resume_from_checkpoint)
 
 

@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 from oumi.core.trainers.base_trainer import BaseTrainer
 
-from oumi_megatron.launch import RunSetup, prepare_setup, start_processes
+from oumi_megatron.launch import RunSetup, start_processes
 from oumi_megatron.metrics import MetricsLogger, PhaseTimer, TrainingProgress
 from oumi_megatron.metrics.summary import LayoutFacts, layout_lines, run_lines
 from oumi_megatron.metrics.timers import STANDARD_PHASES
@@ -369,11 +369,9 @@ class OumiMegatronGrpoTrainer(BaseTrainer):
 
 def _prepare(config) -> RunSetup:
     from oumi_megatron.config import ConfigError
-    from oumi_megatron.run import as_megatron_config, check_trainer_type
+    from oumi_megatron.run import prepare_training
 
-    cfg = as_megatron_config(config)
-    check_trainer_type(cfg)
-    setup = prepare_setup(cfg, for_training=True)
+    setup = prepare_training(config)
     if setup.roles.is_rollout_worker:
         raise ConfigError(
             f"rank {setup.roles.rank} is a rollout-node process (megatron.rollout_nodes), not a "

@@ -187,3 +187,15 @@ def test_context_parallelism_is_refused_up_front(load):
     with pytest.raises(ConfigError, match=r"megatron.context_parallel_size \(2\) > 1 is not "
                        r"supported yet.*Fix: set megatron.context_parallel_size: 1"):  # fmt: skip
         load("megatron.context_parallel_size=2")
+
+
+def test_missing_validation_file_is_named(grpo_yaml, tiny_model_dir):
+    from oumi_megatron.config import load_config_from_str
+
+    cfg = load_config_from_str(grpo_yaml, [
+        f"model.model_name={tiny_model_dir}", "training.eval_strategy=steps",
+        "data.validation.datasets=[{dataset_name: jsonl, dataset_path: /no/held_out.jsonl}]",
+    ])  # fmt: skip
+    with pytest.raises(ConfigError, match=r"data.validation.datasets\[0\].dataset_path "
+                       r"\('/no/held_out.jsonl'\) does not exist"):  # fmt: skip
+        validate_config(cfg, 8, DENSE, run_oumi_finalize=True)

@@ -26,8 +26,9 @@ def _split_problems(cfg: MegatronTrainingConfig, split: str) -> list[str]:
 
 
 def check_data(cfg: MegatronTrainingConfig) -> None:
-    """The training datasets' files exist (unused Oumi data options: ``oumi_fields.py``)."""
-    problems = _split_problems(cfg, "train")
+    """The training and validation datasets' files exist (unused Oumi data options:
+    ``oumi_fields.py``)."""
+    problems = _split_problems(cfg, "train") + _split_problems(cfg, "validation")
     if not cfg.data.train.datasets:
         problems.append(
             "data.train.datasets is empty. Fix: list at least one prompt dataset (a shipped "
