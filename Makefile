@@ -30,7 +30,7 @@ $(UV):
 demo: setup
 	.venv/bin/python -m oumi_megatron.testing.tiny_models llama runs/tiny_llama_hf
 	OMP_NUM_THREADS=1 env -u WANDB_MODE .venv/bin/torchrun --standalone --nproc-per-node 2 \
-	  -m oumi_megatron train -c configs/recipes/tiny_grpo_cpu.yaml
+	  -m oumi_megatron train -c configs/recipes/tiny_grpo_cpu.yaml megatron.overwrite_output_dir=true
 	.venv/bin/python -m oumi_megatron.demo_report runs/tiny_grpo_cpu
 
 test: setup

@@ -22,10 +22,24 @@ echo "train rc=$?" | tee -a "$OUT/env.log"
 cp $RUN/metrics.jsonl "$OUT/" 2>/dev/null
 
 stage "vLLM alone"
-timeout $(( 570 - $(elapsed) )) python3 benchmarks/rollout_vs_vllm.py -c $RECIPE \
+[ -n "${SKIP_VLLM_ALONE:-}" ] || timeout $(( 570 - $(elapsed) )) python3 benchmarks/rollout_vs_vllm.py -c $RECIPE \
   model.model_name=$MODEL training.output_dir=$RUN --step 1 --reps 3 \
   >"$OUT/vllm_alone.json" 2>>"$OUT/env.log"
 echo "vllm alone rc=$?" | tee -a "$OUT/env.log"
+
+stage "HBM copy bandwidth"
+python3 - >"$OUT/hbm.json" 2>>"$OUT/env.log" <<'PY'
+import json, torch
+n = 1_543_714_304  # elements of Qwen2.5-1.5B's parameters (bf16: 3.09 GB)
+src = torch.randn(n, dtype=torch.bfloat16, device="cuda"); dst = torch.empty_like(src)
+times = []
+for _ in range(12):
+    a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    a.record(); dst.copy_(src); b.record(); torch.cuda.synchronize()
+    times.append(a.elapsed_time(b) / 1e3)
+t = sorted(times[2:])[len(times[2:]) // 2]
+print(json.dumps({"bytes": 2 * n, "copy_s": t, "hbm_GBps": 2 * 2 * n / t / 1e9, "bound_s": 2 * 2 * n / (2 * 2 * n / t)}))
+PY
 
 stage "summary"
 python3 - "$OUT" >>"$OUT/env.log" 2>&1 <<'PY'
@@ -34,8 +48,12 @@ from pathlib import Path
 out = Path(sys.argv[1])
 rows = [json.loads(l) for l in (out / "metrics.jsonl").read_text().splitlines()] if (out / "metrics.jsonl").exists() else []
 later = rows[1:] or rows
-summary = {k: statistics.median(r[k] for r in later) for k in later[0] if k.startswith(("time/", "sync/", "perf/"))} if later else {}
+summary = {k: statistics.median(r[k] for r in later) for k in later[0] if k.startswith(("time/", "sync/", "perf/", "mismatch/"))} if later else {}
 summary["steps"] = len(rows)
+summary["sync_s_per_step"] = [r.get("time/sync") for r in rows]
+summary["sync_direct_per_step"] = [r.get("sync/direct") for r in rows]
+if (out / "hbm.json").exists() and (out / "hbm.json").read_text().strip():
+    summary["hbm"] = json.loads((out / "hbm.json").read_text())
 summary["rollout_step2_s"] = rows[1]["time/rollout"] if len(rows) > 1 else None
 if (out / "vllm_alone.json").exists() and (out / "vllm_alone.json").read_text().strip():
     summary["vllm_alone"] = json.loads((out / "vllm_alone.json").read_text().splitlines()[-1])

@@ -7,6 +7,7 @@ Heavy imports (Oumi, Megatron, Bridge) happen inside the commands, so `--help` i
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 COMMANDS = {
@@ -76,6 +77,7 @@ def _run(args: argparse.Namespace) -> int:
     setup_console()  # before the heavy imports below, whose warnings it filters
     from oumi_megatron.config import ConfigError
     from oumi_megatron.parallel.threads import set_default_threads
+    from oumi_megatron.stops import EXIT_CONFIG, RunStopped
 
     set_default_threads()
     try:
@@ -83,8 +85,13 @@ def _run(args: argparse.Namespace) -> int:
 
         return getattr(commands, args.command)(args)
     except ConfigError as error:
-        print(f"oumi-megatron: configuration error: {error}", file=sys.stderr)
-        return 2
+        if os.environ.get("RANK", "0") == "0":  # every rank finds the same problems
+            print(f"oumi-megatron: configuration error: {error}", file=sys.stderr)
+        return EXIT_CONFIG
+    except RunStopped as error:
+        if os.environ.get("RANK", "0") == "0":
+            print(f"oumi-megatron: stopped: {error}", file=sys.stderr)
+        return error.exit_code
 
 
 if __name__ == "__main__":

@@ -71,6 +71,7 @@ class RunSetup:
     validated: object  # ValidatedLayout: DP size, micro-batches per step, prompts per step
     rollout_devices: list[str] | None = None  # rollout processes (weight_sync_method gloo/nccl)
     roles: JobRoles | None = None  # trainer and rollout-worker processes of the job
+    prompts: tuple | None = None  # (tokenizer, PromptDataset) read while validating
 
     @property
     def output_dir(self) -> Path:
@@ -102,6 +103,9 @@ def prepare_setup(cfg, for_training: bool) -> RunSetup:
     roles = problems.check(job_roles, cfg.megatron.rollout_nodes)
     world_size = roles.trainer_world_size if roles else int(os.environ.get("WORLD_SIZE", "1"))
     hf_dir, shape = problems.check(_model_shape, cfg) or (None, None)
+    prompts = None
+    if for_training and hf_dir is not None and not (roles and roles.is_rollout_worker):
+        prompts = problems.check(_read_prompts, cfg, hf_dir)  # rows, fields, lengths: up front
     validated = validate_config(
         cfg, world_size, shape, run_oumi_finalize=for_training, problems=problems
     )
@@ -119,7 +123,9 @@ def prepare_setup(cfg, for_training: bool) -> RunSetup:
             m.weight_sync_method, m.rollout_workers, m.rollout_devices,
             local_world_size(), torch.cuda.device_count(),
         )  # fmt: skip
-    return RunSetup(cfg, hf_dir, layout, world_size, dtype, validated, rollout_devices, roles)
+    return RunSetup(
+        cfg, hf_dir, layout, world_size, dtype, validated, rollout_devices, roles, prompts
+    )
 
 
 def _model_shape(cfg):
@@ -140,6 +146,44 @@ def _model_shape(cfg):
             f"('hf download {name}') or point model.model_name at a local checkpoint."
         ) from None
     return hf_dir, ModelShape.from_model_dir(hf_dir)
+
+
+def _read_prompts(cfg, hf_dir: Path):
+    """The tokenizer and the training prompts, read and checked before any work (a missing,
+    malformed or empty file, a row without the prompt field); ``ConfigError`` otherwise."""
+    from oumi_megatron.config import ConfigError
+    from oumi_megatron.config.data_checks import check_data
+    from oumi_megatron.data.prompts import load_prompt_datasets
+    from oumi_megatron.data.sources import PromptDataError
+
+    check_data(cfg)  # paths first: their messages name the field
+    try:
+        tokenizer = load_tokenizer(cfg, hf_dir)
+    except (OSError, ValueError) as error:
+        raise ConfigError(
+            f"model.tokenizer_name / model.model_name: cannot load the tokenizer from "
+            f"{cfg.model.tokenizer_name or hf_dir} ({str(error).strip().splitlines()[0]}). Fix: "
+            f"point it at a directory with the tokenizer files."
+        ) from None
+    try:
+        data = load_prompt_datasets(cfg.data.train.datasets, tokenizer, cfg.grpo.max_prompt_length)
+    except PromptDataError as error:
+        raise ConfigError(f"data.train.datasets: {error}") from None
+    return tokenizer, data
+
+
+def load_tokenizer(cfg, hf_dir: Path):
+    """The run's tokenizer with ``model.chat_template`` applied."""
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(
+        cfg.model.tokenizer_name or str(hf_dir), trust_remote_code=cfg.model.trust_remote_code
+    )
+    if cfg.model.chat_template:
+        from oumi.builders.models import build_chat_template
+
+        tokenizer.chat_template = build_chat_template(cfg.model.chat_template)
+    return tokenizer
 
 
 def start_processes(setup: RunSetup) -> None:

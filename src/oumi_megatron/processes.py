@@ -14,7 +14,11 @@ def die_with_parent() -> None:
     A killed trainer must not leave writers or rollout processes behind (holding its stdout,
     GPUs or ports). Call it first thing in the child, then check ``os.getppid()`` against the
     parent's pid: the parent may have died before the call.
+
+    Ctrl-C is left to the trainer (SIGINT ignored here): it reaches the whole process group,
+    and the trainer finishes its step, saves, and then stops its processes itself.
     """
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     if sys.platform.startswith("linux"):
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)
 

@@ -7,6 +7,7 @@ for this world, then serve rollout (a process of ``megatron.rollout_nodes``) or 
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import torch
 
@@ -41,16 +42,30 @@ def check_trainer_type(cfg) -> None:
         )
 
 
-def check_resume(setup, resume: str | None) -> None:
-    """A named checkpoint to resume from must exist (``latest`` may find none: fresh start)."""
+def check_run_start(setup, resume: str | None) -> None:
+    """A named checkpoint to resume from must exist (``latest`` may find none: fresh start),
+    and a fresh run must not start in another run's directory (`run_dir`)."""
     from oumi_megatron.config import ConfigError
+    from oumi_megatron.run_dir import check_fresh_run, check_writable
     from oumi_megatron.training import checkpoint
 
-    resume = resume or setup.cfg.training.resume_from_checkpoint
+    resume = checkpoint.requested_resume(resume, setup.cfg.training)
     try:
-        checkpoint.resolve_resume_path(setup.output_dir / "checkpoints", resume)
+        path = checkpoint.resolve_resume_path(setup.output_dir / "checkpoints", resume)
     except FileNotFoundError as error:
         raise ConfigError(f"{error}. Fix: pass one of them, 'latest', or no --resume.") from None
+    mismatch = path and checkpoint.layout_mismatch(path, checkpoint.layout_record(setup))
+    if mismatch:
+        raise ConfigError(mismatch)
+    # `latest` without a checkpoint starts fresh: the same rule as no resume at all.
+    overwrite = setup.cfg.megatron.overwrite_output_dir
+    weights = sum(f.stat().st_size for f in Path(setup.hf_dir).glob("*.safetensors"))
+    problems = [
+        check_fresh_run(setup.output_dir, path is not None, overwrite),
+        check_writable(setup.output_dir, 2 * weights),
+    ]
+    if any(problems):
+        raise ConfigError.of([p for p in problems if p])
 
 
 def prepare_training(config, resume_from_checkpoint: str | None = None):
@@ -66,7 +81,7 @@ def prepare_training(config, resume_from_checkpoint: str | None = None):
     cfg = as_megatron_config(config)
     check_trainer_type(cfg)
     setup = prepare_setup(cfg, for_training=True)
-    check_resume(setup, resume_from_checkpoint)
+    check_run_start(setup, resume_from_checkpoint)
     apply_log_level(cfg.training.log_level)
     return setup
 

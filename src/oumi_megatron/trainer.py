@@ -16,17 +16,20 @@ from pathlib import Path
 import torch
 from oumi.core.trainers.base_trainer import BaseTrainer
 
+from oumi_megatron.faults import fault_point
 from oumi_megatron.launch import RunSetup, start_processes
 from oumi_megatron.metrics import MetricsLogger, PhaseTimer, TrainingProgress
 from oumi_megatron.metrics.summary import LayoutFacts, layout_lines, run_lines
 from oumi_megatron.metrics.timers import STANDARD_PHASES
-from oumi_megatron.parallel.ranks import is_rank0, rank
+from oumi_megatron.parallel.preemption import PreemptionWatch
+from oumi_megatron.parallel.ranks import barrier, is_rank0, rank
 from oumi_megatron.rollout.base import SamplingParams
 from oumi_megatron.step import components
 from oumi_megatron.step.exchange import route_sequences
 from oumi_megatron.step.length import training_steps
 from oumi_megatron.step.metrics import reduce_tally, rollout_tally, step_metrics
 from oumi_megatron.step.reward import ScoredBatch, score_and_advantages
+from oumi_megatron.step.reward_guard import RewardFailureGuard
 from oumi_megatron.step.rollout import RolloutBatch, generate_share
 from oumi_megatron.step.sync import build_weight_sync
 from oumi_megatron.step.update import (
@@ -35,7 +38,9 @@ from oumi_megatron.step.update import (
     optimizer_steps_per_grpo_step,
     run_update,
 )
+from oumi_megatron.stops import Preempted, RunStopped
 from oumi_megatron.training import checkpoint
+from oumi_megatron.training.metric_reduce import all_reduce_metrics
 from oumi_megatron.training.step_batches import BatchingSettings
 
 logger = logging.getLogger(__name__)
@@ -78,8 +83,14 @@ class OumiMegatronGrpoTrainer(BaseTrainer):
             is_writer=self.is_main,
             bucket_bytes=megatron.weight_sync_bucket_size_mb << 20,
             directory=setup.output_dir / "weight_sync",
+            index_export=self._index_export(),
         )
         self.reward_functions = components.build_rewards(setup)
+        self.reward_guard = RewardFailureGuard(
+            [f.name for f in self.reward_functions],
+            grpo.reward_failure_stop_frac,
+            grpo.reward_failure_window,
+        )
         self.evaluator = components.build_evaluator(setup, self.tokenizer, self.reward_functions)
         self.sampling = SamplingParams(
             n=grpo.num_generations,
@@ -153,6 +164,24 @@ class OumiMegatronGrpoTrainer(BaseTrainer):
         prompts, per_step = len(self.loader.dataset), self.loader.prompts_per_step
         return training_steps(training.max_steps, training.num_train_epochs, prompts, per_step)
 
+    def _check_rewards(self, scored) -> None:
+        """Stop (exit code 3) when a reward function fails too often (`step/reward_guard.py`);
+        the step's metrics are logged first."""
+        try:
+            failed = scored.result.failed if scored.result is not None else []
+            self.reward_guard.check(self.step, self._last_metrics, failed)
+        except Exception:
+            self.metrics_logger.log(self.step, self._last_metrics)
+            raise
+
+    def _index_export(self):
+        """The export's element map for direct weight copies, where the export moves no data
+        between ranks (a model-parallel group of one rank, experts unsharded)."""
+        layout = self.setup.layout
+        if layout.model_parallel_size != 1 or layout.ep != 1:
+            return None
+        return lambda: self.policy.index_export(self.loaded.bridge)
+
     # ---- the loop ------------------------------------------------------------------------
 
     def train(self, resume_from_checkpoint: str | None = None) -> None:
@@ -161,38 +190,16 @@ class OumiMegatronGrpoTrainer(BaseTrainer):
         self.metrics_logger = self._open_metrics()
         max_steps = self.max_steps
         progress = TrainingProgress(max_steps, initial_step=self.step, is_main_process=self.is_main)
-        while self.step < max_steps:
-            self.timer.start_step()
-            with self.timer.phase("rollout"):
-                rollouts = self._rollout()
-            with self.timer.phase("reward"):
-                scored = self._score(rollouts)
-            self.weight_sync.release()  # the engine's accelerator memory, for the update
-            with self.timer.phase("exchange"):
-                sequences, exchanged = route_sequences(
-                    self.topology, self.rank, rollouts, scored.advantages
-                )
-            with self.timer.phase("update"):
-                update = run_update(self.policy, self.reference, sequences, self.update_settings)
-            with self.timer.phase("sync"):
-                update.update(self.weight_sync.sync())
-            self.step += 1
-            evaluation = self._evaluate_if_due(max_steps)
-            tally = {**self._tally(rollouts, scored), **exchanged.as_tally()}
-            self._last_metrics = step_metrics(
-                reduce_tally(tally, self.cfg.grpo.num_generations),
-                update,
-                self.timer.step_metrics(),
-                self.loaded.provider,
-            )
-            self._last_metrics.update(evaluation)
-            self._save_if_due()
-            self._history.append({k: v for k, v in self._last_metrics.items()
-                                  if k.startswith("time/") or k == "reward/mean"})  # fmt: skip
-            if self._is_logging_step(max_steps):
-                self.metrics_logger.log(self.step, self._last_metrics)
-                progress.update(self.step, self._last_metrics)
-                self._log_completions(rollouts, scored)
+        self.preemption = PreemptionWatch(announce=self.is_main)
+        try:
+            while self.step < max_steps:
+                self._train_step(max_steps, progress)
+        except RunStopped:
+            progress.close()
+            self._close_after_stop()
+            raise
+        finally:
+            self.preemption.close()
         progress.close()
         self.weight_sync.close()  # stops rollout processes, if any
         self.checkpointer.close()  # waits for a save still being written (async)
@@ -206,6 +213,68 @@ class OumiMegatronGrpoTrainer(BaseTrainer):
                        out / "reward_curve.png"]  # fmt: skip
             for line in run_lines(self._history, time.perf_counter() - started, outputs):
                 logger.info(line)
+
+    def _train_step(self, max_steps: int, progress: TrainingProgress) -> None:
+        """One GRPO step: rollout, reward, update, sync; metrics, checkpoint, stop checks."""
+        self.timer.start_step()
+        with self.timer.phase("rollout"):
+            fault_point("rollout", self.step + 1)
+            rollouts = self._rollout()
+        with self.timer.phase("reward"):
+            scored = self._score(rollouts)
+        self.weight_sync.release()  # the engine's accelerator memory, for the update
+        with self.timer.phase("exchange"):
+            sequences, exchanged = route_sequences(
+                self.topology, self.rank, rollouts, scored.advantages
+            )
+        with self.timer.phase("update"):
+            update = run_update(self.policy, self.reference, sequences, self.update_settings)
+        with self.timer.phase("sync"):
+            update.update(self.weight_sync.sync())
+        self.step += 1
+        evaluation = self._evaluate_if_due(max_steps)
+        tally = {**self._tally(rollouts, scored), **exchanged.as_tally()}
+        self._last_metrics = step_metrics(
+            reduce_tally(tally, self.cfg.grpo.num_generations),
+            update,
+            self.timer.step_metrics(),
+            self.loaded.provider,
+        )
+        self._last_metrics.update(evaluation)
+        self._check_rewards(scored)
+        self._save_if_due()
+        self._history.append({k: v for k, v in self._last_metrics.items()
+                              if k.startswith("time/") or k == "reward/mean"})  # fmt: skip
+        if self._is_logging_step(max_steps):
+            self.metrics_logger.log(self.step, self._last_metrics)
+            progress.update(self.step, self._last_metrics)
+            self._log_completions(rollouts, scored)
+        if self.step < max_steps and self._stop_requested():
+            self._stop_for_preemption()
+
+    def _stop_requested(self) -> bool:
+        """Whether any rank got a stop signal during this step, its save included (one
+        all-reduce of a scalar per step, so every rank decides the same)."""
+        local = {"stop": float(self.preemption.requested is not None)}
+        return all_reduce_metrics(local, {"stop": "max"})["stop"] > 0
+
+    def _stop_for_preemption(self) -> None:
+        """Every rank saw the request with this step's metrics: checkpoint it, then stop."""
+        signal_name = self.preemption.requested or "a signal on another rank"
+        if int(self.cfg.training.save_steps or 0) <= 0 or self.step % self.cfg.training.save_steps:
+            self.save_state()  # (a due save was made by _save_if_due already)
+        self.checkpointer.finalize(blocking=True)  # `latest` names this step
+        raise Preempted(
+            f"preempted by {signal_name} after step {self.step}: saved "
+            f"{self.checkpoint_root / f'step_{self.step}'}; continue with --resume latest"
+        )
+
+    def _close_after_stop(self) -> None:
+        """A deliberate stop: rollout processes stopped, saves finished, metrics flushed; no
+        HF export (the run is not finished)."""
+        self.weight_sync.close()
+        self.checkpointer.close()
+        self.metrics_logger.close()
 
     def _evaluate_if_due(self, max_steps: int) -> dict[str, float]:
         if self.evaluator is None or not self.evaluator.is_due(self.step, max_steps):
@@ -298,7 +367,11 @@ class OumiMegatronGrpoTrainer(BaseTrainer):
     # ---- checkpoints -----------------------------------------------------------------------
 
     def _trainer_state(self) -> dict:
-        return {"loader": self.loader.state_dict(), "last_metrics": self._last_metrics}
+        return {
+            "loader": self.loader.state_dict(),
+            "last_metrics": self._last_metrics,
+            "layout": checkpoint.layout_record(self.setup),
+        }
 
     def _save_if_due(self) -> None:
         """Checkpoint every `save_steps`; the checkpoint holds this step's metrics row (so a
@@ -324,11 +397,10 @@ class OumiMegatronGrpoTrainer(BaseTrainer):
         )
 
     def _resume(self, resume_from_checkpoint: str | None) -> None:
-        resume = resume_from_checkpoint or self.cfg.training.resume_from_checkpoint
-        if not resume and self.cfg.training.try_resume_from_last_checkpoint:
-            resume = checkpoint.LATEST
+        resume = checkpoint.requested_resume(resume_from_checkpoint, self.cfg.training)
         self.checkpointer.finalize(blocking=True)  # `latest` must name the newest save
         path = checkpoint.resolve_resume_path(self.checkpoint_root, resume)
+        self._claim_output_dir(fresh=path is None)
         if path is None:
             if resume == checkpoint.LATEST and self.is_main:
                 logger.info("resume 'latest': no checkpoint in %s yet, starting fresh (step 0)",
@@ -341,6 +413,16 @@ class OumiMegatronGrpoTrainer(BaseTrainer):
         self._last_metrics = state.get("last_metrics", {})
         self.step = int(state["step"])
         self.weight_sync.sync()  # the engines started from the HF weights
+
+    def _claim_output_dir(self, fresh: bool) -> None:
+        """`run_dir.claim` on rank 0 (an old run's results go first with overwrite_output_dir;
+        the checks that refuse a used directory ran before any work, in run.check_run_start)."""
+        from oumi_megatron.run_dir import claim
+
+        if self.is_main:
+            text = json.dumps(dict(iter(self.cfg)), default=str, sort_keys=True)
+            claim(self.output_dir, text, fresh, self.cfg.megatron.overwrite_output_dir)
+        barrier()
 
     # ---- BaseTrainer -----------------------------------------------------------------------
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import os
 import subprocess
+from pathlib import Path
 
 import pytest
 from helpers import (
@@ -51,13 +52,31 @@ LAYOUTS = {
 }
 
 
+@pytest.fixture(scope="module")
+def dp2_run(tiny_models, tmp_path_factory) -> Path:
+    """A straight 3-step DP2 run: a layout case here and the reference of the preemption test.
+
+    DP2 is a model-parallel group of one rank: the sync after step 1 records the copies, the
+    one after step 2 copies straight from the parameters, step 3 samples from that engine.
+    """
+    out = tmp_path_factory.mktemp("dp2") / "DP2"
+    train(2, tiny_models / "llama", out, "training.max_steps=3")
+    return out
+
+
 @pytest.mark.parametrize("layout", list(LAYOUTS))
-def test_layout_trains_syncs_and_exports(layout, tiny_models, tmp_path):
+def test_layout_trains_syncs_and_exports(layout, tiny_models, tmp_path, request):
     nproc, overrides = LAYOUTS[layout]
     out = tmp_path / layout
-    train(nproc, tiny_models / "llama", out, "training.max_steps=2", *overrides)
+    steps = 3 if layout == "DP2" else 2
+    if layout == "DP2":
+        out = request.getfixturevalue("dp2_run")
+    else:
+        train(nproc, tiny_models / "llama", out, f"training.max_steps={steps}", *overrides)
     rows = metrics(out)
-    assert [r["step"] for r in rows] == [1, 2]
+    assert [r["step"] for r in rows] == list(range(1, steps + 1))
+    direct = [r["sync/direct"] for r in rows]
+    assert direct == ([0.0, 1.0, 1.0] if layout == "DP2" else [0.0] * steps), direct
     first = rows[0]
     # Step 0, identical weights in trainer and engine (fp32).
     assert abs(first["ratio/mean"] - 1.0) <= 1e-6
@@ -121,3 +140,47 @@ def test_kill_while_saving_keeps_previous_checkpoint(tiny_models, tmp_path):
     assert proc.returncode == 0, (proc.stdout + proc.stderr)[-4000:]
     final, step4 = load_weights(out / "hf_model"), load_weights(out / "hf_model_step_4")
     assert final.keys() == step4.keys() and all((final[k] == step4[k]).all() for k in final)
+
+
+def test_sigterm_saves_the_step_and_resume_equals_the_straight_run(dp2_run, tiny_models, tmp_path):
+    """SIGTERM during a save (rank 0), then during a rollout (rank 1 only): each time every
+    rank finishes the step, saves it and exits 75; resuming gives the straight run."""
+    out, model_dir = tmp_path / "preempted", tiny_models / "llama"
+    args = (
+        "training.max_steps=3",
+        "training.save_steps=1",
+        "training.resume_from_checkpoint=latest",
+    )
+    during_save = train(2, model_dir, out, *args, env={"OUMI_MEGATRON_FAULT": "before_rename:1:TERM:0"},
+                        check=False)  # fmt: skip
+    log = during_save.stdout + during_save.stderr
+    assert "exitcode  : 75" in log or "exitcode: 75" in log, log[-3000:]
+    assert "preempted by SIGTERM after step 1" in log, log[-3000:]
+    assert (out / "checkpoints" / "latest").read_text() == "step_1"
+    assert [r["step"] for r in metrics(out)] == [1] and not (out / "hf_model").exists()
+    during_rollout = train(2, model_dir, out, *args, env={"OUMI_MEGATRON_FAULT": "rollout:2:TERM:1"},
+                           check=False)  # fmt: skip
+    log = during_rollout.stdout + during_rollout.stderr
+    assert "after step 2" in log and "exitcode" in log, log[-3000:]
+    assert (out / "checkpoints" / "latest").read_text() == "step_2"
+    train(2, model_dir, out, *args)
+    assert_same_run(dp2_run, out)
+
+
+def test_a_reward_that_always_fails_stops_the_run(tiny_models, tmp_path):
+    reward_file = tmp_path / "my_rewards.py"
+    reward_file.write_text(
+        "def broken(completions, prompts=None, **kwargs):\n"
+        "    raise ZeroDivisionError('no score for you')\n"
+    )
+    out = tmp_path / "run"
+    proc = train(1, tiny_models / "llama", out, "training.max_steps=3",
+                 f"grpo.reward_functions=[{reward_file}:broken,arithmetic_exact]",
+                 check=False)  # fmt: skip
+    log = proc.stdout + proc.stderr
+    assert proc.returncode != 0 and "exitcode  : 3" in log, log[-3000:]
+    assert "my_rewards.py:broken' failed on 16 samples (100%) at step 1" in log, log[-3000:]
+    assert "no score for you" in log
+    assert [r["step"] for r in metrics(out)] == [1]  # the stopping step's metrics are logged
+    assert metrics(out)[0]["reward/my_rewards.py:broken/failures"] == 16
+    assert not (out / "hf_model").exists()

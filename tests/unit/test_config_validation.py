@@ -259,7 +259,12 @@ def test_edited_config_is_checked_again(check, load, tiny_model_dir: Path) -> No
 
 def test_model_shape_from_model_dir(tiny_model_dir: Path) -> None:
     assert ModelShape.from_model_dir(tiny_model_dir) == ModelShape(
-        num_layers=24, num_attention_heads=16, num_kv_heads=4, num_experts=None, vocab_size=32000
+        num_layers=24,
+        num_attention_heads=16,
+        num_kv_heads=4,
+        num_experts=None,
+        vocab_size=32000,
+        max_positions=2048,
     )
 
 

@@ -249,6 +249,6 @@ def test_tokenizer_name_is_read(load, tmp_path):
     tokenizer.save_pretrained(other)
     cfg = load("data.train.datasets=[{dataset_name: arithmetic_synthetic, dataset_kwargs: "
                "{num_examples: 4}}]", f"model.tokenizer_name={other}")  # fmt: skip
-    setup = types.SimpleNamespace(cfg=cfg, hf_dir=model_dir)
+    setup = types.SimpleNamespace(cfg=cfg, hf_dir=model_dir, prompts=None)
     _, loader = build_prompts(setup, prompts_per_step=4)
     assert all(p.prompt_text.startswith("OTHER:") for p in next(loader).prompts)

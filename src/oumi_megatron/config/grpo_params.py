@@ -160,6 +160,24 @@ class GrpoParams(StrictModel):
             "metric; None means the first of reward_functions."
         ),
     )
+    reward_failure_stop_frac: float = Field(
+        1.0,
+        gt=0.0,
+        le=1.0,
+        description=(
+            "Stop the run (exit code 3) when one reward function fails on at least this "
+            "fraction of a step's samples; 1.0: on all of them. A sample a function cannot "
+            "score gets 0 for it and is counted in reward/<name>/failures."
+        ),
+    )
+    reward_failure_window: int = Field(
+        5,
+        ge=1,
+        description=(
+            "Also stop when one reward function fails on more than half of the samples in "
+            "each of this many consecutive steps."
+        ),
+    )
     log_completions: bool = Field(
         False,
         description=(

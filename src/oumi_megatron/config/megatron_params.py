@@ -168,6 +168,23 @@ class MegatronParams(StrictModel):
             "about 30 s sooner, decodes several times slower)."
         ),
     )
+    vllm_sleep: bool = Field(
+        True,
+        description=(
+            "vLLM engine in the trainer's process: release its weights and KV cache during the "
+            "update (vLLM sleep mode). false keeps both resident: the weight sync is then only "
+            "the copy (no re-mapping of memory), but the update must fit beside "
+            "vllm_gpu_memory_utilization."
+        ),
+    )
+    overwrite_output_dir: bool = Field(
+        False,
+        description=(
+            "A fresh run (no resume) in a training.output_dir that holds another run's "
+            "checkpoints, exported model or metrics is refused; true deletes them first "
+            "(megatron_checkpoint/, the converted model, is kept)."
+        ),
+    )
     megatron_checkpoint_dir: str | None = Field(
         None,
         description=(

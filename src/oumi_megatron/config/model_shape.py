@@ -25,6 +25,8 @@ class ModelShape:
     num_experts: int | None
     """None (or absent) for dense models."""
     vocab_size: int
+    max_positions: int | None = None
+    """``max_position_embeddings``: the longest sequence the model is configured for."""
 
     @classmethod
     def from_hf_config(cls, config: PretrainedConfig) -> ModelShape:
@@ -38,6 +40,7 @@ class ModelShape:
                 num_kv_heads=int(getattr(text, "num_key_value_heads", None) or heads),
                 num_experts=_num_experts(text),
                 vocab_size=int(text.vocab_size),
+                max_positions=getattr(text, "max_position_embeddings", None),
             )
         except AttributeError as e:
             raise ConfigError(
@@ -57,9 +60,16 @@ class ModelShape:
             )
         from transformers import AutoConfig  # Deferred: heavy, and only needed here.
 
-        config = AutoConfig.from_pretrained(
-            str(path), trust_remote_code=False, local_files_only=True
-        )
+        try:
+            config = AutoConfig.from_pretrained(
+                str(path), trust_remote_code=False, local_files_only=True
+            )
+        except (OSError, ValueError, KeyError) as error:  # unreadable JSON, unknown model_type
+            first = str(error).strip().splitlines()[0] if str(error).strip() else repr(error)
+            raise ConfigError(
+                f"model.model_name: cannot read {path / 'config.json'} ({first}). Fix: restore "
+                f"the model's config.json (valid JSON with its model_type)."
+            ) from None
         return cls.from_hf_config(config)
 
 

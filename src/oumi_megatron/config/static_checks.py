@@ -80,6 +80,11 @@ def _check_grpo(cfg: MegatronTrainingConfig) -> None:
 
 def _check_lr(cfg: MegatronTrainingConfig) -> None:
     lr, min_lr = cfg.training.learning_rate, cfg.megatron.optimizer_config.min_lr
+    if lr <= 0:
+        raise ConfigError(
+            f"training.learning_rate ({lr}) must be > 0. Fix: set a positive peak learning "
+            f"rate (GRPO recipes use 1e-6 to 1e-5)."
+        )
     if min_lr > lr:
         raise ConfigError(
             f"megatron.optimizer_config.min_lr ({min_lr}) exceeds training.learning_rate "

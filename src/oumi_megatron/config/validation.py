@@ -46,6 +46,19 @@ def check_rewards(cfg: MegatronTrainingConfig) -> None:
         raise ConfigError(f"grpo.reward_functions: {error}") from None
 
 
+def check_lengths(cfg: MegatronTrainingConfig, shape: ModelShape) -> None:
+    """Prompt plus completion fit the model's positions."""
+    limit, grpo = shape.max_positions, cfg.grpo
+    total = grpo.max_prompt_length + grpo.max_completion_length
+    if limit and total > limit:
+        raise ConfigError(
+            f"grpo.max_prompt_length ({grpo.max_prompt_length}) + grpo.max_completion_length "
+            f"({grpo.max_completion_length}) = {total} exceeds the model's "
+            f"max_position_embeddings ({limit}). Fix: lower max_completion_length to at most "
+            f"{max(limit - grpo.max_prompt_length, 0)} (or max_prompt_length)."
+        )
+
+
 def validate_config(
     cfg: MegatronTrainingConfig,
     world_size: int,
@@ -75,6 +88,8 @@ def validate_config(
     check_static(cfg, problems)
     problems.check(check_model_path, cfg)
     layout = check_layout(cfg, world_size, model_shape, problems)
+    if model_shape is not None:
+        problems.check(check_lengths, cfg, model_shape)
     problems.check(check_rewards, cfg)
     if run_oumi_finalize:  # training: conversion and export need no data
         problems.check(check_data, cfg)

@@ -40,7 +40,10 @@ def load_chunks(chunks: list[torch.nn.Module], directory: str | Path) -> None:
     from megatron.core import dist_checkpointing
     from megatron.core.utils import unwrap_model
 
-    state = dist_checkpointing.load(sharded_state_dict(chunks), str(directory))
+    from oumi_megatron.model.safe_load import trusted_loading
+
+    with trusted_loading():
+        state = dist_checkpointing.load(sharded_state_dict(chunks), str(directory))
     chunks = unwrap_model(chunks)
     if len(chunks) == 1:
         chunks[0].load_state_dict(state["model"], strict=True)

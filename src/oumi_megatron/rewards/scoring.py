@@ -27,6 +27,12 @@ RESERVED_COLUMNS = frozenset({"completions", "prompts", "completion_ids"})
 _MAX_WARNINGS_PER_FUNCTION = 5  # per call; the rest are summarised, not dropped from counts
 
 
+def metric_name(name: str) -> str:
+    """A reward function's name in metric keys: a file path's folders dropped, so that keys
+    keep their ``reward/<name>/<what>`` shape (``/tmp/my_rewards.py:fn`` -> ``my_rewards.py:fn``)."""
+    return name.rsplit("/", 1)[-1]
+
+
 @dataclass(frozen=True)
 class RewardFailure:
     """One sample a reward function could not score."""
@@ -53,10 +59,11 @@ class RewardResult:
         out[f"{prefix}/failures"] = float(sum(self.failures.values()))
         out[f"{prefix}/none"] = float(sum(self.nones.values()))
         for name, values in self.per_function.items():
-            out[f"{prefix}/{name}/mean"] = statistics.fmean(values) if values else 0.0
-            out[f"{prefix}/{name}/failures"] = float(self.failures[name])
-            out[f"{prefix}/{name}/none"] = float(self.nones[name])
-            out[f"{prefix}/{name}/seconds"] = self.seconds.get(name, 0.0)
+            key = f"{prefix}/{metric_name(name)}"
+            out[f"{key}/mean"] = statistics.fmean(values) if values else 0.0
+            out[f"{key}/failures"] = float(self.failures[name])
+            out[f"{key}/none"] = float(self.nones[name])
+            out[f"{key}/seconds"] = self.seconds.get(name, 0.0)
         return out
 
 

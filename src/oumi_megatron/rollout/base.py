@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import hashlib
 from abc import ABC, abstractmethod
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Literal
 
@@ -167,6 +167,18 @@ class RolloutEngine(ABC):
 
     def finish_weight_update(self) -> None:  # noqa: B027 - optional hook
         """Called once after the last bucket of a sync (e.g. to reset a prefix cache)."""
+
+    def copy_targets(self) -> dict | None:
+        """Where the tensors of a whole sync land, when every weight arrives by plain copies:
+        ``{hf_name: [(destination view, size, stride, offset into the HF tensor), ...]}``
+        (`rollout/copy_plan.py`). The same object while the destinations stay where they are;
+        None when the engine cannot say (then weights arrive through `update_weights` only)."""
+        return None
+
+    def write_weights(self, copy: Callable[[], None]) -> None:
+        """Run `copy`, which writes a whole sync into the views of :meth:`copy_targets`, with
+        the engine's weights in place; then finish the update as after the last bucket."""
+        raise NotImplementedError(f"{type(self).__name__} takes weights by update_weights only")
 
     def sleep(self) -> None:  # noqa: B027 - optional hook
         """Release accelerator memory while the trainer runs."""

@@ -6,11 +6,13 @@ source view as size/stride/offset). If those copies cover every parameter of the
 and nothing else was written from outside the inputs, later syncs skip `load_weights` (its name
 parsing, per-tensor Python and loaders) and do one `torch._foreach_copy_` per bucket, with the
 same bits landing in the same places. Anything the recorder cannot explain (a cast, a computed
-value, a parameter left uncovered) keeps `load_weights` for good.
+value, a parameter left uncovered) keeps `load_weights` for good. ``OUMI_MEGATRON_COPY_PLAN=0``
+keeps it always (and with it the direct copies of `step/direct_copy.py`).
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterable
 
 import torch
@@ -56,7 +58,8 @@ class CopyPlan:
 
     def __init__(self) -> None:
         self.entries: dict[str, list[Entry]] = {}
-        self.usable = True
+        self.shapes: dict[str, tuple[int, ...]] = {}
+        self.usable = os.environ.get("OUMI_MEGATRON_COPY_PLAN", "1") != "0"
         self.ready = False
 
     def load(
@@ -66,7 +69,7 @@ class CopyPlan:
     ) -> None:
         """Load one bucket: replayed when ready and every name is known, else through
         `load_weights` (recording while the first sync is in progress)."""
-        if self.ready and all(name in self.entries for name, _ in weights):
+        if self.ready and all(self.shapes.get(name) == tuple(t.shape) for name, t in weights):
             self._replay(weights)
             return
         if self.ready or not self.usable:
@@ -77,8 +80,9 @@ class CopyPlan:
             load_weights(iter(weights))
         if recorder.foreign:
             self.usable = False
-        for name, _ in weights:  # a name the loader skips (a tied lm_head) replays as nothing
+        for name, tensor in weights:  # a name the loader skips (a tied lm_head) replays as nothing
             self.entries[name] = recorder.entries.get(name, [])
+            self.shapes[name] = tuple(tensor.shape)
 
     def finish(self, model: torch.nn.Module) -> None:
         """End of the first sync: the plan is used from now on if it covers every parameter."""

@@ -35,7 +35,7 @@ class EngineSpec:
     tensor_parallel_size: int = 1
     external_launcher: bool = False
     # vLLM only: 2 drops the weights while asleep (every sleep is followed by a full weight
-    # sync), 1 keeps a host copy.
+    # sync), 1 keeps a host copy, 0 never sleeps.
     vllm_sleep_level: int = 1
 
     def __post_init__(self) -> None:

@@ -8,7 +8,7 @@ row computes what an unpadded forward of that row alone would.
 from __future__ import annotations
 
 import secrets
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import torch
@@ -20,6 +20,7 @@ from oumi_megatron.rollout.base import (
     derive_seed,
     seeds_for_prompts,
 )
+from oumi_megatron.rollout.copy_plan import CopyPlan
 from oumi_megatron.rollout.hf_weights import copy_named_tensors, named_targets
 from oumi_megatron.rollout.sampling import processed_logprobs, sample_next
 
@@ -75,6 +76,7 @@ class TorchRolloutEngine(RolloutEngine):
         self.weight_version = 0
         self._asleep = False
         self._targets: dict[str, torch.Tensor] | None = None
+        self._plan = CopyPlan()
 
     # -- generation ---------------------------------------------------------------------
 
@@ -186,14 +188,24 @@ class TorchRolloutEngine(RolloutEngine):
     # -- weights ------------------------------------------------------------------------
 
     def update_weights(self, named_tensors: Iterable[tuple[str, torch.Tensor]]) -> None:
-        """Copy by HF ``state_dict()`` name; tied embeddings accept either name."""
+        """Copy by HF ``state_dict()`` name; tied embeddings accept either name. The copies
+        of the first sync are recorded (`CopyPlan`) and replayed afterwards."""
         if self._targets is None:
             self._targets = named_targets(self.model)
-        copy_named_tensors(self._targets, named_tensors)
+        targets = self._targets
+        self._plan.load(lambda weights: copy_named_tensors(targets, weights), list(named_tensors))
 
     def finish_weight_update(self) -> None:
         # No prefix cache to invalidate: each generate() starts from an empty KV cache.
+        self._plan.finish(self.model)
         self.weight_version += 1
+
+    def copy_targets(self) -> dict | None:
+        return self._plan.entries if self._plan.ready else None
+
+    def write_weights(self, copy: Callable[[], None]) -> None:
+        copy()
+        self.finish_weight_update()
 
     # -- memory -------------------------------------------------------------------------
 
@@ -201,7 +213,8 @@ class TorchRolloutEngine(RolloutEngine):
         """Move the model to host memory (a no-op when running on the CPU)."""
         if not self._asleep and self.device.type != "cpu":
             self.model.to("cpu")
-            self._targets = None  # module.to() replaces buffer tensors
+            self._targets = None  # module.to() replaces the tensors: copies recorded so far
+            self._plan = CopyPlan()  # point at the old ones
             if self.device.type == "cuda":
                 torch.cuda.empty_cache()
         self._asleep = True
@@ -210,5 +223,5 @@ class TorchRolloutEngine(RolloutEngine):
         """Move the model back to ``device`` (weights updated while asleep are kept)."""
         if self._asleep and self.device.type != "cpu":
             self.model.to(self.device)
-            self._targets = None
+            self._targets, self._plan = None, CopyPlan()
         self._asleep = False

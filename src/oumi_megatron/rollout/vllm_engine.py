@@ -7,7 +7,8 @@ Stable vLLM (0.26) API only: ``LLM(enable_sleep_mode=True, logprobs_mode="proces
 Weights are pushed with ``llm.collective_rpc(fn, args=(bucket,))``: ``fn(worker, bucket)`` runs
 in the worker and calls the model's own ``load_weights`` (HF names; it handles fused qkv /
 gate_up and tied embeddings) on the first sync, recording where each tensor lands; later syncs
-replay those copies (`rollout/copy_plan.py`; ``OUMI_MEGATRON_VLLM_COPY_PLAN=0`` turns it off). For the tensors to reach the worker as the same GPU tensors
+replay those copies (`rollout/copy_plan.py`; ``OUMI_MEGATRON_COPY_PLAN=0`` turns it off). For
+the tensors to reach the worker as the same GPU tensors
 (not pickled), the engine core must run in this process: ``VLLM_ENABLE_V1_MULTIPROCESSING=0``
 (set here before vLLM is imported). Inside torchrun, ``external_launcher=True`` makes one engine
 per group of ``tensor_parallel_size`` consecutive ranks (vLLM's "external launcher" executor,
@@ -19,7 +20,7 @@ from __future__ import annotations
 import logging
 import os
 import warnings
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -122,9 +123,6 @@ def _load_weights_in_worker(worker: Any, weights: list[tuple[str, torch.Tensor]]
     """Runs inside the vLLM worker (``worker`` is its ``WorkerWrapperBase``): the model's own
     ``load_weights`` on the first sync (recorded), plain copies afterwards (`CopyPlan`)."""
     model = _worker_model(worker)
-    if os.environ.get("OUMI_MEGATRON_VLLM_COPY_PLAN", "1") == "0":
-        model.load_weights(iter(weights))
-        return len(weights)
     plan = model.__dict__.setdefault("_oumi_copy_plan", CopyPlan())
     plan.load(model.load_weights, weights)
     return len(weights)
@@ -140,6 +138,12 @@ def _finish_weights_in_worker(worker: Any) -> bool:
     return plan.ready
 
 
+def _copy_targets_in_worker(worker: Any) -> dict | None:
+    """The worker's recorded copies once they replace `load_weights` (see `CopyPlan`)."""
+    plan = _worker_model(worker).__dict__.get("_oumi_copy_plan")
+    return plan.entries if plan is not None and plan.ready else None
+
+
 class VllmRolloutEngine(RolloutEngine):
     """vLLM ``LLM`` with processed logprobs, sleep mode and in-process weight updates.
 
@@ -148,7 +152,7 @@ class VllmRolloutEngine(RolloutEngine):
             the trainer's at the first sync).
         sleep_level: 1 offloads weights to host memory on :meth:`sleep` (safe); 2 discards
             them (less host memory) and is only valid when every sleep is followed by a
-            full weight sync before :meth:`generate`.
+            full weight sync before :meth:`generate`; 0 never sleeps (weights and KV cache stay).
         **llm_kwargs: passed to ``vllm.LLM`` (e.g. ``max_model_len``, ``enforce_eager``).
     """
 
@@ -166,8 +170,8 @@ class VllmRolloutEngine(RolloutEngine):
         external_launcher: bool = False,
         **llm_kwargs: Any,
     ) -> None:
-        if sleep_level not in (1, 2):
-            raise ValueError(f"sleep_level must be 1 or 2, got {sleep_level}")
+        if sleep_level not in (0, 1, 2):
+            raise ValueError(f"sleep_level must be 0, 1 or 2, got {sleep_level}")
         vllm = _import_vllm()
         self.sleep_level = sleep_level
         if external_launcher:
@@ -184,7 +188,7 @@ class VllmRolloutEngine(RolloutEngine):
             gpu_memory_utilization=gpu_memory_utilization,
             seed=seed,
             enable_prefix_caching=enable_prefix_caching,
-            enable_sleep_mode=True,
+            enable_sleep_mode=sleep_level > 0,
             logprobs_mode="processed_logprobs",
             tensor_parallel_size=tensor_parallel_size,
             trust_remote_code=trust_remote_code,
@@ -212,11 +216,14 @@ class VllmRolloutEngine(RolloutEngine):
         outputs = self.llm.generate(prompts, per_prompt, use_tqdm=False)
         return samples_from_outputs(outputs, prompt_token_ids, params.n)
 
-    def update_weights(self, named_tensors: Iterable[tuple[str, torch.Tensor]]) -> None:
+    def _wake_weights(self) -> None:
         if self._asleep and not self._weights_awake:
             # Bring back only the weights: the KV cache stays released until wake_up().
             self.llm.wake_up(tags=["weights"])
             self._weights_awake = True
+
+    def update_weights(self, named_tensors: Iterable[tuple[str, torch.Tensor]]) -> None:
+        self._wake_weights()
         weights = list(named_tensors)
         try:
             self.llm.collective_rpc(_load_weights_in_worker, args=(weights,))
@@ -235,8 +242,19 @@ class VllmRolloutEngine(RolloutEngine):
         if not self._asleep and not self.llm.reset_prefix_cache():
             raise RuntimeError("vLLM refused to reset its prefix cache (requests running?)")
 
+    def copy_targets(self) -> dict | None:
+        """The in-process worker's recorded copies (one worker per process: the engine core
+        runs here, and with the external launcher each rank holds its own worker)."""
+        targets = self.llm.collective_rpc(_copy_targets_in_worker)
+        return targets[0] if len(targets) == 1 else None
+
+    def write_weights(self, copy: Callable[[], None]) -> None:
+        self._wake_weights()  # same addresses as before the sleep (vLLM's CuMemAllocator)
+        copy()
+        self.finish_weight_update()
+
     def sleep(self) -> None:
-        if not self._asleep:
+        if not self._asleep and self.sleep_level > 0:
             self.llm.sleep(level=self.sleep_level)
             self._asleep, self._weights_awake = True, False
 

@@ -164,7 +164,7 @@ def engine_spec(
         tensor_parallel_size=topology.replica_size if colocated and backend == "vllm" else 1,
         # vLLM joins the trainer's torchrun world (one engine per replica) instead of its own.
         external_launcher=colocated and backend == "vllm",
-        vllm_sleep_level=2 if colocated and m.enable_weight_sync else 1,
+        vllm_sleep_level=(2 if colocated and m.enable_weight_sync else 1) if m.vllm_sleep else 0,
     )
 
 
@@ -195,20 +195,19 @@ def _remote_engines(setup: RunSetup, spec, method: str):
 
 
 def build_prompts(setup: RunSetup, prompts_per_step: int):
-    from transformers import AutoTokenizer
-
+    """The tokenizer and the prompt loader (the prompts read while validating, if they were)."""
     from oumi_megatron.data.loader import PromptDataLoader
     from oumi_megatron.data.prompts import load_prompt_datasets
+    from oumi_megatron.launch import load_tokenizer
 
     cfg = setup.cfg
-    tokenizer = AutoTokenizer.from_pretrained(
-        cfg.model.tokenizer_name or str(setup.hf_dir), trust_remote_code=cfg.model.trust_remote_code
-    )
-    if cfg.model.chat_template:
-        from oumi.builders.models import build_chat_template
-
-        tokenizer.chat_template = build_chat_template(cfg.model.chat_template)
-    dataset = load_prompt_datasets(cfg.data.train.datasets, tokenizer, cfg.grpo.max_prompt_length)
+    if setup.prompts is not None:
+        tokenizer, dataset = setup.prompts
+    else:
+        tokenizer = load_tokenizer(cfg, setup.hf_dir)
+        dataset = load_prompt_datasets(
+            cfg.data.train.datasets, tokenizer, cfg.grpo.max_prompt_length
+        )
     loader = PromptDataLoader(dataset, prompts_per_step, seed=cfg.sampling_seed)
     return tokenizer, loader
 

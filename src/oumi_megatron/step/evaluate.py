@@ -20,6 +20,7 @@ import torch
 
 from oumi_megatron.parallel.ranks import all_reduce_host
 from oumi_megatron.rewards import score_rollouts
+from oumi_megatron.rewards.scoring import metric_name
 from oumi_megatron.rollout.base import SamplingParams
 from oumi_megatron.step.metrics import FULL_MARKS
 from oumi_megatron.step.rollout import RolloutBatch, generate_share
@@ -82,5 +83,5 @@ class Evaluator:
             "eval/response_length/truncated_frac": sums[4].item() / n,
         }
         for i, name in enumerate(names):
-            metrics[f"eval/reward/{name}/mean"] = sums[5 + i].item() / n
+            metrics[f"eval/reward/{metric_name(name)}/mean"] = sums[5 + i].item() / n
         return metrics

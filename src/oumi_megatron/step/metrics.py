@@ -18,6 +18,7 @@ from oumi_megatron.metrics import (
     peak_flops_for_device,
     throughput_metrics,
 )
+from oumi_megatron.rewards.scoring import metric_name
 from oumi_megatron.step.reward import ScoredBatch
 from oumi_megatron.step.rollout import RolloutBatch
 from oumi_megatron.training.metric_reduce import all_reduce_metrics
@@ -58,10 +59,11 @@ def rollout_tally(
     per_function = result.per_function if result else {}
     for name in reward_names:
         values = per_function.get(name, [])
-        tally[f"fn/{name}/sum"] = ("sum", math.fsum(values))
-        tally[f"fn/{name}/failures"] = ("sum", float(result.failures[name]) if result else 0.0)
-        tally[f"fn/{name}/none"] = ("sum", float(result.nones[name]) if result else 0.0)
-        tally[f"fn/{name}/seconds"] = ("max", result.seconds.get(name, 0.0) if result else 0.0)
+        key = f"fn/{metric_name(name)}"
+        tally[f"{key}/sum"] = ("sum", math.fsum(values))
+        tally[f"{key}/failures"] = ("sum", float(result.failures[name]) if result else 0.0)
+        tally[f"{key}/none"] = ("sum", float(result.nones[name]) if result else 0.0)
+        tally[f"{key}/seconds"] = ("max", result.seconds.get(name, 0.0) if result else 0.0)
     accuracy = per_function.get(accuracy_name, [])
     tally["correct"] = ("sum", float(sum(v >= FULL_MARKS for v in accuracy)))
     return tally
@@ -94,6 +96,8 @@ def reduce_tally(tally: dict[str, tuple[str, float]], num_generations: int) -> d
             metrics[f"reward/{name}/{what if what != 'sum' else 'mean'}"] = (
                 value / n if what == "sum" else value
             )
+            if what == "failures":
+                metrics[f"reward/{name}/failure_frac"] = value / n
         elif "/" in key:  # already a metric name (exchange/*, rollout/*)
             metrics[key] = value
     metrics["_tokens"] = totals["tokens"]

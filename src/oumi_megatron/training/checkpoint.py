@@ -13,13 +13,13 @@ import os
 import random
 import re
 import shutil
-import signal
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from oumi_megatron.faults import fault_point
 from oumi_megatron.model.dist_ckpt import sharded_state_dict
 from oumi_megatron.parallel.ranks import barrier, rank
 
@@ -30,24 +30,55 @@ RNG_STATE = "rng_state_rank{rank}.pt"
 LATEST = "latest"
 
 
-# Fault injection for tests: SIGKILL this process at a named point of the save of step N
-# (OUMI_MEGATRON_FAULT=before_rename:3, after_save:3, or after_schedule:3 = an asynchronous
-# save just handed to its writer, training about to continue). Never set in normal runs.
-FAULT_ENV = "OUMI_MEGATRON_FAULT"
-
-
-def _fault_point(name: str, step: int) -> None:
-    if os.environ.get(FAULT_ENV) == f"{name}:{step}":
-        logger.warning("fault injection: killing rank %d at %s of step %d", rank(), name, step)
-        os.kill(os.getpid(), signal.SIGKILL)
-
-
 def list_checkpoints(root: Path) -> list[Path]:
     """Complete checkpoints under `root`, oldest first."""
     if not root.is_dir():
         return []
     found = [(int(m.group(1)), p) for p in root.iterdir() if (m := STEP_DIR.match(p.name))]
     return [p for _, p in sorted(found) if (p / TRAINER_STATE).exists()]
+
+
+def layout_record(setup) -> dict:
+    """What a checkpoint's shards depend on: recorded in trainer_state.json, checked on resume."""
+    layout = setup.layout
+    return {
+        "tensor_model_parallel_size": layout.tp,
+        "pipeline_model_parallel_size": layout.pp,
+        "virtual_pipeline_model_parallel_size": layout.vpp,
+        "context_parallel_size": layout.cp,
+        "expert_model_parallel_size": layout.ep,
+        "data_parallel_size": layout.data_parallel_size(setup.world_size),
+        "use_distributed_optimizer": setup.cfg.megatron.ddp_config.use_distributed_optimizer,
+        "params_dtype": str(setup.params_dtype).removeprefix("torch."),
+    }
+
+
+def layout_mismatch(path: Path, record: dict) -> str | None:
+    """Why checkpoint `path` cannot be resumed with layout `record` (None: it can). Optimizer
+    shards are laid out by the layout they were saved with; resuming with another is refused
+    by name rather than failing on missing keys."""
+    saved = json.loads((path / TRAINER_STATE).read_text()).get("layout")
+    if saved is None:
+        return None  # written before layouts were recorded
+    changed = [f"megatron.{k}: saved {saved.get(k)}, now {v}" for k, v in record.items()
+               if saved.get(k) != v]  # fmt: skip
+    if not changed:
+        return None
+    return (
+        f"checkpoint {path} was saved with another layout ({'; '.join(changed)}). Its optimizer "
+        f"state is sharded for that layout. Fix: resume with the saved values (and as many "
+        f"processes), or export that step's model (oumi-megatron export --checkpoint "
+        f"{path.name}) and start a new run from it."
+    )
+
+
+def requested_resume(explicit: str | None, training) -> str | None:
+    """What to resume from: `explicit` (--resume), training.resume_from_checkpoint, or
+    ``latest`` for training.try_resume_from_last_checkpoint."""
+    resume = explicit or training.resume_from_checkpoint
+    if not resume and training.try_resume_from_last_checkpoint:
+        resume = LATEST
+    return resume
 
 
 def resolve_resume_path(root: Path, resume: str | None) -> Path | None:
@@ -171,7 +202,7 @@ class Checkpointer:
             request.execute_sync()
         else:
             self._queue.schedule_async_request(writer_dies_with_trainer(request))
-            _fault_point("after_schedule", step)
+            fault_point("after_schedule", step)
         return final
 
     def finalize(self, blocking: bool) -> None:
@@ -193,7 +224,7 @@ class Checkpointer:
     def _publish(self, step: int, tmp: Path, final: Path, state_json: str, rng: dict) -> None:
         torch.save(rng, tmp / RNG_STATE.format(rank=rank()))
         barrier()
-        _fault_point("before_rename", step)
+        fault_point("before_rename", step)
         if rank() == 0:
             (tmp / TRAINER_STATE).write_text(state_json)
             shutil.rmtree(final, ignore_errors=True)
@@ -201,7 +232,7 @@ class Checkpointer:
             (self.root / LATEST).write_text(final.name)
             _prune(self.root, self.keep_last)
         barrier()
-        _fault_point("after_save", step)
+        fault_point("after_save", step)
 
 
 def _strategy(fully_parallel: bool):
@@ -226,9 +257,12 @@ def load_checkpoint(path: Path, model, optimizer, scheduler) -> dict:
     from megatron.core import dist_checkpointing
     from megatron.core.utils import unwrap_model
 
-    state = dist_checkpointing.load(
-        _full_state(model, optimizer, is_loading=True), str(path / "dist")
-    )
+    from oumi_megatron.model.safe_load import trusted_loading
+
+    with trusted_loading():
+        state = dist_checkpointing.load(
+            _full_state(model, optimizer, is_loading=True), str(path / "dist")
+        )
     bare = unwrap_model(model)
     if len(bare) == 1:
         bare[0].load_state_dict(state["model"], strict=True)

@@ -190,3 +190,10 @@ class MegatronPolicy:
         """Current weights in Hugging Face naming, gathered across TP/PP (collective), one
         tensor at a time on the policy's device (`cpu`: copied to host memory)."""
         yield from bridge.export_hf_weights(self.model, cpu=cpu, show_progress=False)
+
+    def index_export(self, bridge):
+        """Where each exported element comes from (`model/export_index.py`; a model-parallel
+        group of one rank only)."""
+        from oumi_megatron.model.export_index import index_export
+
+        return index_export(bridge, self.model)

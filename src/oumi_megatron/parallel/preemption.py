@@ -1,0 +1,60 @@
+"""Graceful stop on SIGTERM / SIGINT / SIGUSR1: finish the step, checkpoint it, exit 75.
+
+Schedulers send SIGTERM before they kill a job (Kubernetes, Slurm's ``scancel``; torchrun
+forwards it to its workers and waits 30 s before SIGKILL); Slurm's ``--signal=USR1@<seconds>``
+warns ahead of the time limit; Ctrl-C sends SIGINT. The first of these only sets a flag: the
+step in flight runs to its end, the flag is reduced over all ranks with the step's metrics (so
+every rank stops after the same step), the step is checkpointed and the run exits with code 75.
+
+A second signal at least `REPEAT_AFTER_S` after the first exits at once (code 128 + signal):
+the same signal arriving again within that time is the launcher forwarding the one the whole
+process group already got (torchrun after a Ctrl-C), not an operator insisting.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import threading
+import time
+
+logger = logging.getLogger(__name__)
+
+SIGNALS = ("SIGTERM", "SIGINT", "SIGUSR1")
+REPEAT_AFTER_S = 2.0
+
+
+class PreemptionWatch:
+    """Installs the handlers on creation (main thread only); `requested` is the signal name."""
+
+    def __init__(self, announce: bool = True) -> None:
+        self.requested: str | None = None
+        self._first_at = 0.0
+        self._announce = announce
+        self._previous = {}
+        if threading.current_thread() is not threading.main_thread():
+            return  # handlers can only be set from the main thread (then signals act as usual)
+        for name in SIGNALS:
+            number = getattr(signal, name)
+            self._previous[number] = signal.signal(number, self._handle)
+
+    def _handle(self, number: int, frame) -> None:
+        name = signal.Signals(number).name
+        now = time.monotonic()
+        if self.requested is None:
+            self.requested, self._first_at = name, now
+            if self._announce:
+                logger.warning("%s received: finishing this step, then saving a checkpoint and "
+                               "exiting (send it again to exit at once)", name)  # fmt: skip
+            return
+        if now - self._first_at < REPEAT_AFTER_S:
+            return  # the launcher forwarding the signal the process group already got
+        logger.warning("%s received again: exiting now, without a checkpoint", name)
+        os._exit(128 + number)
+
+    def close(self) -> None:
+        """Restore the previous handlers."""
+        for number, previous in self._previous.items():
+            signal.signal(number, previous)
+        self._previous = {}

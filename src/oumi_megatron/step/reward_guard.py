@@ -1,0 +1,51 @@
+"""Stop a run whose reward functions fail too often, instead of training on zeros.
+
+A sample a reward function cannot score gets 0 for it (`rewards/scoring.py`), which keeps a run
+alive through the odd bad completion. When a function fails on every sample, though, every
+advantage from it is 0 and the run would learn nothing while looking healthy. Per function:
+
+- one step where it fails on at least ``grpo.reward_failure_stop_frac`` of the samples
+  (default 1.0: all of them) stops the run;
+- so do ``grpo.reward_failure_window`` consecutive steps where it fails on more than half.
+
+The decision uses the globally reduced counts, so every rank stops at the same step.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+
+from oumi_megatron.rewards.scoring import RewardFailure, metric_name
+from oumi_megatron.stops import FailurePolicyStop
+
+
+class RewardFailureGuard:
+    def __init__(self, names: list[str], stop_frac: float, window: int) -> None:
+        self.stop_frac, self.window = stop_frac, window
+        self.recent = {name: deque(maxlen=window) for name in names}
+
+    def check(self, step: int, metrics: dict[str, float], failed: list[RewardFailure]) -> None:
+        """Raise `FailurePolicyStop` if a function crossed a bound at `step`; `metrics` holds
+        ``reward/<name>/failures`` and ``reward/<name>/failure_frac`` (global), `failed` this
+        rank's failures (for the first error in the message)."""
+        for name, recent in self.recent.items():
+            key = f"reward/{metric_name(name)}"
+            frac = metrics.get(f"{key}/failure_frac", 0.0)
+            recent.append(frac)
+            if frac >= self.stop_frac:
+                reason = (f"failed on {metrics[f'{key}/failures']:.0f} samples "
+                          f"({frac:.0%}) at step {step}")  # fmt: skip
+                fix = f"raise grpo.reward_failure_stop_frac (now {self.stop_frac})"
+            elif len(recent) == self.window and min(recent) > 0.5:
+                reason = (f"failed on more than half of the samples in each of the last "
+                          f"{self.window} steps (up to step {step})")  # fmt: skip
+                fix = f"raise grpo.reward_failure_window (now {self.window})"
+            else:
+                continue
+            first = next((f for f in failed if f.function == name), None)
+            error = f" First error (sample {first.sample_id}): {first.error}." if first else ""
+            raise FailurePolicyStop(
+                f"reward function {name!r} {reason}; those samples scored 0 for it, so the "
+                f"run would train on nothing from it.{error} Fix the function, or {fix} to "
+                f"keep going."
+            )

@@ -1,0 +1,69 @@
+"""Deliberate stops: the reward failure policy and the preemption signal handler."""
+
+from __future__ import annotations
+
+import os
+import signal
+
+import pytest
+
+from oumi_megatron.parallel import preemption
+from oumi_megatron.parallel.preemption import PreemptionWatch
+from oumi_megatron.rewards.scoring import RewardFailure
+from oumi_megatron.step.reward_guard import RewardFailureGuard
+from oumi_megatron.stops import EXIT_FAILURE_POLICY, EXIT_PREEMPTED, FailurePolicyStop, Preempted
+
+
+def _metrics(**fracs: float) -> dict[str, float]:
+    out = {}
+    for name, frac in fracs.items():
+        out[f"reward/{name}/failure_frac"] = frac
+        out[f"reward/{name}/failures"] = frac * 64
+    return out
+
+
+def test_a_function_failing_on_every_sample_stops_the_run_by_name():
+    guard = RewardFailureGuard(["fine", "broken"], stop_frac=1.0, window=5)
+    guard.check(1, _metrics(fine=0.0, broken=0.5), [])
+    failed = [RewardFailure("broken", "p3-g1", "ZeroDivisionError: division by zero")]
+    with pytest.raises(FailurePolicyStop) as stop:
+        guard.check(2, _metrics(fine=0.1, broken=1.0), failed)
+    message = str(stop.value)
+    assert "'broken'" in message and "64 samples (100%) at step 2" in message
+    assert "ZeroDivisionError" in message and "p3-g1" in message
+    assert "grpo.reward_failure_stop_frac" in message
+    assert stop.value.exit_code == EXIT_FAILURE_POLICY == 3
+
+
+def test_more_than_half_over_the_window_stops_and_less_does_not():
+    guard = RewardFailureGuard(["flaky"], stop_frac=1.0, window=3)
+    for step, frac in enumerate([0.6, 0.7, 0.5, 0.9, 0.6], start=1):  # 0.5 breaks the run
+        guard.check(step, _metrics(flaky=frac), [])
+    with pytest.raises(FailurePolicyStop, match="last 3 steps"):
+        guard.check(6, _metrics(flaky=0.8), [])
+
+
+def test_a_lower_bound_stops_earlier():
+    guard = RewardFailureGuard(["f"], stop_frac=0.25, window=5)
+    guard.check(1, _metrics(f=0.2), [])
+    with pytest.raises(FailurePolicyStop, match="25%"):
+        guard.check(2, _metrics(f=0.25), [])
+
+
+def test_first_signal_sets_the_flag_and_a_quick_repeat_is_ignored(monkeypatch):
+    exits = []
+    monkeypatch.setattr(preemption.os, "_exit", exits.append)
+    watch = PreemptionWatch(announce=False)
+    try:
+        assert watch.requested is None
+        os.kill(os.getpid(), signal.SIGTERM)
+        assert watch.requested == "SIGTERM"
+        os.kill(os.getpid(), signal.SIGINT)  # torchrun forwarding: within REPEAT_AFTER_S
+        assert exits == [] and watch.requested == "SIGTERM"
+        watch._first_at -= preemption.REPEAT_AFTER_S
+        os.kill(os.getpid(), signal.SIGUSR1)
+        assert exits == [128 + signal.SIGUSR1]
+    finally:
+        watch.close()
+    assert signal.getsignal(signal.SIGTERM) != watch._handle
+    assert Preempted("x").exit_code == EXIT_PREEMPTED == 75
