@@ -38,7 +38,7 @@ from oumi_megatron.step.update import (
     optimizer_steps_per_grpo_step,
     run_update,
 )
-from oumi_megatron.stops import Preempted, RunStopped
+from oumi_megatron.stops import FailurePolicyStop, Preempted, RunStopped
 from oumi_megatron.training import checkpoint
 from oumi_megatron.training.metric_reduce import all_reduce_metrics
 from oumi_megatron.training.step_batches import BatchingSettings
@@ -170,7 +170,7 @@ class OumiMegatronGrpoTrainer(BaseTrainer):
         try:
             failed = scored.result.failed if scored.result is not None else []
             self.reward_guard.check(self.step, self._last_metrics, failed)
-        except Exception:
+        except FailurePolicyStop:
             self.metrics_logger.log(self.step, self._last_metrics)
             raise
 
@@ -264,8 +264,10 @@ class OumiMegatronGrpoTrainer(BaseTrainer):
         if int(self.cfg.training.save_steps or 0) <= 0 or self.step % self.cfg.training.save_steps:
             self.save_state()  # (a due save was made by _save_if_due already)
         self.checkpointer.finalize(blocking=True)  # `latest` names this step
+        waited = self.preemption.seconds_since_request()
+        after = f" ({waited:.1f} s after the signal)" if waited is not None else ""
         raise Preempted(
-            f"preempted by {signal_name} after step {self.step}: saved "
+            f"preempted by {signal_name} after step {self.step}{after}: saved "
             f"{self.checkpoint_root / f'step_{self.step}'}; continue with --resume latest"
         )
 

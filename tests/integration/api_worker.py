@@ -63,6 +63,7 @@ built = MegatronTrainingConfig(
     grpo={
         "num_generations": 4,
         "prompts_per_step": 4,
+        "max_prompt_length": 64,  # the tiny model has 512 positions
         "max_completion_length": 6,
         "reward_functions": ["arithmetic_dense"],
     },  # fmt: skip

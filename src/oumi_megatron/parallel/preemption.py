@@ -53,6 +53,10 @@ class PreemptionWatch:
         logger.warning("%s received again: exiting now, without a checkpoint", name)
         os._exit(128 + number)
 
+    def seconds_since_request(self) -> float | None:
+        """Seconds since the first signal on this rank (None: none here)."""
+        return None if self.requested is None else time.monotonic() - self._first_at
+
     def close(self) -> None:
         """Restore the previous handlers."""
         for number, previous in self._previous.items():
