@@ -10,6 +10,9 @@ or transport it has. Per step, as the fastest colocated trainers order it:
                a sleeping vLLM engine wakes its weights only when the first bucket arrives
                the engine wakes the rest (its KV cache) once every weight is in place
 
+Where the export moves no data between ranks, syncs after the first skip it: one batched copy
+from the parameters into the engine's weights (`step/direct_copy.py`, `sync/direct` = 1).
+
 The Bridge export is collective over the model-parallel group: every rank walks it, ranks
 without an engine drop each tensor as soon as it is produced (nothing of the whole model is
 kept anywhere). Transports, by `build_weight_sync`:
