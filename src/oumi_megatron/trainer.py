@@ -21,6 +21,7 @@ from oumi_megatron.launch import RunSetup, start_processes
 from oumi_megatron.metrics import MetricsLogger, PhaseTimer, TrainingProgress
 from oumi_megatron.metrics.summary import LayoutFacts, layout_lines, run_lines
 from oumi_megatron.metrics.timers import STANDARD_PHASES
+from oumi_megatron.model.provider import needs_equal_microbatch_shapes
 from oumi_megatron.parallel.preemption import PreemptionWatch
 from oumi_megatron.parallel.ranks import barrier, is_rank0, rank
 from oumi_megatron.rollout.base import SamplingParams
@@ -110,7 +111,8 @@ class OumiMegatronGrpoTrainer(BaseTrainer):
                 token_budget=self.cfg.packing_token_budget,
                 microbatch_multiple=setup.layout.pp if setup.layout.vpp else 1,
                 pad_token_id=self.tokenizer.pad_token_id or 0,
-                fixed_shape=setup.layout.vpp is not None,
+                fixed_shape=needs_equal_microbatch_shapes(setup.layout),
+                cp_size=setup.layout.cp,
             ),
             max_completion_length=grpo.max_completion_length,
             optimizer_steps=optimizer_steps_per_grpo_step(self.cfg, setup.validated),

@@ -29,6 +29,11 @@ CASES = [
     ("llama", ParallelLayout(pp=2)),
     ("llama", ParallelLayout(tp=2, pp=2)),
     ("llama", ParallelLayout(pp=2, vpp=2)),
+    # Context parallelism: each sequence in 2·CP chunks, K/V all-gathered over the CP group.
+    ("llama", ParallelLayout(cp=2)),
+    ("llama", ParallelLayout(cp=4)),
+    ("llama", ParallelLayout(tp=2, cp=2)),
+    ("qwen2", ParallelLayout(pp=2, cp=2)),
     ("qwen2", ParallelLayout(tp=1)),
     ("qwen2", ParallelLayout(tp=2)),
     ("qwen2", ParallelLayout(pp=2)),

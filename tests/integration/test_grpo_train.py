@@ -23,7 +23,8 @@ from helpers import (
 
 LAYOUTS = {
     "TP2": (2, ["megatron.tensor_model_parallel_size=2"]),
-    "PP2": (2, ["megatron.pipeline_model_parallel_size=2"]),
+    # Two optimizer steps per GRPO step: old log-probs from a forward pass before the first.
+    "PP2": (2, ["megatron.pipeline_model_parallel_size=2", "megatron.global_batch_size=8"]),
     "DP2": (2, []),
     "PP2xVPP2": (
         2,
@@ -45,12 +46,23 @@ LAYOUTS = {
         4,
         ["megatron.tensor_model_parallel_size=2", "megatron.pipeline_model_parallel_size=2"],
     ),  # fmt: skip
-    # Truncated sampling: the trainer's log-probs are of the engine's top-k/top-p distribution.
+    # Truncated sampling: the trainer's log-probs are of the engine's top-k/top-p distribution;
+    # one rollout replica spanning the model-parallel group (rollout TP2).
     "TP2_topp_topk": (
         2,
-        ["megatron.tensor_model_parallel_size=2", "grpo.top_p=0.9", "grpo.top_k=20"],
+        [
+            "megatron.tensor_model_parallel_size=2",
+            "grpo.top_p=0.9",
+            "grpo.top_k=20",
+            "megatron.rollout_tensor_parallel_size=2",
+        ],
     ),  # fmt: skip
+    # Each sequence in 4 chunks over 2 ranks (packed), K/V all-gathered in every layer.
+    "CP2": (2, ["megatron.context_parallel_size=2"]),
+    # Qwen3-MoE with its experts split over 2 ranks (router aux loss on, coefficient 1e-3).
+    "EP2_moe": (2, ["megatron.expert_model_parallel_size=2"]),
 }
+MODELS = {"EP2_moe": "qwen3_moe"}  # the rest: llama
 
 
 @pytest.fixture(scope="module")
@@ -73,14 +85,17 @@ def test_layout_trains_syncs_and_exports(layout, tiny_models, tmp_path, request)
     if layout == "DP2":
         out = request.getfixturevalue("dp2_run")
     else:
-        train(nproc, tiny_models / "llama", out, f"training.max_steps={steps}", *overrides)
+        model = tiny_models / MODELS.get(layout, "llama")
+        train(nproc, model, out, f"training.max_steps={steps}", *overrides)
     rows = metrics(out)
     assert [r["step"] for r in rows] == list(range(1, steps + 1))
     direct = [r["sync/direct"] for r in rows]
     assert direct == ([0.0, 1.0, 1.0] if layout == "DP2" else [0.0] * steps), direct
     first = rows[0]
-    # Step 0, identical weights in trainer and engine (fp32).
-    assert abs(first["ratio/mean"] - 1.0) <= 1e-6
+    # Step 0, identical weights in trainer and engine (fp32); with two optimizer steps the
+    # second mini-batch's ratio is to the weights before the first.
+    if layout != "PP2":
+        assert abs(first["ratio/mean"] - 1.0) <= 1e-6
     assert first["mismatch/token_mult_prob_error"] <= 1.0001
     # Step 2's rollouts come from the engine after the weight sync of step 1.
     for row in rows:
@@ -89,6 +104,12 @@ def test_layout_trains_syncs_and_exports(layout, tiny_models, tmp_path, request)
         assert all(row["mismatch/outside_kept_frac"] == 0.0 for row in rows)
         assert all(row["entropy"] < math.log(20) for row in rows), "at most 20 tokens are kept"
     assert rows[1]["grad_norm"] > 0 and math.isfinite(rows[1]["loss/policy"])
+    if layout in MODELS:  # MoE: the aux loss is logged; experts come back in HF naming
+        assert all(0 < row["moe/load_balancing_loss"] < 10 for row in rows)
+        source = load_weights(tiny_models / MODELS[layout])
+        exported = load_weights(out / "hf_model")
+        assert exported.keys() == source.keys()
+        assert any(".experts." in k for k in exported)
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     model = AutoModelForCausalLM.from_pretrained(out / "hf_model")

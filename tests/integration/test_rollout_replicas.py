@@ -1,7 +1,10 @@
-"""Rollout replicas on 4 gloo ranks: DP4, TP2×DP2 and PP2×DP2 with one replica per
-data-parallel group (or per rank) give the same samples, rewards, loss and updated weights as
-the same layout with one replica over the whole world; each replica generates exactly its
-share, and each rank receives exactly the sequences it trains on (counted, in bytes too)."""
+"""Rollout replicas on 4 gloo ranks: DP4 and PP2×DP2 with one replica per rank give the same
+samples, rewards, loss and updated weights as the same layout with one replica (rollout TP4)
+over the whole world; each replica generates exactly its share, and each rank receives exactly
+the sequences it trains on (counted, in bytes too).
+
+A replica as large as the model-parallel group (TP2 training, rollout TP2) is the layout
+test's TP2_topp_topk case (test_grpo_train.py): each 4-process launch here costs ~85 s."""
 
 from __future__ import annotations
 
@@ -18,8 +21,6 @@ SINGLE = ["megatron.rollout_tensor_parallel_size=4"]  # one replica over the 4 r
 # layout: (layout overrides, replica overrides, replicas, ranks per data-parallel group)
 LAYOUTS = {
     "dp4": ([], [], 4, 1),
-    "tp2_dp2": (["megatron.tensor_model_parallel_size=2"],
-                ["megatron.rollout_tensor_parallel_size=2"], 2, 2),
     # Replicas of one rank each: two per data-parallel group (its two pipeline stages).
     "pp2_dp2": (["megatron.pipeline_model_parallel_size=2"], [], 4, 2),
 }  # fmt: skip

@@ -1,6 +1,8 @@
 """The same batch gives the same loss and updated weights however it is split or laid out:
-micro-batch 1 vs 4, packing on vs off, TP1 / TP2 / PP2 / PP2×VPP2 / DP2 / TP2×PP2, with and
-without the distributed optimizer (fp32, ≤ 1e-5)."""
+micro-batch 1 vs 4, packing on vs off, TP1 / TP2 / PP2 / PP2×VPP2 / DP2 / TP2×PP2 / CP2 / CP4 /
+TP2×CP2 / PP2×CP2 (each sequence in 2·CP chunks, K/V all-gathered), with and
+without the distributed optimizer, old log-probs from a separate forward pass or (on-policy)
+from the training forward itself (fp32, ≤ 1e-5)."""
 
 from __future__ import annotations
 
@@ -12,17 +14,25 @@ from helpers import torchrun
 
 WORKER = Path(__file__).with_name("update_worker.py")
 TOLERANCE = 1e-5
+SEQ_MEAN = {"aggregation": "seq-mean-token-mean"}
 LAUNCHES = {
     1: [
         {"name": "tp1_mbs1", "layout": {}, "mbs": 1, "packing": False},
         {"name": "tp1_mbs4", "layout": {}, "mbs": 4, "packing": False},
         {"name": "tp1_packed", "layout": {}, "mbs": 4, "packing": True},
+        # No old-policy forward pass: one optimizer step takes them from its own forward.
+        {"name": "tp1_on_policy", "layout": {}, "mbs": 2, "packing": True, "on_policy": True},
+        {"name": "tp1_seq_mean", "layout": {}, "mbs": 4, "packing": True, **SEQ_MEAN},
     ],
     2: [
         {"name": "dp2", "layout": {}, "mbs": 2, "packing": False},
         {"name": "dp2_distopt", "layout": {}, "mbs": 2, "packing": False, "distopt": True},
         {"name": "pp2vpp2", "layout": {"pp": 2, "vpp": 2}, "mbs": 1, "packing": False},
         {"name": "pp2vpp2_packed", "layout": {"pp": 2, "vpp": 2}, "mbs": 2, "packing": True},
+        {"name": "cp2", "layout": {"cp": 2}, "mbs": 2, "packing": False},
+        {"name": "cp2_packed", "layout": {"cp": 2}, "mbs": 4, "packing": True},
+        # Per-sequence means need each split sequence's whole token count.
+        {"name": "cp2_seq_mean", "layout": {"cp": 2}, "mbs": 4, "packing": True, **SEQ_MEAN},
     ],
     4: [
         {"name": "tp2_dp2", "layout": {"tp": 2}, "mbs": 4, "packing": False},
@@ -36,9 +46,14 @@ LAUNCHES = {
         {"name": "pp2_dp2", "layout": {"pp": 2}, "mbs": 1, "packing": False},
         {"name": "tp2pp2", "layout": {"tp": 2, "pp": 2}, "mbs": 2, "packing": False},
         {"name": "tp2pp2_packed", "layout": {"tp": 2, "pp": 2}, "mbs": 2, "packing": True},
+        {"name": "cp4_packed", "layout": {"cp": 4}, "mbs": 4, "packing": True},
+        {"name": "cp4", "layout": {"cp": 4}, "mbs": 1, "packing": False},
+        {"name": "tp2_cp2_packed", "layout": {"tp": 2, "cp": 2}, "mbs": 4, "packing": True},
+        {"name": "pp2_cp2", "layout": {"pp": 2, "cp": 2}, "mbs": 2, "packing": False},
     ],
 }
 REFERENCE = "tp1_mbs1"
+OWN_REFERENCE = {"cp2_seq_mean": "tp1_seq_mean"}  # another loss: compared with its own
 
 
 @pytest.fixture(scope="module")
@@ -56,7 +71,12 @@ def updates(tiny_models, tmp_path_factory) -> tuple[dict[str, dict], Path]:
     return results, tiny_models / "llama"
 
 
-CASES = [c["name"] for cases in LAUNCHES.values() for c in cases if c["name"] != REFERENCE]
+CASES = [
+    c["name"]
+    for cases in LAUNCHES.values()
+    for c in cases
+    if c["name"] != REFERENCE and c["name"] not in OWN_REFERENCE.values()
+]
 
 
 @pytest.mark.parametrize("case", CASES)
@@ -64,7 +84,7 @@ def test_same_loss_and_weights(updates, case):
     from safetensors.torch import load_file
 
     results, _ = updates
-    ref, other = results[REFERENCE], results[case]
+    ref, other = results[OWN_REFERENCE.get(case, REFERENCE)], results[case]
     assert other["metrics"]["loss/policy"] == pytest.approx(
         ref["metrics"]["loss/policy"], abs=TOLERANCE
     )

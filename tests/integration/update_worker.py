@@ -16,6 +16,7 @@ import torch.distributed as dist
 
 from oumi_megatron.algorithms.aggregation import LossNormalizer
 from oumi_megatron.algorithms.grpo import GrpoLossConfig
+from oumi_megatron.data.context_parallel import shard_for_context_parallel
 from oumi_megatron.model.bridge import load_megatron_model
 from oumi_megatron.parallel.layout import ParallelLayout
 from oumi_megatron.parallel.startup import init_distributed, init_model_parallel
@@ -46,6 +47,7 @@ def run_case(case: dict, model_dir: str, out_dir: Path) -> dict:
     from megatron.core.distributed import DistributedDataParallelConfig
 
     layout = ParallelLayout(**case["layout"])
+    aggregation = case.get("aggregation", "token-mean")
     init_model_parallel(layout, seed=5)
     loaded = load_megatron_model(
         model_dir,
@@ -69,19 +71,18 @@ def run_case(case: dict, model_dir: str, out_dir: Path) -> dict:
         token_budget=24,
         microbatch_multiple=layout.pp if layout.vpp else 1,
         fixed_shape=layout.vpp is not None or case.get("fixed", False),
+        cp_size=layout.cp,
     )
     batches, _ = build_microbatches(seqs, batching)
-    old = policy.compute_logprobs(batches)
-    old_by_seq: dict[int, torch.Tensor] = {}
-    if old is not None:
-        for batch, per_seq in zip(batches, old, strict=True):
-            old_by_seq.update(zip(batch.sequence_indices, per_seq, strict=True))
-    old_aux = [old_by_seq.get(i, torch.zeros(len(x))) for i, x in enumerate(seqs.input_ids)]
-    batches, _ = build_microbatches(seqs.with_aux("old_logprobs", old_aux), batching)
+    cp_rank = parallel_state.get_context_parallel_rank()
+    batches = [shard_for_context_parallel(b, cp_rank, layout.cp) for b in batches]
+    if not case.get("on_policy"):  # on-policy: the training forward gives the old log-probs
+        batches = policy.with_logprobs(batches, "old_logprobs")
     norm = LossNormalizer.from_global_batch(
-        torch.nn.utils.rnn.pad_sequence(seqs.loss_masks, batch_first=True), "token-mean"
+        torch.nn.utils.rnn.pad_sequence(seqs.loss_masks, batch_first=True), aggregation
     )
-    out = policy.train_step(batches, GrpoLossConfig(epsilon=0.2), norm)
+    loss_cfg = GrpoLossConfig(epsilon=0.2, loss_aggregation=aggregation)
+    out = policy.train_step(batches, loss_cfg, norm)
     metrics = reduce_loss_metrics(out["microbatch_metrics"], METRICS)
     weights = dict(policy.export_weights(loaded.bridge))
     if dist.get_rank() == 0:

@@ -183,12 +183,6 @@ def test_key_and_value_problems_of_every_section_come_together(load):
     assert len(problems) == 4
 
 
-def test_context_parallelism_is_refused_up_front(load):
-    with pytest.raises(ConfigError, match=r"megatron.context_parallel_size \(2\) > 1 is not "
-                       r"supported yet.*Fix: set megatron.context_parallel_size: 1"):  # fmt: skip
-        load("megatron.context_parallel_size=2")
-
-
 def test_missing_validation_file_is_named(grpo_yaml, tiny_model_dir):
     from oumi_megatron.config import load_config_from_str
 

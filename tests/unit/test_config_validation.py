@@ -94,10 +94,12 @@ def test_experts_not_divisible_by_ep(check) -> None:
 
 
 def test_expert_grid_does_not_fit_world(check) -> None:
-    # TP 2 (= ETP) × EP 4 × PP 1 = 8 ranks per expert replica; 12 ranks is not a multiple.
+    # ETP 2 × EP 4 × PP 1 = 8 ranks per expert replica; 12 ranks is not a multiple.
     message = _message(
         check,
         12,
+        "megatron.tensor_model_parallel_size=1",
+        "megatron.expert_tensor_parallel_size=2",
         "megatron.expert_model_parallel_size=4",
         "megatron.global_batch_size=48",
         shape=MOE,
@@ -109,8 +111,18 @@ def test_expert_grid_does_not_fit_world(check) -> None:
 
 
 def test_valid_moe_layout(check) -> None:
-    layout = check(8, "megatron.expert_model_parallel_size=4", shape=MOE)
-    assert layout.expert_data_parallel_size == 1
+    tp1 = "megatron.tensor_model_parallel_size=1"
+    layout = check(8, tp1, "megatron.expert_model_parallel_size=4", shape=MOE)
+    assert layout.expert_data_parallel_size == 2
+
+
+def test_moe_with_tensor_parallelism_is_refused(check) -> None:
+    # Megatron's MoE layer refuses TP without sequence parallelism at the first training step.
+    message = _message(check, 8, "megatron.expert_model_parallel_size=2", shape=MOE)
+    assert message.startswith(
+        "megatron.tensor_model_parallel_size (2) > 1 with a mixture-of-experts model"
+    )
+    assert "Fix: set megatron.tensor_model_parallel_size: 1" in message
 
 
 def test_attention_heads_not_divisible_by_tp(check) -> None:

@@ -96,6 +96,7 @@ def grpo_loss(
     ref_logprobs: torch.Tensor | None = None,
     rollout_logprobs: torch.Tensor | None = None,
     kl_logprobs: torch.Tensor | None = None,
+    seq_num_tokens: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """Loss contribution of one micro-batch and its metrics.
 
@@ -114,6 +115,8 @@ def grpo_loss(
         kl_logprobs: [B, T] current log-probs (with grad) for the KL term, when they are of
             another distribution than ``logprobs``: with top-k/top-p sampling the surrogate
             uses the truncated distribution, the KL the full one. None = ``logprobs``.
+        seq_num_tokens: [B] each sequence's whole count of loss tokens when the rows hold
+            only part of it (context parallelism); None = the row sums of ``mask``.
 
     A token whose current or old log-prob is -inf (it was sampled, but lies outside the
     trainer's top-k/top-p set: the engine's logits differ slightly) is left out of every term
@@ -166,7 +169,8 @@ def grpo_loss(
 
     def aggregate(x: torch.Tensor) -> torch.Tensor:
         # Sequence lengths from the given mask: a left-out token does not reweight its row.
-        return aggregate_loss(x, m, norm, seq_num_tokens=given.sum(dim=-1))
+        counts = given.sum(dim=-1) if seq_num_tokens is None else seq_num_tokens
+        return aggregate_loss(x, m, norm, seq_num_tokens=counts)
 
     if rollout_logprobs is not None:
         rollout = clean(rollout_logprobs.detach())

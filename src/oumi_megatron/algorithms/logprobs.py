@@ -151,3 +151,19 @@ def vocab_parallel_entropy(
         expected_logit = _all_reduce((probs * scaled).sum(-1), dist.ReduceOp.SUM, group)
         entropy[start:end] = lse - expected_logit
     return entropy.reshape(logits.shape[:-1])
+
+
+# Largest |trainer - engine| log-prob of the old policy over a micro-batch's completion tokens;
+# reduces with max (the "/max" suffix, see `grpo.metric_reduce_op`).
+ROLLOUT_GAP = "mismatch/abs_logprob_diff/max"
+
+
+def max_logprob_gap(
+    trainer: torch.Tensor, rollout: torch.Tensor, mask: torch.Tensor
+) -> torch.Tensor:
+    """max |trainer - rollout| over ``mask`` (-inf if empty). Tokens outside the trainer's
+    top-k/top-p set (log-prob -inf) are counted by ``mismatch/outside_kept_frac`` instead."""
+    trainer = trainer.detach().float()
+    kept = mask.bool() & ~torch.isneginf(trainer)
+    gap = (trainer - rollout.float()).abs()
+    return torch.where(kept, gap, torch.full_like(gap, float("-inf"))).amax()

@@ -52,6 +52,14 @@ def _check_experts(m: MegatronParams, world_size: int, shape: ModelShape) -> int
             f"megatron.expert_model_parallel_size ({ep}). Fix: use one of "
             f"{_divisors(shape.num_experts)}."
         )
+    if shape.num_experts is not None and m.tensor_model_parallel_size > 1:
+        raise ConfigError(
+            f"megatron.tensor_model_parallel_size ({m.tensor_model_parallel_size}) > 1 with a "
+            f"mixture-of-experts model: Megatron trains MoE layers under tensor parallelism "
+            f"only with sequence parallelism, which this trainer does not provide yet. Fix: "
+            f"set megatron.tensor_model_parallel_size: 1 and split the experts with "
+            f"megatron.expert_model_parallel_size (and expert_tensor_parallel_size)."
+        )
     expert_grid = etp * ep * pp
     if world_size % expert_grid != 0:
         raise ConfigError(

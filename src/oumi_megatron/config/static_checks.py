@@ -142,16 +142,6 @@ def _check_eval(cfg: MegatronTrainingConfig) -> None:
         )
 
 
-def _check_context_parallel(cfg: MegatronTrainingConfig) -> None:
-    cp = cfg.megatron.context_parallel_size
-    if cp > 1:
-        raise ConfigError(
-            f"megatron.context_parallel_size ({cp}) > 1 is not supported yet: the trainer's "
-            f"torch attention has no context-parallel path (Transformer Engine's is not "
-            f"available). Fix: set megatron.context_parallel_size: 1."
-        )
-
-
 def _check_length(cfg: MegatronTrainingConfig) -> None:
     steps, epochs = cfg.training.max_steps, cfg.training.num_train_epochs
     if steps <= 0 and epochs <= 0:
@@ -168,8 +158,7 @@ def check_static(cfg: MegatronTrainingConfig, problems: Problems | None = None) 
     own = problems is None
     problems = Problems() if own else problems
     for check in (_check_trainer_type, check_oumi_compatibility, _check_grpo, _check_lr,
-                  _check_length, _check_chat_template, _check_eval,
-                  _check_context_parallel):  # fmt: skip
+                  _check_length, _check_chat_template, _check_eval):  # fmt: skip
         problems.check(check, cfg)
     if own:
         problems.raise_if_any()

@@ -197,6 +197,9 @@ class MicroBatch:
     seq_lengths: list[int]
     sequence_indices: list[int]
     seq_starts: list[int]
+    # Each sequence's loss tokens when the batch holds only part of it (a context-parallel
+    # shard, see `data.context_parallel`); None: count them in ``loss_mask``.
+    seq_targets: list[int] | None = None
 
     @property
     def is_empty(self) -> bool:
@@ -213,6 +216,15 @@ class MicroBatch:
         moved = {k: v.to(device) for k, v in vars(self).items() if isinstance(v, Tensor)}
         aux = {k: v.to(device) for k, v in self.aux.items()}
         return dataclasses.replace(self, **moved, aux=aux)
+
+    def with_aux(self, key: str, values: Tensor) -> Self:
+        """Copy with ``aux[key] = values`` (shaped like ``input_ids``, e.g. log-probs computed
+        on this very batch)."""
+        if values.shape != self.input_ids.shape:
+            raise ValueError(
+                f"aux {key!r}: expected {tuple(self.input_ids.shape)}, got {values.shape}"
+            )
+        return dataclasses.replace(self, aux={**self.aux, key: values})
 
     def _flat(self, values: Tensor) -> Tensor:
         lead = self.input_ids.dim()

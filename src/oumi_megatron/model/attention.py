@@ -3,6 +3,7 @@
 Megatron's local `DotProductAttention` refuses packed sequences and context parallelism; those are
 Transformer Engine features. This module takes the same constructor and forward contract, so it
 drops into a layer spec, and runs on CPU and GPU alike (SDPA picks flash/cuDNN kernels on GPU).
+Context parallelism: `model.cp_attention`.
 """
 
 from __future__ import annotations
@@ -41,8 +42,8 @@ class TorchCoreAttention(MegatronModule):
         pg_collection=None,
     ):
         super().__init__(config=config)
-        if config.context_parallel_size != 1:
-            raise NotImplementedError("context parallelism needs the CP-aware attention module")
+        self.cp_size = config.context_parallel_size
+        self.cp_group = getattr(pg_collection, "cp", None) if pg_collection is not None else None
         self.attn_mask_type = attn_mask_type
         self.dropout_p = (
             config.attention_dropout if attention_dropout is None else attention_dropout
@@ -65,6 +66,8 @@ class TorchCoreAttention(MegatronModule):
         if attention_bias is not None:
             raise NotImplementedError("attention_bias is not supported by TorchCoreAttention")
         dropout_p = self.dropout_p if self.training else 0.0
+        if self.cp_size > 1:
+            return self._context_parallel(query, key, value, packed_seq_params, dropout_p)
         if packed_seq_params is not None:
             return self._packed(query, key, value, packed_seq_params, dropout_p)
         # Megatron layout [s, b, heads, dim] -> SDPA layout [b, heads, s, dim].
@@ -82,6 +85,22 @@ class TorchCoreAttention(MegatronModule):
         )
         seq, batch = query.shape[0], query.shape[1]
         return out.permute(2, 0, 1, 3).reshape(seq, batch, -1)
+
+    def _context_parallel(self, query, key, value, params, dropout_p: float) -> torch.Tensor:
+        from megatron.core import parallel_state
+
+        from oumi_megatron.model import cp_attention
+
+        group = self.cp_group or parallel_state.get_context_parallel_group()
+        if params is None:
+            return cp_attention.padded_attention(
+                query, key, value, group, self.softmax_scale, dropout_p
+            )
+        cu_seqlens = params.cu_seqlens_q_padded
+        cu_seqlens = params.cu_seqlens_q if cu_seqlens is None else cu_seqlens
+        return cp_attention.packed_attention(
+            query, key, value, cu_seqlens, group, self.softmax_scale, dropout_p
+        )
 
     def _packed(self, query, key, value, params: PackedSeqParams, dropout_p: float) -> torch.Tensor:
         # THD layout: [t, heads, dim]; sequences are laid end to end, delimited by cu_seqlens.

@@ -28,7 +28,8 @@ def run_forward_only(
 ) -> list[object]:
     """Run every micro-batch through the pipeline; `on_output(logits_shard, batch)` runs on the
     last stage for each micro-batch and its results are returned there (empty list elsewhere)."""
-    seq_length = batches[0]["input_ids"].shape[1]
+    # The whole sequence length: the schedule divides it by the context-parallel size.
+    seq_length = batches[0]["input_ids"].shape[1] * parallel_state.get_context_parallel_world_size()
     device = next(model[0].parameters()).device
 
     def forward_step(data_iterator, chunk):
@@ -62,14 +63,49 @@ def forward_logits(
 ) -> torch.Tensor | None:
     """Full-vocabulary logits [B, S, V_padded] on the last pipeline stage, None on other stages.
 
-    Gathers the vocab-parallel shards, so it is for checks and small models; training computes
-    log-probs shard-wise instead.
+    Gathers the vocab-parallel shards (and, under context parallelism, every CP rank's chunks
+    of the sequence), so it is for checks and small models; training computes log-probs
+    shard-wise instead.
     """
+    cp_size = parallel_state.get_context_parallel_world_size()
+    seq = input_ids.shape[1]
+    batches = microbatches(_pad_for_cp(input_ids, cp_size), micro_batch_size)
+    if cp_size > 1:
+        batches = [_cp_share(b, cp_size) for b in batches]
     outputs = run_forward_only(
         model,
-        microbatches(input_ids, micro_batch_size),
+        batches,
         lambda logits, batch: gather_from_tensor_model_parallel_region(logits).float().cpu(),
     )
     if not parallel_state.is_pipeline_last_stage(ignore_virtual=True):
         return None
-    return torch.cat(outputs, dim=0)
+    logits = torch.cat(outputs, dim=0)
+    if cp_size > 1:
+        logits = _gather_cp(logits, cp_size)
+    return logits[:, :seq]
+
+
+def _pad_for_cp(input_ids: torch.Tensor, cp_size: int) -> torch.Tensor:
+    multiple = 2 * cp_size if cp_size > 1 else 1
+    pad = -input_ids.shape[1] % multiple
+    return torch.nn.functional.pad(input_ids, (0, pad)) if pad else input_ids
+
+
+def _cp_share(batch: dict[str, torch.Tensor], cp_size: int) -> dict[str, torch.Tensor]:
+    from oumi_megatron.data.context_parallel import local_positions
+
+    rank = parallel_state.get_context_parallel_rank()
+    index = local_positions([batch["input_ids"].shape[1]], rank, cp_size)
+    return {k: v.index_select(1, index) for k, v in batch.items()}
+
+
+def _gather_cp(local: torch.Tensor, cp_size: int) -> torch.Tensor:
+    """[B, S/C, V] chunks of every CP rank -> [B, S, V] in sequence order."""
+    from oumi_megatron.data.context_parallel import gather_order
+
+    parts = [torch.empty_like(local) for _ in range(cp_size)]
+    torch.distributed.all_gather(
+        parts, local.contiguous(), group=parallel_state.get_context_parallel_group()
+    )
+    order = gather_order([local.shape[1] * cp_size], cp_size)
+    return torch.cat(parts, dim=1).index_select(1, order)

@@ -52,12 +52,22 @@ def configure_provider(provider, layout: ParallelLayout, params_dtype: torch.dty
     if provider.num_moe_experts:
         provider.moe_grouped_gemm = False
         provider.moe_permute_fusion = False
-        # The all-to-all dispatcher creates CUDA streams at construction; all-gather works on
-        # gloo and gives identical routing.
-        use_alltoall = layout.ep > 1 and torch.cuda.is_available()
-        provider.moe_token_dispatcher_type = "alltoall" if use_alltoall else "allgather"
+        provider.moe_token_dispatcher_type = token_dispatcher(layout)
     provider.finalize()
     return provider
+
+
+def token_dispatcher(layout: ParallelLayout) -> str:
+    """The all-to-all dispatcher creates CUDA streams at construction; all-gather works on
+    gloo and gives identical routing."""
+    return "alltoall" if layout.ep > 1 and torch.cuda.is_available() else "allgather"
+
+
+def needs_equal_microbatch_shapes(layout: ParallelLayout) -> bool:
+    """Whether every rank must run micro-batches of one shape: the interleaved pipeline
+    schedule exchanges fixed shapes, and the all-gather dispatcher gathers equal-sized token
+    blocks over the expert-parallel ranks (which hold different data)."""
+    return layout.vpp is not None or (layout.ep > 1 and token_dispatcher(layout) == "allgather")
 
 
 def _cast_to_params_dtype(config, module: torch.nn.Module) -> torch.nn.Module:

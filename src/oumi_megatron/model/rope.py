@@ -4,8 +4,9 @@ Without Transformer Engine, Megatron applies RoPE to packed sequences one sequen
 a Python loop (`rope_utils._apply_rotary_pos_emb_thd`): ~10 small kernels per sequence, for q and
 k, in every layer, forward and backward. Here each token's frequencies are gathered by its
 position inside its own sequence and the whole packed row is rotated at once, with Megatron's own
-`_apply_rotary_pos_emb_bshd`. Same values, no per-sequence loop. Context parallelism and the
-deprecated `multi_latent_attention` argument keep Megatron's implementation.
+`_apply_rotary_pos_emb_bshd`. Same values, no per-sequence loop. Under context parallelism
+each local token's position comes from the CP layout (`data.context_parallel`). The deprecated
+`multi_latent_attention` argument keeps Megatron's implementation.
 """
 
 from __future__ import annotations
@@ -36,12 +37,18 @@ def apply_rotary_pos_emb_thd(
     cp_group=None,
     multi_latent_attention=None,
 ) -> torch.Tensor:
-    if cp_group is None or cp_group.size() != 1 or multi_latent_attention is not None:
+    if cp_group is None or multi_latent_attention is not None:
         return _MEGATRON_THD(
             t, cu_seqlens, freqs, rotary_interleaved=rotary_interleaved,
             mla_rotary_interleaved=mla_rotary_interleaved, mscale=mscale, cp_group=cp_group,
             multi_latent_attention=multi_latent_attention,
         )  # fmt: skip
+    if cp_group.size() > 1:
+        token_freqs = freqs[_cp_positions(cu_seqlens, freqs, cp_group)]
+        return rope_utils._apply_rotary_pos_emb_bshd(
+            t.unsqueeze(1), token_freqs, rotary_interleaved=rotary_interleaved,
+            mla_rotary_interleaved=mla_rotary_interleaved, mscale=mscale,
+        ).squeeze(1)  # fmt: skip
     total = t.shape[0]  # = cu_seqlens[-1]; read from the shape to avoid a device sync
     if freqs.size(0) == total:
         token_freqs = freqs  # frequencies already given per packed position (as Megatron reads it)
@@ -55,6 +62,26 @@ def apply_rotary_pos_emb_thd(
         mla_rotary_interleaved=mla_rotary_interleaved,
         mscale=mscale,
     ).squeeze(1)
+
+
+def _cp_positions(cu_seqlens: torch.Tensor, freqs: torch.Tensor, cp_group) -> torch.Tensor:
+    """Index into ``freqs`` of this CP rank's tokens: the position inside its own sequence, or,
+    when ``freqs`` holds one row per packed position (Megatron's convention), the packed one."""
+    segments = tuple((cu_seqlens[1:] - cu_seqlens[:-1]).tolist())
+    packed, in_sequence = _cp_index(segments, cp_group.rank(), cp_group.size())
+    index = packed if freqs.size(0) == sum(segments) else in_sequence
+    return index.to(freqs.device)
+
+
+@functools.lru_cache(maxsize=64)
+def _cp_index(segments: tuple[int, ...], cp_rank: int, cp_size: int):
+    from oumi_megatron.data.context_parallel import local_positions
+
+    packed = local_positions(segments, cp_rank, cp_size)
+    starts = torch.repeat_interleave(
+        torch.tensor([0, *segments[:-1]]).cumsum(0), torch.tensor(segments)
+    )
+    return packed, packed - starts[packed]
 
 
 def install_packed_rope() -> None:

@@ -40,6 +40,7 @@ def apply_cpu_compat() -> None:
     torch.cuda.current_stream = lambda device=None: _NULL_STREAM  # type: ignore[assignment]
     _install_cpu_rng_tracker()
     _install_cpu_causal_mask()
+    _install_cpu_cp_rope()
     _install_cpu_factories()
     _install_cpu_grad_clipping()
     _install_cpu_distributed_optimizer()
@@ -117,6 +118,24 @@ def _install_cpu_rng_tracker() -> None:
     mp_random.CudaRNGStatesTracker = CpuRNGStatesTracker
     mp_random._CUDA_RNG_STATE_TRACKER = CpuRNGStatesTracker()
     mp_random._CUDA_RNG_STATE_TRACKER_INITIALIZED = True
+
+
+def cp_rank_pos_emb(pos_emb: torch.Tensor, seq_dim: int, cp_group) -> torch.Tensor:
+    """Megatron's `get_pos_emb_on_this_cp_rank` without its pinned-memory `.cuda()` index:
+    chunks ``r`` and ``2C - 1 - r`` of the ``2C`` chunks along ``seq_dim``."""
+    size, rank = cp_group.size(), cp_group.rank()
+    index = torch.tensor([rank, 2 * size - rank - 1], device=pos_emb.device)
+    chunks = pos_emb.view(*pos_emb.shape[:seq_dim], 2 * size, -1, *pos_emb.shape[seq_dim + 1 :])
+    mine = chunks.index_select(seq_dim, index)
+    return mine.view(*mine.shape[:seq_dim], -1, *mine.shape[seq_dim + 2 :])
+
+
+def _install_cpu_cp_rope() -> None:
+    # Padded rows under context parallelism: RoPE frequencies of this rank's two chunks.
+    from megatron.core.models.common.embeddings import rope_utils, rotary_pos_embedding
+
+    rope_utils.get_pos_emb_on_this_cp_rank = cp_rank_pos_emb
+    rotary_pos_embedding.get_pos_emb_on_this_cp_rank = cp_rank_pos_emb
 
 
 def _install_cpu_causal_mask() -> None:

@@ -1,20 +1,24 @@
 """Update: trainer log-probs of the rollout (old policy, reference), then optimizer steps.
 
 Every rank holds only its data-parallel rank's sequences (`step.exchange`), in training order:
-mini-batch k is the rank's k-th slice. It packs (or pads) them into micro-batches; with packing
-the data-parallel ranks agree on one micro-batch count (empty micro-batches fill the rest).
+mini-batch k is the rank's k-th slice. It packs (or pads) them into micro-batches once per
+step, on the device; with packing the data-parallel ranks agree on one micro-batch count (empty
+micro-batches fill the rest). Old and reference log-probs are attached to those micro-batches
+where they are computed, and per-micro-batch metrics stay on the device until the step ends.
 Loss normalisers are global: the token and sequence counts of each mini-batch are summed over
 the data-parallel group, so the loss does not depend on how the batch is split.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 
 from oumi_megatron.algorithms.aggregation import LossNormalizer, batch_counts
 from oumi_megatron.algorithms.grpo import GrpoLossConfig, metric_reduce_op
+from oumi_megatron.algorithms.logprobs import ROLLOUT_GAP, max_logprob_gap
+from oumi_megatron.data.context_parallel import shard_for_context_parallel
 from oumi_megatron.parallel.ranks import all_reduce_host
 from oumi_megatron.training.metric_reduce import (
     all_reduce_metrics,
@@ -90,6 +94,71 @@ def local_microbatches(seqs: StepSequences, batching: BatchingSettings):
     return build_batches(seqs, groups, batching), plan, len(groups)
 
 
+def _agreed_shapes(seqs: StepSequences, batching: BatchingSettings) -> BatchingSettings:
+    """Fixed-shape micro-batches (interleaved pipeline, all-gather expert dispatch) get one row
+    length for the whole step on every data-parallel rank."""
+    if not batching.fixed_shape:
+        return batching
+    longest = max((len(x) for x in seqs.input_ids), default=1)
+    longest = torch.tensor([float(longest)], dtype=torch.float64)
+    all_reduce_host(longest, op=torch.distributed.ReduceOp.MAX, group=_dp_group())
+    return replace(batching, pad_length=int(longest.item()))
+
+
+@dataclass
+class MiniBatch:
+    """One optimizer step's micro-batches of this rank, built once per GRPO step."""
+
+    seqs: StepSequences
+    batches: list
+    plan: object
+    count: int  # micro-batches, equal on every data-parallel rank
+
+
+def build_minibatches(seqs: StepSequences, settings: UpdateSettings, device) -> list[MiniBatch]:
+    batching = _agreed_shapes(seqs, settings.batching)
+    per_step = len(seqs) // settings.optimizer_steps
+    minibatches = []
+    for k in range(settings.optimizer_steps):
+        part = seqs.subset(k * per_step, (k + 1) * per_step)
+        batches, plan, count = local_microbatches(part, batching)
+        batches = [_context_parallel_share(b).to(device) for b in batches]
+        minibatches.append(MiniBatch(part, batches, plan, count))
+    return minibatches
+
+
+def _context_parallel_share(batch):
+    from megatron.core import parallel_state
+
+    size = parallel_state.get_context_parallel_world_size()
+    if size == 1:
+        return batch
+    rank = parallel_state.get_context_parallel_rank()
+    return shard_for_context_parallel(batch, rank, size)
+
+
+def _attach_logprobs(policy, minibatches: list[MiniBatch], key: str) -> None:
+    """One forward pass over the whole step's micro-batches; the log-probs stay on the device,
+    in the micro-batches' own layout."""
+    flat = policy.with_logprobs([b for mb in minibatches for b in mb.batches], key)
+    for mb in minibatches:
+        mb.batches, flat = flat[: len(mb.batches)], flat[len(mb.batches) :]
+
+
+def _rollout_gap(minibatches: list[MiniBatch]) -> float:
+    """max |old-policy log-prob - engine log-prob| over this rank's completion tokens, over
+    every rank (0 where a rank has none)."""
+    gaps = [
+        max_logprob_gap(b.aux["old_logprobs"], b.aux["rollout_logprobs"], b.loss_mask)
+        for mb in minibatches
+        for b in mb.batches
+        if "old_logprobs" in b.aux
+    ]
+    local = torch.stack(gaps).amax().item() if gaps else 0.0
+    worst = torch.tensor([max(local, 0.0)], dtype=torch.float64)
+    return all_reduce_host(worst, op=torch.distributed.ReduceOp.MAX).item()
+
+
 def _packing_metrics(plan, num_microbatches: int, dp_size: int) -> dict[str, float]:
     """Packing efficiency and balance over every data-parallel rank (one tally per DP rank)."""
     local = {}
@@ -109,50 +178,24 @@ def _packing_metrics(plan, num_microbatches: int, dp_size: int) -> dict[str, flo
     }
 
 
-def _per_sequence(policy, seqs: StepSequences, batching) -> dict[int, torch.Tensor]:
-    """Token-aligned trainer log-probs of the sequences this rank computed (last stage)."""
-    batches, _, _ = local_microbatches(seqs, batching)
-    per_batch = policy.compute_logprobs(batches)
-    found: dict[int, torch.Tensor] = {}
-    for batch, values in zip(batches, per_batch or [], strict=False):
-        found.update(zip(batch.sequence_indices, values, strict=True))
-    return found
-
-
-def _as_aux(found: dict[int, torch.Tensor], seqs: StepSequences) -> list[torch.Tensor]:
-    return [found.get(i, torch.zeros(len(x))) for i, x in enumerate(seqs.input_ids)]
-
-
-def max_rollout_mismatch(found: dict[int, torch.Tensor], seqs: StepSequences) -> float:
-    """max |logp_trainer - logp_rollout| over completion tokens, across all ranks.
-
-    Tokens outside the trainer's top-k/top-p set (log-prob -inf) are counted by
-    `mismatch/outside_kept_frac` instead.
-    """
-    worst = torch.zeros(1, dtype=torch.float64)
-    for i, trainer in found.items():
-        mask = seqs.loss_masks[i].bool() & ~torch.isneginf(trainer)
-        rollout = torch.as_tensor(seqs.aux["rollout_logprobs"][i])
-        if mask.any():
-            worst[0] = max(worst[0].item(), (trainer - rollout)[mask].abs().max().item())
-    return all_reduce_host(worst, op=torch.distributed.ReduceOp.MAX).item()
-
-
 def run_update(policy, reference, seqs: StepSequences, settings: UpdateSettings) -> dict:
-    """Old (and reference) log-probs, then one optimizer step; metrics are global."""
-    old = _per_sequence(policy, seqs, settings.batching)
-    mismatch = max_rollout_mismatch(old, seqs)
-    seqs = seqs.with_aux("old_logprobs", _as_aux(old, seqs))
+    """Old (and reference) log-probs, then the optimizer steps; metrics are global.
+
+    With one optimizer step per GRPO step the old policy is the one being trained: its
+    log-probs come from the training forward pass itself (the ratio is 1 by construction),
+    so no separate forward pass is run for them.
+    """
+    minibatches = build_minibatches(seqs, settings, policy.device)
+    on_policy = settings.optimizer_steps == 1
+    if not on_policy:
+        _attach_logprobs(policy, minibatches, "old_logprobs")
     if reference is not None:
-        ref = _per_sequence(reference, seqs, settings.batching)
-        seqs = seqs.with_aux("ref_logprobs", _as_aux(ref, seqs))
-    per_step = len(seqs) // settings.optimizer_steps
-    steps = [
-        _optimizer_step(policy, reference, seqs.subset(k * per_step, (k + 1) * per_step), settings)
-        for k in range(settings.optimizer_steps)
-    ]
+        _attach_logprobs(reference, minibatches, "ref_logprobs")
+    gap = None if on_policy else _rollout_gap(minibatches)
+    steps = [_optimizer_step(policy, reference, mb, settings, on_policy) for mb in minibatches]
     metrics = _combine_minibatches(steps)
-    metrics["mismatch/max_abs_logprob_diff"] = mismatch
+    gap = metrics.pop(ROLLOUT_GAP, None) if on_policy else gap
+    metrics["mismatch/max_abs_logprob_diff"] = max(gap, 0.0)
     return metrics
 
 
@@ -185,17 +228,18 @@ def global_normalizer(seqs: StepSequences, settings: UpdateSettings) -> LossNorm
     )
 
 
-def _optimizer_step(policy, reference, seqs: StepSequences, settings: UpdateSettings) -> dict:
-    batches, plan, count = local_microbatches(seqs, settings.batching)
-    norm = global_normalizer(seqs, settings)
-    out = policy.train_step(batches, settings.loss, norm)
+def _optimizer_step(policy, reference, mb: MiniBatch, settings: UpdateSettings, on_policy):
+    norm = global_normalizer(mb.seqs, settings)
+    out = policy.train_step(mb.batches, settings.loss, norm)
     names = [n for n in LOSS_METRICS if _metric_applies(n, settings.loss, policy, reference)]
+    names += [ROLLOUT_GAP] if on_policy else []
     metrics = reduce_loss_metrics(out["microbatch_metrics"], names)
+    metrics.update(out.get("moe", {}))
     metrics["grad_norm"] = out["grad_norm"]
     metrics["lr"] = out["lr"]
-    metrics["microbatches_per_rank"] = len(batches)
-    if plan is not None:
-        metrics.update(_packing_metrics(plan, count, settings.dp_size))
+    metrics["microbatches_per_rank"] = len(mb.batches)
+    if mb.plan is not None:
+        metrics.update(_packing_metrics(mb.plan, mb.count, settings.dp_size))
     return metrics
 
 

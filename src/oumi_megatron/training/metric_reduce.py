@@ -3,6 +3,8 @@
 Only the last pipeline stage computes losses, and its tensor-parallel ranks hold copies: one
 "owner" rank per data-parallel replica (last stage, TP rank 0) contributes, every other rank
 contributes the reduction's identity, and one world all-reduce per op gives exact values.
+Context-parallel ranks hold different tokens: each contributes its share of the loss metrics
+(`is_loss_owner`); other per-replica tallies count once (`is_metric_owner`, CP rank 0).
 """
 
 from __future__ import annotations
@@ -26,12 +28,21 @@ def is_metric_owner() -> bool:
     )
 
 
+def is_loss_owner() -> bool:
+    """Whether this rank's loss metrics count: last stage, TP rank 0, any CP rank (each holds
+    its own tokens' contributions)."""
+    return (
+        parallel_state.is_pipeline_last_stage(ignore_virtual=True)
+        and parallel_state.get_tensor_model_parallel_rank() == 0
+    )
+
+
 def reduce_loss_metrics(microbatch_metrics: list[dict], names: list[str]) -> dict[str, float]:
     """Global metric values from this rank's micro-batch outputs (collective over the world).
 
     `names` must be the same list on every rank (non-owner ranks have no outputs to read it from).
     """
-    local = combine_metrics(microbatch_metrics) if is_metric_owner() and microbatch_metrics else {}
+    local = combine_metrics(microbatch_metrics) if is_loss_owner() and microbatch_metrics else {}
     return all_reduce_metrics(local, {name: metric_reduce_op(name) for name in names})
 
 

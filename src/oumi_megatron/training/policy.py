@@ -6,7 +6,8 @@ step's global token/sequence counts, see `algorithms.aggregation`). Megatron mus
 rescale: `calculate_per_token_loss=True` stops the schedule dividing by the number of
 micro-batches and makes DDP sum (not average) gradients over data-parallel ranks, and the
 finalize hook is called without a token count. The loss then does not depend on how the batch
-is split into micro-batches or ranks.
+is split into micro-batches or ranks. MoE routers' aux losses get their divisor through
+`training.moe_loss` instead.
 """
 
 from __future__ import annotations
@@ -22,8 +23,14 @@ from megatron.core.pipeline_parallel import get_forward_backward_func
 from megatron.core.utils import get_model_config
 
 from oumi_megatron.algorithms.grpo import GrpoLossConfig, grpo_loss
-from oumi_megatron.algorithms.logprobs import vocab_parallel_entropy, vocab_parallel_logprobs
+from oumi_megatron.algorithms.logprobs import (
+    ROLLOUT_GAP,
+    max_logprob_gap,
+    vocab_parallel_entropy,
+    vocab_parallel_logprobs,
+)
 from oumi_megatron.data.packing import MicroBatch, PackedBatch
+from oumi_megatron.training import moe_loss
 
 
 def prepare_model_config(model: list[torch.nn.Module]) -> None:
@@ -117,23 +124,34 @@ class MegatronPolicy:
             data_iterator=iterators if len(self.model) > 1 else iterators[0],
             model=self.model if len(self.model) > 1 else self.model[0],
             num_microbatches=len(batches),
-            seq_length=max(b.input_ids.shape[1] for b in batches),
+            # The whole sequence length: the schedule divides it by the context-parallel size.
+            seq_length=max(b.input_ids.shape[1] for b in batches)
+            * parallel_state.get_context_parallel_world_size(),
             micro_batch_size=max(b.input_ids.shape[0] for b in batches),
             forward_only=forward_only,
         )
 
     @torch.no_grad()
-    def compute_logprobs(self, batches: list[MicroBatch]) -> list[list[torch.Tensor]] | None:
-        """Token-aligned log-probs per sequence of every micro-batch (last pipeline stage)."""
+    def compute_logprobs(self, batches: list[MicroBatch]) -> list[torch.Tensor] | None:
+        """Log-probs of every micro-batch, laid out like its ``input_ids`` and left on the
+        device (last pipeline stage; None elsewhere): ready to be the batch's aux values."""
 
         def collect(batch, logits):
             logprobs = self.token_logprobs(logits, batch)
-            return logits.new_zeros(()), torch.tensor(1), {"logprobs": logprobs.detach().cpu()}
+            return logits.new_zeros(()), torch.tensor(1), {"logprobs": logprobs.detach()}
 
         outputs = self._run(batches, collect, forward_only=True)
         if not parallel_state.is_pipeline_last_stage(ignore_virtual=True):
             return None
-        return [b.unpack(out["logprobs"]) for b, out in zip(batches, outputs, strict=True)]
+        return [out["logprobs"] for out in outputs]
+
+    def with_logprobs(self, batches: list[MicroBatch], key: str) -> list[MicroBatch]:
+        """``batches`` with ``aux[key]`` = this policy's log-probs (last stage; the batches
+        unchanged elsewhere, where no loss is computed)."""
+        values = self.compute_logprobs(batches)
+        if values is None:
+            return batches
+        return [b.with_aux(key, v) for b, v in zip(batches, values, strict=True)]
 
     # ---- update ----------------------------------------------------------------------------
 
@@ -145,13 +163,15 @@ class MegatronPolicy:
             logprobs = self.token_logprobs(logits, batch)
             rows = partial(batch.to_rows)
             aux = batch.aux
+            # Without old log-probs the step is on-policy: the old policy is this one.
+            old = aux.get("old_logprobs")
             kl_logprobs = None
             if "ref_logprobs" in aux and self.truncates:
                 # The KL to the reference is between full distributions (see the class doc).
                 kl_logprobs = rows(self.token_logprobs(logits, batch, full=True))
             loss, metrics = grpo_loss(
                 rows(logprobs),
-                rows(aux["old_logprobs"]),
+                rows(old) if old is not None else None,
                 rows(aux["advantages"]),
                 rows(batch.loss_mask),
                 loss_cfg,
@@ -159,6 +179,7 @@ class MegatronPolicy:
                 ref_logprobs=rows(aux["ref_logprobs"]) if "ref_logprobs" in aux else None,
                 rollout_logprobs=rows(aux["rollout_logprobs"]),
                 kl_logprobs=kl_logprobs,
+                seq_num_tokens=_seq_targets(batch, logits.device),
             )
             vocab_start, group = self._vocab_shard(logits)
             entropy = vocab_parallel_entropy(
@@ -167,19 +188,28 @@ class MegatronPolicy:
             )  # fmt: skip
             mask = batch.loss_mask.bool()
             metrics["entropy"] = entropy[mask].sum() / max(norm.num_tokens, 1)
-            metrics = {k: v.detach().float().cpu() for k, v in metrics.items()}
+            if old is None:  # these log-probs are the old policy's: compare with the engine's
+                metrics[ROLLOUT_GAP] = max_logprob_gap(logprobs, aux["rollout_logprobs"], mask)
+            # Kept on the device: read once, when the step's metrics are reduced.
+            metrics = {k: v.detach().float() for k, v in metrics.items()}
             return loss, torch.tensor(1), metrics
 
         for chunk in self.model:
             chunk.zero_grad_buffer()
         self.optimizer.zero_grad()
+        config = get_model_config(self.model[0])
+        if moe_loss.has_moe(config):
+            dp_cp = parallel_state.get_data_parallel_group(with_context_parallel=True)
+            moe_loss.set_aux_loss_scale(config, moe_loss.routed_tokens(batches, dp_cp))
         outputs = self._run(batches, loss_func, forward_only=False)
         update_ok, grad_norm, _ = self.optimizer.step()
         if not update_ok:
             raise FloatingPointError("optimizer step skipped: non-finite gradients")
         self.scheduler.step(increment=1)
+        moe = moe_loss.report_aux_losses(config, len(batches)) if moe_loss.has_moe(config) else {}
         return {
             "microbatch_metrics": outputs,
+            "moe": moe,
             "grad_norm": float(grad_norm) if grad_norm is not None else float("nan"),
             "lr": self.optimizer.param_groups[0]["lr"],
         }
@@ -197,3 +227,10 @@ class MegatronPolicy:
         from oumi_megatron.model.export_index import index_export
 
         return index_export(bridge, self.model)
+
+
+def _seq_targets(batch: MicroBatch, device) -> torch.Tensor | None:
+    """Whole-sequence loss-token counts of a context-parallel shard (None: not a shard)."""
+    if batch.seq_targets is None:
+        return None
+    return torch.tensor(batch.seq_targets, device=device)

@@ -7,6 +7,7 @@ Packing off: the rank's contiguous slice of the global batch, `micro_batch_size`
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -59,8 +60,15 @@ class BatchingSettings:
     token_budget: int | None = None
     microbatch_multiple: int = 1  # the interleaved pipeline schedule wants a multiple of PP
     pad_token_id: int = 0
-    # The interleaved (VPP) schedule needs one tensor shape for every micro-batch.
+    # The interleaved (VPP) schedule, and expert parallelism over the all-gather token
+    # dispatcher, need one tensor shape for every micro-batch.
     fixed_shape: bool = False
+    # Row length of fixed-shape padded micro-batches, agreed over data-parallel ranks
+    # (None: the longest of these sequences).
+    pad_length: int | None = None
+    # Context parallelism: every sequence (packed slot or padded row) is padded to a multiple
+    # of 2 × cp_size, to be cut into 2·CP chunks (`data.context_parallel`).
+    cp_size: int = 1
 
 
 def rank_microbatch_indices(num_sequences: int, lengths: list[int], s: BatchingSettings):
@@ -68,7 +76,11 @@ def rank_microbatch_indices(num_sequences: int, lengths: list[int], s: BatchingS
     if s.packing:
         budget = s.token_budget or max(lengths) * s.micro_batch_size
         plan = plan_microbatches(
-            lengths, budget, s.dp_size, microbatch_multiple=s.microbatch_multiple
+            lengths,
+            budget,
+            s.dp_size,
+            pad_sequences_to_multiple=2 * s.cp_size if s.cp_size > 1 else 1,
+            microbatch_multiple=s.microbatch_multiple,
         )
         return plan.for_rank(s.dp_rank), plan
     per_rank = num_sequences // s.dp_size
@@ -91,8 +103,11 @@ def build_batches(
     lengths = [len(x) for x in seqs.input_ids]
     build = pack_bin if s.packing else pad_batch
     # Padding every micro-batch up to one length (a multiple of it, which no batch exceeds).
-    fixed = (s.token_budget or max(lengths) * s.micro_batch_size) if s.packing else max(lengths)
-    pad = fixed if s.fixed_shape else 1
+    longest = s.pad_length or max(lengths)
+    fixed = (s.token_budget or longest * s.micro_batch_size) if s.packing else longest
+    chunks = 2 * s.cp_size if s.cp_size > 1 else 1
+    pad = math.lcm(fixed if s.fixed_shape else 1, chunks)
+    extra = {"pad_sequences_to_multiple": chunks} if s.packing else {}
     return [
         build(
             indices,
@@ -101,6 +116,7 @@ def build_batches(
             seqs.aux,
             pad_to_multiple=pad,
             pad_token_id=s.pad_token_id,
+            **extra,
         )  # fmt: skip
         for indices in groups
     ]

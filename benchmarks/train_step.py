@@ -1,0 +1,299 @@
+"""Training-step benchmark: MFU, tokens/s and peak memory of the GRPO update on one device.
+
+    python3 benchmarks/train_step.py --model-dir DIR [--modes packed,padded,...] [--json OUT]
+
+DIR holds a Hugging Face checkpoint (random weights of a published config, e.g.
+`python -m oumi_megatron.testing.tiny_models qwen2.5_1.5b DIR`). The batch is GRPO-shaped:
+`--prompts` prompt groups of `--generations` completions each, prompt lengths per group and
+completion lengths skewed (most short, a tail up to `--max-completion`). Each mode runs in a
+fresh process (a configuration change in one process skews later timings), loads the model in
+bf16 (fp32 on CPU), and times the real update (`step.update.run_update`: one optimizer step,
+forward + backward of the clipped-surrogate loss over every micro-batch, optimizer step) after
+warm-up steps. Modes:
+
+- ``packed``: micro-batches filled to `--token-budget` tokens with whole sequences (THD).
+- ``padded``: `--micro-batch-size` right-padded rows per micro-batch.
+- ``*_local``: Megatron's own local `DotProductAttention` instead of ours (padded only: it
+  refuses packed sequences).
+- ``*_compiled``: every transformer layer under `torch.compile`.
+
+MFU = model FLOPs of the real tokens (`metrics.mfu`: 6·N + attention at each sequence's own
+length, padding not counted) / (time × peak bf16 FLOP/s of the device). Ratios (padded time /
+packed time, local / ours, eager / compiled) come from one run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+MODES = ("packed", "padded", "padded_local", "packed_compiled", "padded_compiled")
+
+
+def grpo_lengths(args) -> tuple[list[int], list[int]]:
+    """(prompt length, completion length) of every sequence: groups share their prompt."""
+    rng = random.Random(args.seed)
+    prompts, completions = [], []
+    for _ in range(args.prompts):
+        prompt = rng.randint(args.min_prompt, args.max_prompt)
+        for _ in range(args.generations):
+            # Skewed: most completions short, one in eight up to the maximum.
+            long = rng.random() < 0.125
+            low, high = (args.max_completion // 2, args.max_completion) if long else (32, 384)
+            prompts.append(prompt)
+            completions.append(rng.randint(low, high))
+    return prompts, completions
+
+
+def synthetic_sequences(prompt_lens, completion_lens, vocab: int, seed: int):
+    from oumi_megatron.training.step_batches import StepSequences
+
+    g = torch.Generator().manual_seed(seed)
+    prompts = [torch.randint(3, vocab, (p,), generator=g).tolist() for p in prompt_lens]
+    completions = [torch.randint(3, vocab, (c,), generator=g).tolist() for c in completion_lens]
+    rollout = [(-torch.rand(c, generator=g) * 3).tolist() for c in completion_lens]
+    advantages = torch.randn(len(prompts), generator=g).tolist()
+    return StepSequences.from_rollouts(prompts, completions, rollout, advantages)
+
+
+def load_policy(args, mode: str):
+    from megatron.core.distributed import DistributedDataParallelConfig
+
+    from oumi_megatron.model.bridge import load_megatron_model
+    from oumi_megatron.parallel.layout import ParallelLayout
+    from oumi_megatron.parallel.startup import init_distributed, init_model_parallel
+    from oumi_megatron.training.optimizer import OptimizerSettings, build_optimizer
+    from oumi_megatron.training.policy import MegatronPolicy
+
+    init_distributed()
+    init_model_parallel(ParallelLayout(), seed=5)
+    dtype = torch.bfloat16 if torch.cuda.is_available() else torch.float32
+
+    def configure(provider):
+        provider.calculate_per_token_loss = True
+        if mode.endswith("_local"):
+            from megatron.core.models.gpt.gpt_layer_specs import get_gpt_layer_local_spec
+
+            provider.transformer_layer_spec = lambda config: get_gpt_layer_local_spec(
+                qk_layernorm=config.qk_layernorm, normalization=config.normalization
+            )
+
+    loaded = load_megatron_model(
+        args.model_dir,
+        Path(args.work) / "megatron_checkpoint",
+        ParallelLayout(),
+        params_dtype=dtype,
+        configure=configure,
+        ddp_config=DistributedDataParallelConfig(),
+    )
+    if mode.endswith("_compiled"):
+        from oumi_megatron.model.compile import compile_transformer_layers
+
+        compile_transformer_layers(loaded.chunks)
+    settings = OptimizerSettings(learning_rate=1e-6, total_steps=1000, decay_style="constant")
+    optimizer, scheduler = build_optimizer(loaded.chunks, settings, dtype)
+    return MegatronPolicy(loaded.chunks, 1.0, optimizer, scheduler), loaded.provider
+
+
+def update_settings(args, packing: bool):
+    from oumi_megatron.algorithms.grpo import GrpoLossConfig
+    from oumi_megatron.step.update import UpdateSettings
+    from oumi_megatron.training.step_batches import BatchingSettings
+
+    batching = BatchingSettings(
+        micro_batch_size=args.micro_batch_size,
+        dp_size=1,
+        dp_rank=0,
+        packing=packing,
+        token_budget=args.token_budget,
+    )
+    return UpdateSettings(GrpoLossConfig(), batching, max_completion_length=args.max_completion)
+
+
+def sync() -> None:
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+
+
+def run_mode(args) -> dict:
+    """One mode in this process; returns its measurements."""
+    from oumi_megatron.metrics.mfu import (
+        effective_seq_len,
+        estimate_flops_per_token,
+        peak_flops_for_device,
+    )
+    from oumi_megatron.step.update import build_minibatches, run_update
+
+    mode = args.one
+    policy, provider = load_policy(args, mode)
+    prompt_lens, completion_lens = grpo_lengths(args)
+    seqs = synthetic_sequences(prompt_lens, completion_lens, provider.vocab_size, args.seed)
+    settings = update_settings(args, packing=mode.startswith("packed"))
+    batches = build_minibatches(seqs, settings, "cpu")[0].batches
+    lengths = [p + c for p, c in zip(prompt_lens, completion_lens, strict=True)]
+    for _ in range(args.warmup):
+        run_update(policy, None, seqs, settings)
+    sync()
+    if torch.cuda.is_available():
+        torch.cuda.reset_peak_memory_stats()
+    times = []
+    for _ in range(args.reps):
+        sync()
+        start = time.perf_counter()
+        run_update(policy, None, seqs, settings)
+        sync()
+        times.append(time.perf_counter() - start)
+    seconds = statistics.median(times)
+    flops_per_token = estimate_flops_per_token(
+        num_layers=provider.num_layers,
+        hidden_size=provider.hidden_size,
+        ffn_hidden_size=provider.ffn_hidden_size,
+        num_attention_heads=provider.num_attention_heads,
+        num_kv_heads=provider.num_query_groups or provider.num_attention_heads,
+        vocab_size=provider.vocab_size,
+        seq_len=effective_seq_len(lengths),
+        gated_mlp=provider.gated_linear_unit,
+    )
+    tokens = sum(lengths)
+    peak = peak_flops_for_device() if torch.cuda.is_available() else None
+    result = {
+        "mode": mode,
+        "microbatches": len(batches),
+        "computed_tokens": sum(b.input_ids.numel() for b in batches),
+        "real_tokens": tokens,
+        "median_seconds": seconds,
+        "all_seconds": times,
+        "tokens_per_second": tokens / seconds,
+        "tflops": tokens * flops_per_token / seconds / 1e12,
+        "mfu": tokens * flops_per_token / seconds / peak if peak else None,
+    }
+    if torch.cuda.is_available():
+        result["peak_memory_gib"] = torch.cuda.max_memory_allocated() / 2**30
+    if args.profile:
+        result["profile"] = profile_update(policy, seqs, settings, args.profile)
+    return result
+
+
+def profile_update(policy, seqs, settings, path: str) -> str:
+    """One update under torch.profiler: the kernels that take the time, to `path`."""
+    from torch.profiler import ProfilerActivity, profile
+
+    from oumi_megatron.step.update import run_update
+
+    activities = [ProfilerActivity.CPU] + (
+        [ProfilerActivity.CUDA] if torch.cuda.is_available() else []
+    )
+    with profile(activities=activities) as prof:
+        run_update(policy, None, seqs, settings)
+        sync()
+    key = "cuda_time_total" if torch.cuda.is_available() else "cpu_time_total"
+    Path(path).write_text(prof.key_averages().table(sort_by=key, row_limit=40))
+    return path
+
+
+def drive(args) -> dict:
+    """Every mode in its own process; ratios between them."""
+    results = {}
+    for mode in args.modes.split(","):
+        command = [sys.executable, __file__, "--one", mode, *passthrough(args)]
+        if args.profile_modes and mode in args.profile_modes.split(","):
+            command += ["--profile", str(Path(args.work) / f"profile_{mode}.txt")]
+        done = subprocess.run(command, capture_output=True, text=True, cwd=REPO, env=child_env())
+        lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
+        if done.returncode != 0 or not lines:
+            results[mode] = {"error": (done.stdout + done.stderr)[-3000:]}
+        else:
+            results[mode] = json.loads(lines[-1])
+        print(json.dumps({mode: summary(results[mode])}), file=sys.stderr, flush=True)
+    return {"device": device_name(), "modes": results, "ratios": ratios(results)}
+
+
+def summary(result: dict) -> dict:
+    keys = ("median_seconds", "tokens_per_second", "mfu", "peak_memory_gib", "microbatches",
+            "computed_tokens", "real_tokens", "error")  # fmt: skip
+    return {k: result[k] for k in keys if k in result}
+
+
+def ratios(results: dict) -> dict:
+    def speedup(slow: str, fast: str) -> float | None:
+        a, b = results.get(slow, {}), results.get(fast, {})
+        if "median_seconds" in a and "median_seconds" in b:
+            return a["median_seconds"] / b["median_seconds"]
+        return None
+
+    pairs = {
+        "packed_over_padded": ("padded", "packed"),
+        "ours_over_local_attention": ("padded_local", "padded"),
+        "compiled_over_eager_packed": ("packed", "packed_compiled"),
+        "compiled_over_eager_padded": ("padded", "padded_compiled"),
+        "packed_compiled_over_padded_compiled": ("padded_compiled", "packed_compiled"),
+    }
+    return {name: speedup(*pair) for name, pair in pairs.items()}
+
+
+def passthrough(args) -> list[str]:
+    names = ("model_dir", "work", "prompts", "generations", "min_prompt", "max_prompt",
+             "max_completion", "micro_batch_size", "token_budget", "warmup", "reps", "seed")  # fmt: skip
+    return [item for n in names for item in (f"--{n.replace('_', '-')}", str(getattr(args, n)))]
+
+
+def child_env() -> dict:
+    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK")}
+    env.setdefault("MASTER_PORT", str(29500 + os.getpid() % 1000))
+    env["PYTHONPATH"] = os.pathsep.join([str(REPO / "src"), env.get("PYTHONPATH", "")])
+    return env
+
+
+def device_name() -> str:
+    return torch.cuda.get_device_name(0) if torch.cuda.is_available() else "CPU"
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--model-dir", required=True)
+    parser.add_argument("--work", default=None, help="converted checkpoint and profiles")
+    parser.add_argument("--modes", default=",".join(MODES))
+    parser.add_argument("--profile-modes", default="", help="modes to profile (one update)")
+    parser.add_argument("--prompts", type=int, default=8)
+    parser.add_argument("--generations", type=int, default=8)
+    parser.add_argument("--min-prompt", type=int, default=64)
+    parser.add_argument("--max-prompt", type=int, default=256)
+    parser.add_argument("--max-completion", type=int, default=2048)
+    parser.add_argument("--micro-batch-size", type=int, default=8)
+    parser.add_argument("--token-budget", type=int, default=16384)
+    parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--reps", type=int, default=3)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--json", default=None, help="write the result here too")
+    parser.add_argument("--one", default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--profile", default=None, help=argparse.SUPPRESS)
+    return parser.parse_args()
+
+
+def main() -> None:
+    args = parse_args()
+    args.work = args.work or tempfile.mkdtemp(prefix="train_step_")
+    if args.one:
+        result = run_mode(args)
+        print(json.dumps(result), flush=True)
+        return
+    result = drive(args)
+    text = json.dumps(result, indent=1)
+    if args.json:
+        Path(args.json).write_text(text)
+    print(text)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,78 @@
+"""Context-parallel token layout: chunks r and 2C-1-r of every sequence, gathered back in order,
+and micro-batch shards that keep per-sequence reductions and whole-sequence token counts."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from oumi_megatron.data.context_parallel import (
+    gather_order,
+    local_positions,
+    shard_for_context_parallel,
+)
+from oumi_megatron.data.packing import pack_bin, pad_batch
+
+
+def test_each_rank_holds_an_early_and_a_late_chunk():
+    # One 8-token sequence, CP 2: chunks of 2; rank 0 holds chunks 0 and 3, rank 1 chunks 1, 2.
+    assert local_positions([8], 0, 2).tolist() == [0, 1, 6, 7]
+    assert local_positions([8], 1, 2).tolist() == [2, 3, 4, 5]
+    # Two segments: offsets carry over.
+    assert local_positions([4, 8], 1, 2).tolist() == [1, 2, 4 + 2, 4 + 3, 4 + 4, 4 + 5]
+
+
+def test_gather_order_restores_the_sequence():
+    segments = [8, 16, 24]
+    gathered = torch.cat([local_positions(segments, r, 4) for r in range(4)])
+    assert torch.equal(gathered[gather_order(segments, 4)], torch.arange(48))
+
+
+def test_segment_not_divisible_by_chunks_is_refused():
+    with pytest.raises(ValueError, match=r"multiple of 2 × context_parallel_size \(4\)"):
+        local_positions([6], 0, 2)
+
+
+def _sequences():
+    ids = [torch.arange(1, 6), torch.arange(10, 13), torch.arange(20, 27)]
+    masks = [
+        torch.tensor([0, 0, 1, 1, 1.0]),
+        torch.tensor([0, 1, 1.0]),
+        torch.tensor([0, 0, 0, 1, 1, 1, 1.0]),
+    ]
+    return ids, masks
+
+
+@pytest.mark.parametrize("packed", [True, False])
+def test_shards_partition_the_batch(packed):
+    ids, masks = _sequences()
+    aux = {"x": [torch.rand(len(i)) for i in ids]}
+    if packed:
+        batch = pack_bin([0, 1, 2], ids, masks, aux, pad_sequences_to_multiple=4, pad_to_multiple=4)
+    else:
+        batch = pad_batch([0, 1, 2], ids, masks, aux, pad_to_multiple=4)
+    shards = [shard_for_context_parallel(batch, r, 2) for r in range(2)]
+    for name in ("input_ids", "labels", "loss_mask"):
+        local = torch.cat([getattr(s, name) for s in shards], dim=1)
+        segments = (
+            (batch.cu_seqlens_padded[1:] - batch.cu_seqlens_padded[:-1]).tolist()
+            if packed
+            else [batch.input_ids.shape[1]]
+        )
+        restored = local.index_select(1, gather_order(segments, 2))
+        assert torch.equal(restored, getattr(batch, name)), name
+    # Every loss token is held by exactly one rank; each sequence keeps its whole count.
+    assert sum(float(s.loss_mask.sum()) for s in shards) == float(batch.loss_mask.sum())
+    for shard in shards:
+        assert shard.seq_targets == [3, 2, 4]
+        # Each sequence's local tokens are one contiguous span that per-sequence rows read.
+        rows = shard.to_rows(shard.loss_mask)
+        assert rows.shape[0] == 3
+    per_seq = sum(s.to_rows(s.loss_mask).sum(dim=1) for s in shards)
+    assert per_seq.tolist() == [3, 2, 4]
+
+
+def test_cp1_is_the_batch_itself():
+    ids, masks = _sequences()
+    batch = pack_bin([0, 1], ids, masks)
+    assert shard_for_context_parallel(batch, 0, 1) is batch
