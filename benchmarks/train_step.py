@@ -16,6 +16,7 @@ warm-up steps. Modes:
 - ``*_local``: Megatron's own local `DotProductAttention` instead of ours (padded only: it
   refuses packed sequences).
 - ``*_compiled``: every transformer layer under `torch.compile`.
+- ``*_eagerlp``: the log-prob / entropy / gradient chunk kernels uncompiled (eager torch).
 
 MFU = model FLOPs of the real tokens (`metrics.mfu`: 6·N + attention at each sequence's own
 length, padding not counted) / (time × peak bf16 FLOP/s of the device). Ratios (padded time /
@@ -38,7 +39,7 @@ from pathlib import Path
 import torch
 
 REPO = Path(__file__).resolve().parents[1]
-MODES = ("packed", "padded", "padded_local", "packed_compiled", "padded_compiled")
+MODES = ("packed", "padded", "packed_eagerlp", "padded_local", "packed_compiled", "padded_compiled")
 
 
 def grpo_lengths(args) -> tuple[list[int], list[int]]:
@@ -50,7 +51,9 @@ def grpo_lengths(args) -> tuple[list[int], list[int]]:
         for _ in range(args.generations):
             # Skewed: most completions short, one in eight up to the maximum.
             long = rng.random() < 0.125
-            low, high = (args.max_completion // 2, args.max_completion) if long else (32, 384)
+            short_low = max(4, args.max_completion // 64)
+            short = (short_low, max(short_low, args.max_completion // 5))
+            low, high = (args.max_completion // 2, args.max_completion) if long else short
             prompts.append(prompt)
             completions.append(rng.randint(low, high))
     return prompts, completions
@@ -82,7 +85,7 @@ def load_policy(args, mode: str):
 
     def configure(provider):
         provider.calculate_per_token_loss = True
-        if mode.endswith("_local"):
+        if "_local" in mode:
             from megatron.core.models.gpt.gpt_layer_specs import get_gpt_layer_local_spec
 
             provider.transformer_layer_spec = lambda config: get_gpt_layer_local_spec(
@@ -97,7 +100,7 @@ def load_policy(args, mode: str):
         configure=configure,
         ddp_config=DistributedDataParallelConfig(),
     )
-    if mode.endswith("_compiled"):
+    if "_compiled" in mode:
         from oumi_megatron.model.compile import compile_transformer_layers
 
         compile_transformer_layers(loaded.chunks)
@@ -136,6 +139,10 @@ def run_mode(args) -> dict:
     from oumi_megatron.step.update import build_minibatches, run_update
 
     mode = args.one
+    if "_eagerlp" in mode:
+        from oumi_megatron.algorithms.logprobs import COMPILE_ENV
+
+        os.environ[COMPILE_ENV] = "0"
     policy, provider = load_policy(args, mode)
     prompt_lens, completion_lens = grpo_lengths(args)
     seqs = synthetic_sequences(prompt_lens, completion_lens, provider.vocab_size, args.seed)
@@ -216,7 +223,10 @@ def drive(args) -> dict:
         else:
             results[mode] = json.loads(lines[-1])
         print(json.dumps({mode: summary(results[mode])}), file=sys.stderr, flush=True)
-    return {"device": device_name(), "modes": results, "ratios": ratios(results)}
+        report = {"device": device_name(), "modes": results, "ratios": ratios(results)}
+        if args.json:  # after every mode: a run cut short keeps what it measured
+            Path(args.json).write_text(json.dumps(report, indent=1))
+    return report
 
 
 def summary(result: dict) -> dict:
@@ -235,6 +245,7 @@ def ratios(results: dict) -> dict:
     pairs = {
         "packed_over_padded": ("padded", "packed"),
         "ours_over_local_attention": ("padded_local", "padded"),
+        "fused_over_eager_logprobs": ("packed_eagerlp", "packed"),
         "compiled_over_eager_packed": ("packed", "packed_compiled"),
         "compiled_over_eager_padded": ("padded", "padded_compiled"),
         "packed_compiled_over_padded_compiled": ("padded_compiled", "packed_compiled"),
@@ -288,11 +299,7 @@ def main() -> None:
         result = run_mode(args)
         print(json.dumps(result), flush=True)
         return
-    result = drive(args)
-    text = json.dumps(result, indent=1)
-    if args.json:
-        Path(args.json).write_text(text)
-    print(text)
+    print(json.dumps(drive(args), indent=1))
 
 
 if __name__ == "__main__":

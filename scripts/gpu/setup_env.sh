@@ -12,7 +12,7 @@ stage "install"
 { nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv; python3 --version; } >>"$OUT/env.log" 2>&1
 install_sh=$(ls .vp/*/install.sh | head -1)
 # shellcheck disable=SC1090
-source "$install_sh" vllm megatron oumi >>"$OUT/env.log" 2>&1 || { echo "install failed" >>"$OUT/env.log"; }
+source "$install_sh" ${INSTALL_SETS:-vllm megatron oumi} >>"$OUT/env.log" 2>&1 || { echo "install failed" >>"$OUT/env.log"; }
 # protobuf at uv.lock's version: the image's is not one that wandb 0.25 (imported by Oumi) knows.
 python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site_extra \
   .vp/oumi/whl/protobuf-*.whl >>"$OUT/env.log" 2>&1 && export PYTHONPATH=/tmp/site_extra:$PYTHONPATH

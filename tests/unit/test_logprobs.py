@@ -151,3 +151,26 @@ def test_settings_that_truncate_nothing_take_the_full_vocabulary_path():
     # top_k >= vocabulary is off in vLLM too.
     assert torch.equal(vocab_parallel_logprobs(logits, target, temperature=0.7, top_k=9), full)
     assert torch.equal(vocab_parallel_entropy(logits, top_k=50), vocab_parallel_entropy(logits))
+
+
+@pytest.mark.parametrize(("top_k", "top_p"), [(None, 1.0), (5, 0.9)])
+def test_entropy_from_the_logprob_pass_is_the_entropy(top_k, top_p):
+    g = torch.Generator().manual_seed(3)
+    logits = torch.randn(7, 4, 33, generator=g, dtype=torch.float64).float().requires_grad_()
+    target = torch.randint(0, 33, (7, 4), generator=g)
+    logprobs, entropy = vocab_parallel_logprobs(
+        logits, target, temperature=0.7, chunk_tokens=5, top_k=top_k, top_p=top_p,
+        with_entropy=True,
+    )  # fmt: skip
+    alone = vocab_parallel_logprobs(
+        logits, target, temperature=0.7, chunk_tokens=5, top_k=top_k, top_p=top_p
+    )
+    torch.testing.assert_close(logprobs, alone, rtol=0, atol=0)
+    expected = vocab_parallel_entropy(
+        logits.detach(), temperature=0.7, chunk_tokens=5, top_k=top_k, top_p=top_p
+    )
+    torch.testing.assert_close(entropy, expected, rtol=1e-6, atol=1e-6)
+    assert not entropy.requires_grad
+    if top_k is None:  # by definition, from log_softmax
+        reference = torch.log_softmax(logits.detach() / 0.7, dim=-1)
+        torch.testing.assert_close(entropy, -(reference.exp() * reference).sum(-1))

@@ -11,6 +11,9 @@ With ``top_k``/``top_p`` the distribution is the truncated one the rollout engin
 
 from __future__ import annotations
 
+import logging
+import os
+
 import torch
 import torch.distributed as dist
 
@@ -20,7 +23,35 @@ from oumi_megatron.algorithms.truncation import (
     truncation_active,
 )
 
+logger = logging.getLogger(__name__)
+
 DEFAULT_CHUNK_TOKENS = 1024
+# Off: the chunk functions run eagerly on GPU too (they always do on CPU).
+COMPILE_ENV = "OUMI_MEGATRON_COMPILE_LOGPROBS"
+_COMPILED: dict = {}
+
+
+def fused(fn, like: torch.Tensor):
+    """``fn`` under `torch.compile` for CUDA tensors (one fused kernel per chunk instead of
+    ~8 passes over a tokens × vocabulary block); ``fn`` itself on CPU, when turned off, or
+    if compiling fails (logged once)."""
+    if not like.is_cuda or os.environ.get(COMPILE_ENV, "1") == "0":
+        return fn
+    if fn not in _COMPILED:
+        compiled = torch.compile(fn, dynamic=True)
+
+        def guarded(*args):
+            if _COMPILED.get(fn) is fn:
+                return fn(*args)
+            try:
+                return compiled(*args)
+            except Exception as err:  # noqa: BLE001 - any compiler failure: stay correct
+                logger.warning("log-prob kernels run uncompiled (%s: %s)", type(err).__name__, err)
+                _COMPILED[fn] = fn
+                return fn(*args)
+
+        _COMPILED[fn] = guarded
+    return _COMPILED[fn]
 
 
 def _all_reduce(tensor: torch.Tensor, op, group) -> torch.Tensor:
@@ -43,51 +74,74 @@ def _truncates(logits: torch.Tensor, vocab_start: int, group, top_k, top_p) -> b
     return True
 
 
-def _chunk_lse_and_target(logits, target, vocab_start, temperature, group):
-    """log-sum-exp over the full vocabulary and the target's (tempered) logit, for one chunk."""
+def _chunk_sums(logits, shift, target_ids, owned, temperature):
+    """For one chunk: Σ exp(s - shift), Σ exp(s - shift)·s and the target's s, where
+    s = logits / temperature (fp32). One read of the logits: fused when compiled."""
     scaled = logits.float() / temperature
-    local_max = scaled.max(dim=-1).values
-    global_max = _all_reduce(local_max.clone(), dist.ReduceOp.MAX, group)
-    sum_exp = torch.exp(scaled - global_max.unsqueeze(-1)).sum(dim=-1)
-    lse = torch.log(_all_reduce(sum_exp, dist.ReduceOp.SUM, group)) + global_max
+    weights = torch.exp(scaled - shift.unsqueeze(-1))
+    picked = scaled.gather(-1, target_ids.unsqueeze(-1)).squeeze(-1)
+    return weights.sum(-1), (weights * scaled).sum(-1), torch.where(owned, picked, 0.0)
+
+
+def _chunk_grad(logits, lse, grad_out, target_ids, owned, temperature):
+    """d log p(target) / d logits · grad_out for one chunk: (onehot - p)·g / temperature."""
+    scaled = logits.float() / temperature
+    probs = torch.exp(scaled - lse.unsqueeze(-1))
+    vocab = torch.arange(logits.shape[-1], device=logits.device)
+    hit = (vocab.unsqueeze(0) == target_ids.unsqueeze(-1)) & owned.unsqueeze(-1)
+    grad = (hit.to(probs.dtype) - probs) * grad_out.unsqueeze(-1)
+    return (grad / temperature).to(logits.dtype)
+
+
+def _chunk_stats(logits, target, vocab_start, temperature, group):
+    """(log-sum-exp, target logit, expected logit) of the tempered distribution over the full
+    vocabulary, for one chunk of tokens."""
     local_ids = target - vocab_start
     owned = (local_ids >= 0) & (local_ids < logits.shape[-1])
-    picked = scaled.gather(-1, local_ids.clamp(0, logits.shape[-1] - 1).unsqueeze(-1)).squeeze(-1)
-    target_logit = _all_reduce(torch.where(owned, picked, 0.0), dist.ReduceOp.SUM, group)
-    return lse, target_logit, scaled, owned, local_ids
+    target_ids = local_ids.clamp(0, logits.shape[-1] - 1)
+    # max(x) / T = max(x / T) for T > 0: no fp32 copy of the chunk for the max.
+    shift = _all_reduce(logits.max(dim=-1).values.float() / temperature, dist.ReduceOp.MAX, group)
+    sum_exp, sum_weighted, target_logit = fused(_chunk_sums, logits)(
+        logits, shift, target_ids, owned, temperature
+    )
+    sums = _all_reduce(torch.stack([sum_exp, sum_weighted, target_logit]), dist.ReduceOp.SUM, group)
+    lse = torch.log(sums[0]) + shift
+    return lse, sums[2], sums[1] / sums[0]
 
 
 class _ChunkedVocabParallelLogprob(torch.autograd.Function):
+    """log p(target) per token (differentiable) and, from the same pass, the entropy (not)."""
+
     @staticmethod
     def forward(ctx, logits, target, vocab_start, temperature, group, chunk_tokens):
         logprobs = torch.empty(target.shape, dtype=torch.float32, device=logits.device)
-        lse_all = torch.empty_like(logprobs)
+        lse_all, entropy = torch.empty_like(logprobs), torch.empty_like(logprobs)
         for start in range(0, target.shape[0], chunk_tokens):
             end = start + chunk_tokens
-            lse, target_logit, *_ = _chunk_lse_and_target(
+            lse, target_logit, expected = _chunk_stats(
                 logits[start:end], target[start:end], vocab_start, temperature, group
             )
             logprobs[start:end] = target_logit - lse
             lse_all[start:end] = lse
+            entropy[start:end] = lse - expected
         ctx.save_for_backward(logits, target, lse_all)
         ctx.vocab_start, ctx.temperature, ctx.chunk_tokens = vocab_start, temperature, chunk_tokens
-        return logprobs
+        ctx.mark_non_differentiable(entropy)
+        return logprobs, entropy
 
     @staticmethod
-    def backward(ctx, grad_output):
+    def backward(ctx, grad_output, _grad_entropy):
         logits, target, lse_all = ctx.saved_tensors
         grad_logits = torch.empty_like(logits)
-        vocab_size_local = logits.shape[-1]
+        grad_chunk = fused(_chunk_grad, logits)
         for start in range(0, target.shape[0], ctx.chunk_tokens):
             end = start + ctx.chunk_tokens
-            scaled = logits[start:end].float() / ctx.temperature
-            probs = torch.exp(scaled - lse_all[start:end].unsqueeze(-1))
-            grad = -probs * grad_output[start:end].unsqueeze(-1)
             local_ids = target[start:end] - ctx.vocab_start
-            owned = (local_ids >= 0) & (local_ids < vocab_size_local)
-            rows = torch.nonzero(owned).squeeze(-1)
-            grad[rows, local_ids[rows]] += grad_output[start:end][rows]
-            grad_logits[start:end] = (grad / ctx.temperature).to(logits.dtype)
+            owned = (local_ids >= 0) & (local_ids < logits.shape[-1])
+            grad_logits[start:end] = grad_chunk(
+                logits[start:end], lse_all[start:end], grad_output[start:end],
+                local_ids.clamp(0, logits.shape[-1] - 1), owned, ctx.temperature,
+            )  # fmt: skip
         return grad_logits, None, None, None, None, None
 
 
@@ -100,13 +154,16 @@ def vocab_parallel_logprobs(
     chunk_tokens: int = DEFAULT_CHUNK_TOKENS,
     top_k: int | None = None,
     top_p: float = 1.0,
-) -> torch.Tensor:
+    with_entropy: bool = False,
+):
     """log softmax(logits / temperature)[target] for each token, differentiable.
 
     `logits` is [..., V_local] (this rank's vocabulary slice starting at `vocab_start`),
     `target` has the leading shape of `logits`. Returns fp32 log-probs of that shape.
     With `top_k` (None or <= 0: off) / `top_p` (1: off), the softmax is over the tokens kept by
     vLLM's top-k/top-p rules (renormalised); a target outside that set gets -inf.
+    ``with_entropy``: also return the entropy of that distribution per token (no gradient),
+    from the same pass over the logits on the full-vocabulary path.
     """
     lead_shape = target.shape
     flat_logits = logits.reshape(-1, logits.shape[-1])
@@ -114,11 +171,18 @@ def vocab_parallel_logprobs(
     if _truncates(logits, vocab_start, group, top_k, top_p):
         logprobs = truncated_logprobs(
             flat_logits, flat_target, float(temperature), top_k, top_p, group, chunk_tokens
+        ).reshape(lead_shape)
+        if not with_entropy:
+            return logprobs
+        entropy = truncated_entropy(
+            flat_logits.detach(), float(temperature), top_k, top_p, group, chunk_tokens
         )
-        return logprobs.reshape(lead_shape)
-    logprobs = _ChunkedVocabParallelLogprob.apply(
+        return logprobs, entropy.reshape(lead_shape)
+    logprobs, entropy = _ChunkedVocabParallelLogprob.apply(
         flat_logits, flat_target, vocab_start, float(temperature), group, chunk_tokens
     )
+    if with_entropy:
+        return logprobs.reshape(lead_shape), entropy.reshape(lead_shape)
     return logprobs.reshape(lead_shape)
 
 
@@ -141,15 +205,13 @@ def vocab_parallel_entropy(
         entropy = truncated_entropy(flat, float(temperature), top_k, top_p, group, chunk_tokens)
         return entropy.reshape(logits.shape[:-1])
     entropy = torch.empty(flat.shape[0], dtype=torch.float32, device=logits.device)
-    dummy_target = torch.full((flat.shape[0],), vocab_start, device=logits.device)
+    target = torch.full((flat.shape[0],), vocab_start, device=logits.device)
     for start in range(0, flat.shape[0], chunk_tokens):
         end = start + chunk_tokens
-        lse, _, scaled, *_ = _chunk_lse_and_target(
-            flat[start:end], dummy_target[start:end], vocab_start, temperature, group
+        lse, _, expected = _chunk_stats(
+            flat[start:end], target[start:end], vocab_start, temperature, group
         )
-        probs = torch.exp(scaled - lse.unsqueeze(-1))
-        expected_logit = _all_reduce((probs * scaled).sum(-1), dist.ReduceOp.SUM, group)
-        entropy[start:end] = lse - expected_logit
+        entropy[start:end] = lse - expected
     return entropy.reshape(logits.shape[:-1])
 
 

@@ -26,7 +26,6 @@ from oumi_megatron.algorithms.grpo import GrpoLossConfig, grpo_loss
 from oumi_megatron.algorithms.logprobs import (
     ROLLOUT_GAP,
     max_logprob_gap,
-    vocab_parallel_entropy,
     vocab_parallel_logprobs,
 )
 from oumi_megatron.data.packing import MicroBatch, PackedBatch
@@ -100,14 +99,21 @@ class MegatronPolicy:
         return self.top_k is not None or self.top_p < 1.0
 
     def token_logprobs(
-        self, logits: torch.Tensor, batch: MicroBatch, *, full: bool = False
-    ) -> torch.Tensor:
-        """Position-aligned log p(labels) under the sampling distribution (`full`: untruncated)."""
+        self,
+        logits: torch.Tensor,
+        batch: MicroBatch,
+        *,
+        full: bool = False,
+        with_entropy: bool = False,
+    ):
+        """Position-aligned log p(labels) under the sampling distribution (`full`: untruncated);
+        ``with_entropy``: and its entropy per position, from the same pass over the logits."""
         vocab_start, group = self._vocab_shard(logits)
         top_k, top_p = (None, 1.0) if full else (self.top_k, self.top_p)
         return vocab_parallel_logprobs(
-            logits, batch.labels, vocab_start, self.temperature, group, top_k=top_k, top_p=top_p
-        )
+            logits, batch.labels, vocab_start, self.temperature, group, top_k=top_k, top_p=top_p,
+            with_entropy=with_entropy,
+        )  # fmt: skip
 
     def _run(self, batches: list[MicroBatch], loss_func: Callable, forward_only: bool) -> list:
         batches = [b.to(self.device) for b in batches]
@@ -160,7 +166,7 @@ class MegatronPolicy:
         (last stage) plus grad norm and learning rate."""
 
         def loss_func(batch, logits):
-            logprobs = self.token_logprobs(logits, batch)
+            logprobs, entropy = self.token_logprobs(logits, batch, with_entropy=True)
             rows = partial(batch.to_rows)
             aux = batch.aux
             # Without old log-probs the step is on-policy: the old policy is this one.
@@ -181,11 +187,6 @@ class MegatronPolicy:
                 kl_logprobs=kl_logprobs,
                 seq_num_tokens=_seq_targets(batch, logits.device),
             )
-            vocab_start, group = self._vocab_shard(logits)
-            entropy = vocab_parallel_entropy(
-                logits.detach(), vocab_start, self.temperature, group,
-                top_k=self.top_k, top_p=self.top_p,
-            )  # fmt: skip
             mask = batch.loss_mask.bool()
             metrics["entropy"] = entropy[mask].sum() / max(norm.num_tokens, 1)
             if old is None:  # these log-probs are the old policy's: compare with the engine's

@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# One device command (scripts/gpu/README.md): benchmarks/train_step.py on a random-weight
+# Qwen2.5-1.5B, every mode in its own process. Needs only the Megatron and Oumi wheel sets:
+# carry [".vp/meg", ".vp/oumi"]. Writes into $OUT: env.log train_step.json train_step.log
+# profile_<mode>.txt
+set -u
+OUT=${OUT:-/tmp/out}
+INSTALL_SETS="megatron oumi"
+source scripts/gpu/setup_env.sh
+MODEL=/tmp/qwen2.5_1.5b
+
+stage "model"
+[ -d $MODEL ] || python3 -m oumi_megatron.testing.tiny_models qwen2.5_1.5b $MODEL >>"$OUT/env.log" 2>&1
+
+if [ -n "${GPU_TESTS:-}" ]; then
+  stage "gpu tests: $GPU_TESTS"
+  timeout 200 python3 -m pytest -q -m gpu -p no:cacheprovider $GPU_TESTS >"$OUT/gpu_tests.log" 2>&1
+  echo "gpu tests rc=$? $(tail -1 "$OUT/gpu_tests.log")" | tee -a "$OUT/env.log"
+fi
+
+stage "train step (${MODES:-all modes})"
+timeout $(( ${LIMIT:-570} - $(elapsed) )) python3 benchmarks/train_step.py --model-dir $MODEL \
+  --work /tmp/train_step ${MODES:+--modes $MODES} --profile-modes "${PROFILE:-packed,padded}" \
+  --json "$OUT/train_step.json" ${ARGS:-} >"$OUT/train_step.out" 2>"$OUT/train_step.log"
+echo "train_step rc=$?" | tee -a "$OUT/env.log"
+cp /tmp/train_step/profile_*.txt "$OUT/" 2>/dev/null
+stage "done"
