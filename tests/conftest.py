@@ -1,4 +1,5 @@
-"""Test-wide settings: offline hubs, no telemetry, GPU tests skipped without CUDA."""
+"""Test-wide settings: offline hubs, no telemetry, GPU tests skipped without CUDA, CPU-only
+patch tests skipped with it."""
 
 from __future__ import annotations
 
@@ -16,6 +17,11 @@ def pytest_collection_modifyitems(config, items):
     import torch
 
     if torch.cuda.is_available():
+        # CPU-only patches are never applied on a GPU machine: neither are their tests.
+        skip_cpu = pytest.mark.skip(reason="tests a CPU-only patch: not applied where CUDA is")
+        for item in items:
+            if "cpu_only" in item.keywords:
+                item.add_marker(skip_cpu)
         return
     skip_gpu = pytest.mark.skip(reason="needs a CUDA GPU: run on the device machine")
     for item in items:

@@ -67,6 +67,9 @@ def register_megatron_trainer_types() -> None:
     member: added the way `enum` itself does while building a class, which keeps value/name
     lookup, `list(TrainerType)`, pickling and OmegaConf round trips working.
     """
+    from oumi_megatron import patches
+
+    patches.check("oumi-trainer-type")
     trainer_type = sys.modules[_TRAINING_PARAMS].TrainerType
     for name, value in MEGATRON_TRAINER_VALUES.items():
         extend_enum(trainer_type, name, value)

@@ -11,6 +11,7 @@ import pytest
 from helpers import quiet_env
 
 PROBE = Path(__file__).with_name("compat_probe.py")
+pytestmark = pytest.mark.cpu_only
 
 
 @pytest.fixture(scope="module")

@@ -76,3 +76,23 @@ def test_cp1_is_the_batch_itself():
     ids, masks = _sequences()
     batch = pack_bin([0, 1], ids, masks)
     assert shard_for_context_parallel(batch, 0, 1) is batch
+
+
+@pytest.mark.cpu_only
+def test_cpu_rope_chunks_are_the_ranks_chunks():
+    from oumi_megatron.parallel.cpu_compat import cp_rank_pos_emb
+
+    class Group:
+        def __init__(self, rank, size):
+            self._rank, self._size = rank, size
+
+        def rank(self):
+            return self._rank
+
+        def size(self):
+            return self._size
+
+    freqs = torch.arange(16.0).reshape(16, 1, 1, 1)  # [seq, 1, 1, dim] as Megatron's RoPE
+    for rank in range(2):
+        mine = cp_rank_pos_emb(freqs, 0, Group(rank, 2)).flatten()
+        assert mine.tolist() == local_positions([16], rank, 2).float().tolist()

@@ -58,6 +58,9 @@ def use_forked_writer_queue() -> None:
     # rank). A forked manager only serves a queue, never touches CUDA, and starts instantly.
     from megatron.core.dist_checkpointing.strategies import filesystem_async
 
+    from oumi_megatron import patches
+
+    patches.check("forked-writer-queue")
     if filesystem_async._results_queue is None:
         manager = SyncManager(ctx=mp.get_context("fork"))
         manager.start(initializer=die_with_parent)

@@ -86,4 +86,7 @@ def _cp_index(segments: tuple[int, ...], cp_rank: int, cp_size: int):
 
 def install_packed_rope() -> None:
     """Route Megatron's unfused THD RoPE through `apply_rotary_pos_emb_thd` (idempotent)."""
+    from oumi_megatron import patches
+
+    patches.check("packed-rope")
     rope_utils._apply_rotary_pos_emb_thd = apply_rotary_pos_emb_thd

@@ -83,6 +83,9 @@ def trusted_loading():
     """Restricted unpickling for DCP metadata and ``weights_only`` for every torch.load."""
     from torch.distributed.checkpoint import filesystem
 
+    from oumi_megatron import patches
+
+    patches.check("trusted-loading")
     restricted = types.SimpleNamespace(**vars(pickle))
     restricted.load = data_pickle_load
     restricted.loads = lambda data, **kw: data_pickle_load(io.BytesIO(data), **kw)

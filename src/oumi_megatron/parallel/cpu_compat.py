@@ -31,6 +31,9 @@ def apply_cpu_compat() -> None:
     global _APPLIED
     if _APPLIED or cuda_available():
         return
+    from oumi_megatron import patches
+
+    patches.check_all("cpu")  # every target as the stand-ins expect, before any is replaced
     # Buffers (GlobalMemoryBuffer), RoPE frequencies and batch helpers ask for the current CUDA
     # device; on a CPU-only machine the CPU is that device.
     torch.cuda.current_device = lambda: torch.device("cpu")  # type: ignore[assignment]
