@@ -16,7 +16,8 @@ warm-up steps. Modes:
 - ``*_local``: Megatron's own local `DotProductAttention` instead of ours (padded only: it
   refuses packed sequences).
 - ``*_compiled``: every transformer layer under `torch.compile`.
-- ``*_eagerlp``: the log-prob / entropy / gradient chunk kernels uncompiled (eager torch).
+- ``*_eagerlp``: the log-prob / entropy / gradient chunk kernels uncompiled (eager torch, the
+  trainer's default); the other modes compile them (``OUMI_MEGATRON_COMPILE_LOGPROBS=1``).
 
 MFU = model FLOPs of the real tokens (`metrics.mfu`: 6·N + attention at each sequence's own
 length, padding not counted) / (time × peak bf16 FLOP/s of the device). Ratios (padded time /
@@ -139,10 +140,9 @@ def run_mode(args) -> dict:
     from oumi_megatron.step.update import build_minibatches, run_update
 
     mode = args.one
-    if "_eagerlp" in mode:
-        from oumi_megatron.algorithms.logprobs import COMPILE_ENV
+    from oumi_megatron.algorithms.logprobs import COMPILE_ENV
 
-        os.environ[COMPILE_ENV] = "0"
+    os.environ[COMPILE_ENV] = "0" if "_eagerlp" in mode else "1"
     policy, provider = load_policy(args, mode)
     prompt_lens, completion_lens = grpo_lengths(args)
     seqs = synthetic_sequences(prompt_lens, completion_lens, provider.vocab_size, args.seed)

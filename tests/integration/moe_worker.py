@@ -16,20 +16,19 @@ hand one, and the step's results, so the test can check them and compare EP1 wit
 
 from __future__ import annotations
 
-import json
-import sys
 from pathlib import Path
 
 import torch
 import torch.distributed as dist
-from update_worker import fixed_batch
+from update_worker import fixed_batch, save_weights
+from update_worker import main as run_cases
 
 from oumi_megatron.algorithms.aggregation import LossNormalizer
 from oumi_megatron.algorithms.grpo import GrpoLossConfig
 from oumi_megatron.model.bridge import load_megatron_model
 from oumi_megatron.model.provider import needs_equal_microbatch_shapes
 from oumi_megatron.parallel.layout import ParallelLayout
-from oumi_megatron.parallel.startup import init_distributed, init_model_parallel
+from oumi_megatron.parallel.startup import init_model_parallel
 from oumi_megatron.training.metric_reduce import reduce_loss_metrics
 from oumi_megatron.training.optimizer import OptimizerSettings, build_optimizer
 from oumi_megatron.training.policy import MegatronPolicy
@@ -158,13 +157,7 @@ def run_case(case: dict, model_dir: str, out_dir: Path) -> dict:
     batches, _ = build_microbatches(seqs, batching)
     step = policy.train_step(batches, loss_cfg, norm)
     metrics = reduce_loss_metrics(step["microbatch_metrics"], ["loss/policy", "ratio/mean"])
-    weights = dict(policy.export_weights(loaded.bridge))
-    if dist.get_rank() == 0:
-        from safetensors.torch import save_file
-
-        save_file(
-            {k: v.contiguous() for k, v in weights.items()}, out_dir / f"{case['name']}.safetensors"
-        )
+    save_weights(policy, loaded.bridge, out_dir / f"{case['name']}.safetensors")
     return {
         "name": case["name"],
         "aux_grad_max_abs_diff": worst_t[0].item(),
@@ -177,18 +170,5 @@ def run_case(case: dict, model_dir: str, out_dir: Path) -> dict:
     }
 
 
-def main() -> None:
-    model_dir, out_path, cases_json = sys.argv[1], Path(sys.argv[2]), sys.argv[3]
-    cases = json.loads(Path(cases_json).read_text())
-    init_distributed()
-    results = []
-    for case in cases:
-        results.append(run_case(case, model_dir, out_path.parent))
-        if dist.get_rank() == 0:
-            out_path.write_text(json.dumps(results, indent=1))
-    dist.barrier()
-    dist.destroy_process_group()
-
-
 if __name__ == "__main__":
-    main()
+    run_cases(run_case)

@@ -84,23 +84,28 @@ def run_case(case: dict, model_dir: str, out_dir: Path) -> dict:
     loss_cfg = GrpoLossConfig(epsilon=0.2, loss_aggregation=aggregation)
     out = policy.train_step(batches, loss_cfg, norm)
     metrics = reduce_loss_metrics(out["microbatch_metrics"], METRICS)
-    weights = dict(policy.export_weights(loaded.bridge))
-    if dist.get_rank() == 0:
-        from safetensors.torch import save_file
-
-        save_file(
-            {k: v.contiguous() for k, v in weights.items()}, out_dir / f"{case['name']}.safetensors"
-        )
+    save_weights(policy, loaded.bridge, out_dir / f"{case['name']}.safetensors")
     return {"name": case["name"], "metrics": metrics, "grad_norm": out["grad_norm"]}
 
 
-def main() -> None:
+def save_weights(policy, bridge, path: Path) -> None:
+    """The policy's weights in HF naming (collective), written by rank 0."""
+    weights = dict(policy.export_weights(bridge))
+    if dist.get_rank() == 0:
+        from safetensors.torch import save_file
+
+        save_file({k: v.contiguous() for k, v in weights.items()}, path)
+
+
+def main(run=None) -> None:
+    """Run every case of argv[3] with `run(case, model_dir, out_dir)` (default: run_case)."""
+    run = run or run_case
     model_dir, out_path, cases_json = sys.argv[1], Path(sys.argv[2]), sys.argv[3]
     cases = json.loads(Path(cases_json).read_text())
     init_distributed()
     results = []
     for case in cases:
-        results.append(run_case(case, model_dir, out_path.parent))
+        results.append(run(case, model_dir, out_path.parent))
         if dist.get_rank() == 0:  # after each case, so a failure later keeps earlier results
             out_path.write_text(json.dumps(results, indent=1))
     dist.barrier()

@@ -26,16 +26,16 @@ from oumi_megatron.algorithms.truncation import (
 logger = logging.getLogger(__name__)
 
 DEFAULT_CHUNK_TOKENS = 1024
-# Off: the chunk functions run eagerly on GPU too (they always do on CPU).
+# "1": compile the chunk functions on GPU (opt-in until measured there; always eager on CPU).
 COMPILE_ENV = "OUMI_MEGATRON_COMPILE_LOGPROBS"
 _COMPILED: dict = {}
 
 
 def fused(fn, like: torch.Tensor):
-    """``fn`` under `torch.compile` for CUDA tensors (one fused kernel per chunk instead of
-    ~8 passes over a tokens × vocabulary block); ``fn`` itself on CPU, when turned off, or
-    if compiling fails (logged once)."""
-    if not like.is_cuda or os.environ.get(COMPILE_ENV, "1") == "0":
+    """``fn`` under `torch.compile` for CUDA tensors when ``OUMI_MEGATRON_COMPILE_LOGPROBS=1``
+    (one fused kernel per chunk instead of ~8 passes over a tokens × vocabulary block); ``fn``
+    itself otherwise, on CPU, or if compiling fails (logged once)."""
+    if not like.is_cuda or os.environ.get(COMPILE_ENV, "0") != "1":
         return fn
     if fn not in _COMPILED:
         compiled = torch.compile(fn, dynamic=True)
