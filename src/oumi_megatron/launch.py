@@ -93,9 +93,10 @@ def prepare_run(config_path: str, overrides: list[str], for_training: bool) -> R
     return prepare_setup(load_config(config_path, overrides, check=False), for_training)
 
 
-def prepare_setup(cfg, for_training: bool) -> RunSetup:
+def prepare_setup(cfg, for_training: bool, run_start=None) -> RunSetup:
     """Validate a loaded ``MegatronTrainingConfig`` for this torchrun world (no process group,
-    model or file is created); raises one `ConfigError` listing every problem found."""
+    model or file is created); raises one `ConfigError` listing every problem found, those of
+    ``run_start(setup)`` (the output directory, the checkpoint to resume) included."""
     from oumi_megatron.config import validate_config
     from oumi_megatron.config.errors import Problems
 
@@ -106,26 +107,35 @@ def prepare_setup(cfg, for_training: bool) -> RunSetup:
     prompts = None
     if for_training and hf_dir is not None and not (roles and roles.is_rollout_worker):
         prompts = problems.check(_read_prompts, cfg, hf_dir)  # rows, fields, lengths: up front
-    validated = validate_config(
-        cfg, world_size, shape, run_oumi_finalize=for_training, problems=problems
+    validated = problems.check(
+        validate_config, cfg, world_size, shape, run_oumi_finalize=for_training, problems=problems
     )
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    dtype = DTYPES[cfg.megatron.transformer_config.resolved_params_dtype(device)]
-    layout = ParallelLayout.from_params(cfg.megatron)
+    try:
+        dtype = DTYPES[cfg.megatron.transformer_config.resolved_params_dtype(device)]
+        layout = ParallelLayout.from_params(cfg.megatron)
+    except Exception:
+        problems.raise_if_any()  # a section too broken to read: its own errors say why
+        raise
     rollout_devices = None
     if (
         for_training
         and cfg.megatron.weight_sync_method in ("gloo", "nccl")
+        and roles is not None
         and not roles.rollout_workers
     ):
         m = cfg.megatron
-        rollout_devices = resolve_rollout_devices(
-            m.weight_sync_method, m.rollout_workers, m.rollout_devices,
+        rollout_devices = problems.check(
+            resolve_rollout_devices, m.weight_sync_method, m.rollout_workers, m.rollout_devices,
             local_world_size(), torch.cuda.device_count(),
         )  # fmt: skip
-    return RunSetup(
+    setup = RunSetup(
         cfg, hf_dir, layout, world_size, dtype, validated, rollout_devices, roles, prompts
     )
+    if run_start is not None and hf_dir is not None:
+        problems.check(run_start, setup)
+    problems.raise_if_any()
+    return setup
 
 
 def _model_shape(cfg):

@@ -6,6 +6,7 @@ for this world, then serve rollout (a process of ``megatron.rollout_nodes``) or 
 
 from __future__ import annotations
 
+import functools
 import os
 from pathlib import Path
 
@@ -80,8 +81,9 @@ def prepare_training(config, resume_from_checkpoint: str | None = None):
 
     cfg = as_megatron_config(config)
     check_trainer_type(cfg)
-    setup = prepare_setup(cfg, for_training=True)
-    check_run_start(setup, resume_from_checkpoint)
+    # One message for every problem: the config's and the run directory's together.
+    run_start = functools.partial(check_run_start, resume=resume_from_checkpoint)
+    setup = prepare_setup(cfg, for_training=True, run_start=run_start)
     apply_log_level(cfg.training.log_level)
     return setup
 

@@ -74,3 +74,15 @@ def test_learning_rate_reward_and_output_dir(model_dir, tmp_path):
     blocker = tmp_path / "a_file"
     blocker.write_text("")
     assert "cannot be written" in _refused(model_dir, blocker / "out")
+
+
+def test_run_directory_problems_come_in_the_same_message_as_config_ones(model_dir, tmp_path):
+    out = tmp_path / "out"
+    (out / "checkpoints" / "step_10").mkdir(parents=True)  # another run's results
+    with pytest.raises(ConfigError) as error:
+        _prepare(model_dir, out, "training.learning_rate=-1e-6")
+    message = str(error.value)
+    assert not (out / "megatron_checkpoint").exists()
+    assert message.startswith("2 problems in the config:")
+    assert "training.learning_rate (-1e-06) must be > 0" in message
+    assert "holds another run's results" in message
