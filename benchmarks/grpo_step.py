@@ -121,7 +121,7 @@ def update_settings(packing: bool, args: argparse.Namespace) -> UpdateSettings:
         packing=packing,
         token_budget=args.micro_batch_size * args.max_len,
     )
-    return UpdateSettings(GrpoLossConfig(), batching, max_completion_length=args.max_len)
+    return UpdateSettings(GrpoLossConfig(), batching, loss_scale_factor=args.max_len)
 
 
 def computed_tokens(seqs: StepSequences, settings: UpdateSettings) -> tuple[int, int]:

@@ -122,7 +122,7 @@ def update_settings(args, packing: bool):
         packing=packing,
         token_budget=args.token_budget,
     )
-    return UpdateSettings(GrpoLossConfig(), batching, max_completion_length=args.max_completion)
+    return UpdateSettings(GrpoLossConfig(), batching, loss_scale_factor=args.max_completion)
 
 
 def sync() -> None:

@@ -24,6 +24,7 @@ from oumi_megatron.config import (
     TransformerConfig,
 )
 from oumi_megatron.config.aliases import ALIASES
+from oumi_megatron.config.grpo_sections import OverlongBufferParams, RolloutCorrectionParams
 from oumi_megatron.config.oumi_fields import READ_OUMI_FIELDS, REPLACED_OUMI_FIELDS
 
 DOC = Path(__file__).resolve().parents[1] / "docs" / "configuration.md"
@@ -37,6 +38,8 @@ SECTIONS: tuple[tuple[str, type[BaseModel]], ...] = (
     ("megatron.transformer_config", TransformerConfig),
     ("megatron.checkpoint_config", CheckpointConfig),
     ("grpo", GrpoParams),
+    ("grpo.rollout_correction", RolloutCorrectionParams),
+    ("grpo.overlong_buffer", OverlongBufferParams),
 )
 
 

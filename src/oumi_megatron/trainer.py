@@ -16,6 +16,7 @@ from pathlib import Path
 import torch
 from oumi.core.trainers.base_trainer import BaseTrainer
 
+from oumi_megatron.algorithms.overlong import is_truncated
 from oumi_megatron.faults import fault_point
 from oumi_megatron.launch import RunSetup, start_processes
 from oumi_megatron.metrics import MetricsLogger, PhaseTimer, TrainingProgress
@@ -25,7 +26,7 @@ from oumi_megatron.model.provider import needs_equal_microbatch_shapes
 from oumi_megatron.parallel.preemption import PreemptionWatch
 from oumi_megatron.parallel.ranks import barrier, is_rank0, rank
 from oumi_megatron.rollout.base import SamplingParams
-from oumi_megatron.step import components
+from oumi_megatron.step import components, dynamic_sampling
 from oumi_megatron.step.exchange import route_sequences
 from oumi_megatron.step.length import training_steps
 from oumi_megatron.step.metrics import reduce_tally, rollout_tally, step_metrics
@@ -114,7 +115,7 @@ class OumiMegatronGrpoTrainer(BaseTrainer):
                 fixed_shape=needs_equal_microbatch_shapes(setup.layout),
                 cp_size=setup.layout.cp,
             ),
-            max_completion_length=grpo.max_completion_length,
+            loss_scale_factor=grpo.loss_scale_factor or grpo.max_completion_length,
             optimizer_steps=optimizer_steps_per_grpo_step(self.cfg, setup.validated),
             dp_size=self.topology.dp_size,
         )
@@ -219,15 +220,12 @@ class OumiMegatronGrpoTrainer(BaseTrainer):
     def _train_step(self, max_steps: int, progress: TrainingProgress) -> None:
         """One GRPO step: rollout, reward, update, sync; metrics, checkpoint, stop checks."""
         self.timer.start_step()
-        with self.timer.phase("rollout"):
-            fault_point("rollout", self.step + 1)
-            rollouts = self._rollout()
-        with self.timer.phase("reward"):
-            scored = self._score(rollouts)
+        fault_point("rollout", self.step + 1)
+        generated, (rollouts, scored), sampling = self._generate()
         self.weight_sync.release()  # the engine's accelerator memory, for the update
         with self.timer.phase("exchange"):
             sequences, exchanged = route_sequences(
-                self.topology, self.rank, rollouts, scored.advantages
+                self.topology, self.rank, rollouts, scored.advantages, self._trained(rollouts)
             )
         with self.timer.phase("update"):
             update = run_update(self.policy, self.reference, sequences, self.update_settings)
@@ -235,7 +233,7 @@ class OumiMegatronGrpoTrainer(BaseTrainer):
             update.update(self.weight_sync.sync())
         self.step += 1
         evaluation = self._evaluate_if_due(max_steps)
-        tally = {**self._tally(rollouts, scored), **exchanged.as_tally()}
+        tally = {**self._tally(*generated), **exchanged.as_tally()}
         self._last_metrics = step_metrics(
             reduce_tally(tally, self.cfg.grpo.num_generations),
             update,
@@ -243,7 +241,8 @@ class OumiMegatronGrpoTrainer(BaseTrainer):
             self.loaded.provider,
         )
         self._last_metrics.update(evaluation)
-        self._check_rewards(scored)
+        self._last_metrics.update(sampling)
+        self._check_rewards(generated[1])
         self._save_if_due()
         self._history.append({k: v for k, v in self._last_metrics.items()
                               if k.startswith("time/") or k == "reward/mean"})  # fmt: skip
@@ -253,6 +252,12 @@ class OumiMegatronGrpoTrainer(BaseTrainer):
             self._log_completions(rollouts, scored)
         if self.step < max_steps and self._stop_requested():
             self._stop_for_preemption()
+
+    def _trained(self, rollouts: RolloutBatch) -> list[bool] | None:
+        """grpo.overlong_filtering: completions cut at the length limit leave the loss."""
+        if not self.cfg.grpo.overlong_filtering:
+            return None
+        return [not is_truncated(reason) for reason in rollouts.finish_reasons]
 
     def _stop_requested(self) -> bool:
         """Whether any rank got a stop signal during this step, its save included (one
@@ -315,7 +320,45 @@ class OumiMegatronGrpoTrainer(BaseTrainer):
             sink.log(self.step, self._last_metrics)  # the checkpointed step's own row
         return sink
 
-    def _rollout(self) -> RolloutBatch:
+    def _generate(self):
+        """Rollout and reward: ``(every completion, the batch to train on, metrics)``, each
+        completion batch with its scores. With grpo.dynamic_sampling, rounds of generation
+        until enough prompt groups vary (`step/dynamic_sampling.py`)."""
+        grpo = self.cfg.grpo
+        rounds, flags = [], []
+        while True:
+            with self.timer.phase("rollout"):
+                rollouts = self._rollout(seed_offset=len(rounds) * self.loader.prompts_per_step)
+            with self.timer.phase("reward"):
+                scored = self._score(rollouts)
+            rounds.append(dynamic_sampling.Round(rollouts, scored))
+            if not grpo.dynamic_sampling:
+                return (rollouts, scored), (rollouts, scored), {}
+            flags.append(self._varying_groups(rollouts, scored))
+            needed = self.loader.prompts_per_step
+            if (
+                dynamic_sampling.enough(flags, needed)
+                or len(rounds) == grpo.dynamic_sampling_max_rounds
+            ):
+                break
+        selection, filled = dynamic_sampling.select_groups(flags, needed)
+        if filled and self.is_main:
+            logger.warning("dynamic sampling: %d of %d prompt groups still had equal rewards after "
+                           "%d rounds; they fill the batch (raise grpo.dynamic_sampling_max_rounds)",
+                           filled, needed, len(rounds))  # fmt: skip
+        trained = dynamic_sampling.assemble(rounds, selection, grpo.num_generations)
+        return dynamic_sampling.merge(rounds), trained, dynamic_sampling.metrics(flags, filled)
+
+    def _varying_groups(self, rollouts: RolloutBatch, scored: ScoredBatch) -> list[bool]:
+        """Per prompt of the round: do its group's rewards differ (one all-reduce)."""
+        from oumi_megatron.parallel.ranks import all_reduce_host
+
+        flags = dynamic_sampling.local_variation(
+            rollouts, scored, self.loader.prompts_per_step, self.cfg.grpo.num_generations
+        )
+        return [v > 0 for v in all_reduce_host(flags).tolist()]
+
+    def _rollout(self, seed_offset: int = 0) -> RolloutBatch:
         """This replica's share of the step's prompts (an empty batch on other ranks)."""
         prompts = next(self.loader).prompts
         if not self.generates:
@@ -323,7 +366,7 @@ class OumiMegatronGrpoTrainer(BaseTrainer):
         replica = self.topology.replica_of(self.rank)
         batch = generate_share(self.engine, self.tokenizer, prompts,
                                self.topology.prompts_of_replica(replica), self.sampling,
-                               self.step)  # fmt: skip
+                               self.step, seed_offset)  # fmt: skip
         # Every rank of a vLLM replica holds its completions; the leader scores and sends them.
         return batch if self.is_leader else RolloutBatch()
 
@@ -335,7 +378,8 @@ class OumiMegatronGrpoTrainer(BaseTrainer):
     def _tally(self, rollouts: RolloutBatch, scored: ScoredBatch) -> dict:
         grpo = self.cfg.grpo
         names = [f.name for f in self.reward_functions]
-        tally = rollout_tally(rollouts, scored, names, grpo.accuracy_reward or names[0])
+        tally = rollout_tally(rollouts, scored, names, grpo.accuracy_reward or names[0],
+                              overlong_buffer=grpo.overlong_buffer is not None)  # fmt: skip
         share = float(len(rollouts) // grpo.num_generations)
         leader = self.is_leader
         tally["rollout/replicas"] = ("sum", 1.0 if leader else 0.0)

@@ -137,7 +137,7 @@ def run_case(case: dict, model_dir: str, out_dir: Path) -> dict:
     norm = LossNormalizer.from_global_batch(
         torch.nn.utils.rnn.pad_sequence(seqs.loss_masks, batch_first=True), "token-mean"
     )
-    loss_cfg = GrpoLossConfig(epsilon=0.2)
+    loss_cfg = GrpoLossConfig()
 
     zero = seqs.with_aux("advantages", [torch.zeros(()) for _ in range(len(seqs))])
     batches, _ = build_microbatches(zero, batching)

@@ -35,13 +35,18 @@ LAYOUTS = {
             "megatron.virtual_pipeline_model_parallel_size=2",
         ],
     ),  # fmt: skip
-    # Rollout in two separate processes, weights broadcast over gloo.
+    # Rollout in two separate processes, weights broadcast over gloo; with DAPO's dynamic
+    # sampling (rounds of generation from the workers), overlong filtering and soft punishment.
     "TP2_gloo_2workers": (
         2,
         [
             "megatron.tensor_model_parallel_size=2",
             "megatron.weight_sync_method=gloo",
             "megatron.rollout_workers=2",
+            "grpo.dynamic_sampling=true",
+            "grpo.overlong_filtering=true",
+            "grpo.overlong_buffer={length: 2}",
+            "grpo.loss_type=cispo",
         ],
     ),  # fmt: skip
     # Truncated sampling: the trainer's log-probs are of the engine's top-k/top-p distribution;
@@ -55,8 +60,16 @@ LAYOUTS = {
             "megatron.rollout_tensor_parallel_size=2",
         ],
     ),  # fmt: skip
-    # Each sequence in 4 chunks over 2 ranks (packed), K/V all-gathered in every layer.
-    "CP2": (2, ["megatron.context_parallel_size=2"]),
+    # Each sequence in 4 chunks over 2 ranks (packed), K/V all-gathered in every layer; GSPO
+    # and sequence-level rollout correction sum over each sequence's chunks.
+    "CP2": (
+        2,
+        [
+            "megatron.context_parallel_size=2",
+            "grpo.loss_type=gspo",
+            "grpo.rollout_correction={importance_sampling: sequence, rejection: geometric}",
+        ],
+    ),  # fmt: skip
     # Qwen3-MoE with its experts split over 2 ranks (router aux loss on, coefficient 1e-3).
     "EP2_moe": (2, ["megatron.expert_model_parallel_size=2"]),
 }
@@ -102,6 +115,13 @@ def test_layout_trains_syncs_and_exports(layout, tiny_models, tmp_path, request)
         assert all(row["mismatch/outside_kept_frac"] == 0.0 for row in rows)
         assert all(row["entropy"] < math.log(20) for row in rows), "at most 20 tokens are kept"
     assert rows[1]["grad_norm"] > 0 and math.isfinite(rows[1]["loss/policy"])
+    if layout == "CP2":  # trainer and engine agree: weights 1, nothing rejected
+        assert all(abs(row["rollout_correction/weight_mean"] - 1.0) <= 1e-4 for row in rows)
+        assert all(row["rollout_correction/rejected_seq_frac"] == 0.0 for row in rows)
+    if layout == "TP2_gloo_2workers":  # the batch keeps its size (16 sequences per rank)
+        assert all(row["exchange/sequences_trained"] == 32 for row in rows)
+        assert all(row["dynamic_sampling/rounds"] >= 1 for row in rows)
+        assert all(row["reward/overlong_penalty_mean"] < 0 for row in rows)
     if layout in MODELS:  # MoE: the aux loss is logged; experts come back in HF naming
         assert all(0 < row["moe/load_balancing_loss"] < 10 for row in rows)
         source = load_weights(tiny_models / MODELS[layout])

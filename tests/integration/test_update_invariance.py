@@ -1,6 +1,7 @@
 """The same batch gives the same loss and updated weights however it is split or laid out:
 micro-batch 1 vs 4, packing on vs off, TP1 / TP2 / PP2 / PP2×VPP2 / DP2 / TP2×PP2 / CP2 / CP4 /
-TP2×CP2 / PP2×CP2 (each sequence in 2·CP chunks, K/V all-gathered), with and
+TP2×CP2 / PP2×CP2 (each sequence in 2·CP chunks, K/V all-gathered; GSPO and sequence-level
+rollout correction with each sequence's sums over its CP chunks), with and
 without the distributed optimizer, old log-probs from a separate forward pass or (on-policy)
 from the training forward itself (fp32, ≤ 1e-5)."""
 
@@ -15,6 +16,8 @@ from helpers import torchrun
 WORKER = Path(__file__).with_name("update_worker.py")
 TOLERANCE = 1e-5
 SEQ_MEAN = {"aggregation": "seq-mean-token-mean"}
+# GSPO's sequence ratio and sequence-level rollout correction: sums over each whole sequence.
+GSPO = {"aggregation": "seq-mean-token-mean", "loss": "gspo_sequence_correction"}
 LAUNCHES = {
     1: [
         {"name": "tp1_mbs1", "layout": {}, "mbs": 1, "packing": False},
@@ -23,6 +26,7 @@ LAUNCHES = {
         # No old-policy forward pass: one optimizer step takes them from its own forward.
         {"name": "tp1_on_policy", "layout": {}, "mbs": 2, "packing": True, "on_policy": True},
         {"name": "tp1_seq_mean", "layout": {}, "mbs": 4, "packing": True, **SEQ_MEAN},
+        {"name": "tp1_gspo", "layout": {}, "mbs": 4, "packing": True, **GSPO},
     ],
     2: [
         {"name": "dp2", "layout": {}, "mbs": 2, "packing": False},
@@ -33,6 +37,7 @@ LAUNCHES = {
         {"name": "cp2_packed", "layout": {"cp": 2}, "mbs": 4, "packing": True},
         # Per-sequence means need each split sequence's whole token count.
         {"name": "cp2_seq_mean", "layout": {"cp": 2}, "mbs": 4, "packing": True, **SEQ_MEAN},
+        {"name": "cp2_gspo", "layout": {"cp": 2}, "mbs": 4, "packing": True, **GSPO},
     ],
     4: [
         {"name": "tp2_dp2", "layout": {"tp": 2}, "mbs": 4, "packing": False},
@@ -53,7 +58,8 @@ LAUNCHES = {
     ],
 }
 REFERENCE = "tp1_mbs1"
-OWN_REFERENCE = {"cp2_seq_mean": "tp1_seq_mean"}  # another loss: compared with its own
+# Another loss: compared with its own.
+OWN_REFERENCE = {"cp2_seq_mean": "tp1_seq_mean", "cp2_gspo": "tp1_gspo"}
 
 
 @pytest.fixture(scope="module")

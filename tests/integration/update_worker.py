@@ -16,6 +16,7 @@ import torch.distributed as dist
 
 from oumi_megatron.algorithms.aggregation import LossNormalizer
 from oumi_megatron.algorithms.grpo import GrpoLossConfig
+from oumi_megatron.algorithms.rollout_correction import RolloutCorrection
 from oumi_megatron.data.context_parallel import shard_for_context_parallel
 from oumi_megatron.model.bridge import load_megatron_model
 from oumi_megatron.parallel.layout import ParallelLayout
@@ -81,9 +82,15 @@ def run_case(case: dict, model_dir: str, out_dir: Path) -> dict:
     norm = LossNormalizer.from_global_batch(
         torch.nn.utils.rnn.pad_sequence(seqs.loss_masks, batch_first=True), aggregation
     )
-    loss_cfg = GrpoLossConfig(epsilon=0.2, loss_aggregation=aggregation)
+    loss_cfg, names = GrpoLossConfig(loss_aggregation=aggregation), METRICS
+    if case.get("loss") == "gspo_sequence_correction":
+        correction = RolloutCorrection("sequence", 2.0, "geometric", 0.02, 50.0)
+        loss_cfg = GrpoLossConfig(objective="gspo", loss_aggregation=aggregation,
+                                  correction=correction)  # fmt: skip
+        names = METRICS + ["rollout_correction/weight_mean",
+                           "rollout_correction/rejected_seq_frac"]  # fmt: skip
     out = policy.train_step(batches, loss_cfg, norm)
-    metrics = reduce_loss_metrics(out["microbatch_metrics"], METRICS)
+    metrics = reduce_loss_metrics(out["microbatch_metrics"], names)
     save_weights(policy, loaded.bridge, out_dir / f"{case['name']}.safetensors")
     return {"name": case["name"], "metrics": metrics, "grad_norm": out["grad_norm"]}
 

@@ -1,4 +1,4 @@
-"""KL estimators k1/k2/k3: hand-computed values, gradients, unbiasedness."""
+"""KL estimators k1/k2/k3/abs and straight-through variants: hand values, gradients, clamps."""
 
 import math
 
@@ -23,6 +23,17 @@ REF = torch.log(torch.tensor([0.5, 0.5, 0.25]))
         # k3 = exp(ref - logp) - (ref - logp) - 1 with ref - logp = [0, ln2, -ln2]:
         # [1 - 0 - 1, 2 - ln2 - 1, 0.5 + ln2 - 1]; dk3/dlogp = 1 - exp(ref - logp) = [0, -1, 0.5]
         ("k3", [0.0, 0.3068528, 0.1931472], [0.0, -1.0, 0.5]),
+        # abs = |d|; gradient sign(d) (0 at d = 0, torch's convention)
+        ("abs", [0.0, 0.6931472, 0.6931472], [0.0, -1.0, 1.0]),
+        # straight-through: the value of the named estimator, the gradient of k2 (= d)
+        ("k1+", [0.0, -0.6931472, 0.6931472], [0.0, -0.6931472, 0.6931472]),
+        ("k3+", [0.0, 0.3068528, 0.1931472], [0.0, -0.6931472, 0.6931472]),
+        ("abs+", [0.0, 0.6931472, 0.6931472], [0.0, -0.6931472, 0.6931472]),
+        # verl's names
+        ("low_var_kl", [0.0, 0.3068528, 0.1931472], [0.0, -1.0, 0.5]),
+        ("low_var_kl+", [0.0, 0.3068528, 0.1931472], [0.0, -0.6931472, 0.6931472]),
+        ("kl", [0.0, -0.6931472, 0.6931472], [1.0, 1.0, 1.0]),
+        ("mse", [0.0, 0.2402265, 0.2402265], [0.0, -0.6931472, 0.6931472]),
     ],
 )
 def test_values_and_gradients(
@@ -70,6 +81,22 @@ def test_k3_stays_finite_for_extreme_log_ratios() -> None:
     kl = kl_penalty(logp, torch.tensor([0.0]), "k3")
     kl.backward()
     assert torch.isfinite(kl).all() and torch.isfinite(logp.grad).all()
+
+
+def test_k3_value_clamped_at_ten_as_verl() -> None:
+    # ref - logp = 3: exp(3) - 3 - 1 = 16.0855 > 10 -> 10, and the clamp stops the gradient;
+    # ref - logp = 2: exp(2) - 2 - 1 = 4.3891 stays, gradient 1 - exp(2).
+    logp = torch.tensor([-3.0, -2.0], requires_grad=True)
+    kl = kl_penalty(logp, torch.zeros(2), "k3")
+    torch.testing.assert_close(kl, torch.tensor([10.0, math.exp(2) - 3.0]))
+    kl.sum().backward()
+    torch.testing.assert_close(logp.grad, torch.tensor([0.0, 1.0 - math.exp(2)]))
+    # The straight-through variant keeps k2's gradient (d = -3) under the value clamp.
+    logp2 = torch.tensor([-3.0], requires_grad=True)
+    st = kl_penalty(logp2, torch.zeros(1), "k3+")
+    st.backward()
+    torch.testing.assert_close(st.detach(), torch.tensor([10.0]))
+    torch.testing.assert_close(logp2.grad, torch.tensor([-3.0]))
 
 
 def test_unknown_estimator_raises() -> None:

@@ -39,9 +39,20 @@ def test_sequences_arrive_exactly_in_training_order():
         assert torch.equal(got, want), "float32 log-probs survive the float64 record exactly"
     assert sequences.aux["advantages"] == pytest.approx(expected.aux["advantages"], abs=0)
     assert (stats.sequences_received, stats.sequences_trained) == (4, 4)
-    # 4 header values + prompt (2) + completion and log-probs (2 x (s + 1)) per sequence.
-    assert stats.bytes_received == 8 * sum(4 + 2 + 2 * (s + 1) for s in range(4))
+    # 5 header values + prompt (2) + completion and log-probs (2 x (s + 1)) per sequence.
+    assert stats.bytes_received == 8 * sum(5 + 2 + 2 * (s + 1) for s in range(4))
     assert stats.bytes_sent_off_node == 0
+    assert all(bool(m[2:].all()) for m in sequences.loss_masks)
+
+
+def test_untrained_sequences_arrive_with_an_empty_loss_mask():
+    """Overlong filtering: a completion left out of the loss still arrives (it counts in the
+    sequence normaliser), with no loss token."""
+    batch, advantages = _batch([0, 1, 2, 3])
+    trained = [True, False, True, False]
+    sequences, _ = route_sequences(TOPOLOGY, 0, batch, advantages, trained)
+    assert [int(m.sum()) for m in sequences.loss_masks] == [1, 0, 3, 0]
+    assert len(sequences) == 4
 
 
 def test_missing_or_duplicated_sequences_fail_the_step():

@@ -1,4 +1,4 @@
-"""GRPO maths in pure torch: advantages, clipped surrogate, KL, TIS, loss aggregation."""
+"""GRPO maths in pure torch: advantages, policy objectives, KL, rollout correction, aggregation."""
 
 from oumi_megatron.algorithms.advantages import (
     AdvantageEstimator,
@@ -19,31 +19,39 @@ from oumi_megatron.algorithms.grpo import (
     metric_reduce_op,
 )
 from oumi_megatron.algorithms.kl import KL_ESTIMATORS, KLEstimator, kl_penalty
+from oumi_megatron.algorithms.loss_types import LOSS_TYPES, LossType
 from oumi_megatron.algorithms.policy_loss import (
-    SurrogateOutput,
+    ObjectiveParams,
+    PolicyTerms,
     clipped_surrogate,
+    policy_objective,
     token_mult_prob_error,
-    truncated_is_weight,
 )
+from oumi_megatron.algorithms.rollout_correction import RolloutCorrection, correction_weights
 
 __all__ = [
     "AGGREGATION_MODES",
     "KL_ESTIMATORS",
+    "LOSS_TYPES",
     "AdvantageEstimator",
     "AggregationMode",
     "GroupAdvantages",
     "GrpoLossConfig",
     "KLEstimator",
     "LossNormalizer",
-    "SurrogateOutput",
+    "LossType",
+    "ObjectiveParams",
+    "PolicyTerms",
+    "RolloutCorrection",
     "aggregate_loss",
     "batch_counts",
     "clipped_surrogate",
     "combine_metrics",
     "compute_group_advantages",
+    "correction_weights",
     "grpo_loss",
     "kl_penalty",
     "metric_reduce_op",
+    "policy_objective",
     "token_mult_prob_error",
-    "truncated_is_weight",
 ]

@@ -7,7 +7,8 @@ rank trains on, nothing of the rest of the step. Under NCCL the tensors travel f
 
 Record of one sequence (float64, exact for token ids < 2**53 and for float32 values)::
 
-    [sequence id, prompt length P, completion length C, advantage,
+    [sequence id, prompt length P, completion length C, advantage, trained (1, or 0 for a
+     completion left out of the loss: overlong filtering),
      prompt ids (P), completion ids (C), rollout log-probs (C)]
 """
 
@@ -22,7 +23,7 @@ from oumi_megatron.step.rollout import RolloutBatch
 from oumi_megatron.step.topology import RolloutTopology
 from oumi_megatron.training.step_batches import StepSequences
 
-_HEADER = 4
+_HEADER = 5
 
 
 class ExchangeError(RuntimeError):
@@ -48,20 +49,24 @@ class ExchangeStats:
         }
 
 
-def _encode(sequence: int, prompt, completion, logprobs, advantage: float) -> torch.Tensor:
-    header = [float(sequence), float(len(prompt)), float(len(completion)), float(advantage)]
+def _encode(
+    sequence: int, prompt, completion, logprobs, advantage: float, trained: bool
+) -> torch.Tensor:
+    header = [float(sequence), float(len(prompt)), float(len(completion)), float(advantage),
+              float(trained)]  # fmt: skip
     return torch.tensor(
         header + [float(t) for t in prompt] + [float(t) for t in completion] + list(logprobs),
         dtype=torch.float64,
     )
 
 
-def _decode(payload: torch.Tensor) -> dict[int, tuple[list[int], list[int], torch.Tensor, float]]:
+def _decode(payload: torch.Tensor) -> dict[int, tuple]:
+    """sequence id -> (prompt ids, completion ids, rollout log-probs, advantage, trained)."""
     records = {}
     values = payload.tolist()
     position = 0
     while position < len(values):
-        sequence, p, c, advantage = values[position : position + _HEADER]
+        sequence, p, c, advantage, trained = values[position : position + _HEADER]
         p, c = int(p), int(c)
         body = position + _HEADER
         prompt = [int(t) for t in values[body : body + p]]
@@ -69,7 +74,7 @@ def _decode(payload: torch.Tensor) -> dict[int, tuple[list[int], list[int], torc
         logprobs = payload[body + p + c : body + p + 2 * c].to(torch.float32)
         if int(sequence) in records:
             raise ExchangeError(f"sequence {int(sequence)} received twice")
-        records[int(sequence)] = (prompt, completion, logprobs, advantage)
+        records[int(sequence)] = (prompt, completion, logprobs, advantage, trained > 0)
         position = body + p + 2 * c
     return records
 
@@ -81,14 +86,22 @@ def _device() -> torch.device:
 
 
 def route_sequences(
-    topology: RolloutTopology, rank: int, rollouts: RolloutBatch, advantages: list[float]
+    topology: RolloutTopology,
+    rank: int,
+    rollouts: RolloutBatch,
+    advantages: list[float],
+    trained: list[bool] | None = None,
 ) -> tuple[StepSequences, ExchangeStats]:
-    """This rank's training sequences (its DP rank's, in training order). Collective."""
+    """This rank's training sequences (its DP rank's, in training order). Collective.
+
+    ``trained[k]`` False leaves completion k out of the loss (its mask is all zero); None: all
+    are trained."""
     world = topology.world_size
     outgoing: list[list[torch.Tensor]] = [[] for _ in range(world)]
     for k, sequence in enumerate(rollouts.sequence_ids):
         record = _encode(sequence, rollouts.prompt_ids[k], rollouts.completion_ids[k],
-                         rollouts.rollout_logprobs[k], advantages[k])  # fmt: skip
+                         rollouts.rollout_logprobs[k], advantages[k],
+                         True if trained is None else trained[k])  # fmt: skip
         for destination in topology.destinations(sequence):
             outgoing[destination].append(record)
     send_sizes = [sum(r.numel() for r in records) for records in outgoing]
@@ -105,7 +118,11 @@ def route_sequences(
     prompts = [records[s][0] for s in expected]
     completions = [records[s][1] for s in expected]
     sequences = StepSequences.from_rollouts(
-        prompts, completions, [records[s][2] for s in expected], [records[s][3] for s in expected]
+        prompts,
+        completions,
+        [records[s][2] for s in expected],
+        [records[s][3] for s in expected],
+        trained=[records[s][4] for s in expected],
     )
     my_node = topology.node_of[rank]
     off_node = sum(size for dst, size in enumerate(send_sizes) if topology.node_of[dst] != my_node)

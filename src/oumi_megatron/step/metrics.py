@@ -27,9 +27,14 @@ FULL_MARKS = 1.0 - 1e-6
 
 
 def rollout_tally(
-    rollouts: RolloutBatch, scored: ScoredBatch, reward_names: list[str], accuracy_name: str
+    rollouts: RolloutBatch,
+    scored: ScoredBatch,
+    reward_names: list[str],
+    accuracy_name: str,
+    overlong_buffer: bool = False,
 ) -> dict[str, tuple[str, float]]:
-    """This rank's contributions, ``name -> (op, value)``; empty batches give identities."""
+    """This rank's contributions, ``name -> (op, value)``; empty batches give identities.
+    ``overlong_buffer``: the rewards hold DAPO's overlong penalty (same on every rank)."""
     result = scored.result
     rewards = scored.rewards
     tally: dict[str, tuple[str, float]] = {
@@ -64,6 +69,9 @@ def rollout_tally(
         tally[f"{key}/failures"] = ("sum", float(result.failures[name]) if result else 0.0)
         tally[f"{key}/none"] = ("sum", float(result.nones[name]) if result else 0.0)
         tally[f"{key}/seconds"] = ("max", result.seconds.get(name, 0.0) if result else 0.0)
+    if overlong_buffer:
+        tally["overlong_penalty"] = ("sum", math.fsum(scored.overlong_penalties))
+        tally["overlong_penalized"] = ("sum", float(sum(p < 0 for p in scored.overlong_penalties)))
     accuracy = per_function.get(accuracy_name, [])
     tally["correct"] = ("sum", float(sum(v >= FULL_MARKS for v in accuracy)))
     return tally
@@ -90,6 +98,9 @@ def reduce_tally(tally: dict[str, tuple[str, float]], num_generations: int) -> d
         "response_length/max": totals["length_max"],
         "response_length/truncated_frac": totals["truncated"] / n,
     }
+    if "overlong_penalty" in totals:
+        metrics["reward/overlong_penalty_mean"] = totals["overlong_penalty"] / n
+        metrics["reward/overlong_penalized_frac"] = totals["overlong_penalized"] / n
     for key, value in totals.items():
         if key.startswith("fn/"):
             _, name, what = key.split("/")

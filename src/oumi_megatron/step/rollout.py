@@ -55,12 +55,16 @@ def generate_share(
     prompt_indices: list[int],
     params: SamplingParams,
     step: int,
+    seed_offset: int = 0,
 ) -> RolloutBatch:
-    """Run the engine on this replica's prompts (``prompt_indices`` into the step's list)."""
+    """Run the engine on this replica's prompts (``prompt_indices`` into the step's list).
+
+    ``seed_offset``: added to the prompt's index for its seed (a later round of dynamic
+    sampling: round x prompts per step)."""
     batch = RolloutBatch()
     if not prompt_indices:
         return batch
-    seeds = prompt_seeds(params.seed or 0, step, prompt_indices)
+    seeds = prompt_seeds(params.seed or 0, step, [seed_offset + i for i in prompt_indices])
     mine = [prompts[i] for i in prompt_indices]
     samples = engine.generate(
         [list(p.prompt_ids) for p in mine], replace(params, seed=None), prompt_seeds=seeds

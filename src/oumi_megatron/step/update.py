@@ -15,9 +15,12 @@ from dataclasses import dataclass, replace
 
 import torch
 
-from oumi_megatron.algorithms.aggregation import LossNormalizer, batch_counts
+from oumi_megatron.algorithms.aggregation import LossNormalizer
 from oumi_megatron.algorithms.grpo import GrpoLossConfig, metric_reduce_op
 from oumi_megatron.algorithms.logprobs import ROLLOUT_GAP, max_logprob_gap
+from oumi_megatron.algorithms.loss_types import LOSS_TYPES
+from oumi_megatron.algorithms.policy_loss import ObjectiveParams
+from oumi_megatron.algorithms.rollout_correction import RolloutCorrection
 from oumi_megatron.data.context_parallel import shard_for_context_parallel
 from oumi_megatron.parallel.ranks import all_reduce_host
 from oumi_megatron.training.metric_reduce import (
@@ -45,8 +48,12 @@ LOSS_METRICS = [
     "entropy",
     "mismatch/token_mult_prob_error",
     "mismatch/outside_kept_frac",
-    "tis/weight_mean",
-    "tis/capped_frac",
+    "clip_frac/dual",
+    "rollout_correction/weight_mean",
+    "rollout_correction/capped_token_frac",
+    "rollout_correction/capped_seq_frac",
+    "rollout_correction/rejected_token_frac",
+    "rollout_correction/rejected_seq_frac",
 ]
 
 
@@ -54,7 +61,7 @@ LOSS_METRICS = [
 class UpdateSettings:
     loss: GrpoLossConfig
     batching: BatchingSettings
-    max_completion_length: int
+    loss_scale_factor: float  # seq-mean-token-sum-norm's constant
     optimizer_steps: int = 1  # rollouts per step / global batch size
     dp_size: int = 1  # data-parallel ranks (the batching is of this rank's sequences only)
 
@@ -66,13 +73,23 @@ def optimizer_steps_per_grpo_step(cfg, validated) -> int:
 
 
 def loss_config(grpo) -> GrpoLossConfig:
+    """The loss of the ``grpo:`` section, its loss type resolved (``algorithms/loss_types``)."""
+    c = grpo.correction
     return GrpoLossConfig(
-        epsilon=grpo.epsilon,
-        epsilon_high=grpo.epsilon_high,
+        objective=LOSS_TYPES[grpo.loss_type].objective,
+        params=ObjectiveParams(
+            epsilon=grpo.epsilon,
+            epsilon_high=grpo.clip_high,
+            clip_ratio_c=grpo.clip_ratio_c,
+            tau_pos=grpo.sapo_temperature_pos,
+            tau_neg=grpo.sapo_temperature_neg,
+        ),
         beta=grpo.beta,
         kl_estimator=grpo.kl_estimator,
-        loss_aggregation=grpo.loss_aggregation,
-        tis_cap=grpo.truncated_importance_sampling_cap,
+        loss_aggregation=grpo.aggregation,
+        correction=RolloutCorrection(
+            c.importance_sampling, c.is_cap, c.rejection, c.rejection_low, c.rejection_high
+        ),
     )
 
 
@@ -218,13 +235,14 @@ def _combine_minibatches(steps: list[dict]) -> dict:
 
 
 def global_normalizer(seqs: StepSequences, settings: UpdateSettings) -> LossNormalizer:
-    """Token and sequence counts of the mini-batch over every data-parallel rank."""
-    masks = torch.nn.utils.rnn.pad_sequence(seqs.loss_masks, batch_first=True)
-    counts = batch_counts(masks).to(torch.float64)
+    """Loss tokens and sequences (fully masked ones too) of the mini-batch over every
+    data-parallel rank."""
+    tokens = float(sum(int(m.sum()) for m in seqs.loss_masks))
+    counts = torch.tensor([tokens, float(len(seqs))], dtype=torch.float64)
     all_reduce_host(counts, group=_dp_group())
     num_tokens, num_seqs = (int(v) for v in counts.tolist())
     return LossNormalizer.from_counts(
-        settings.loss.loss_aggregation, num_tokens, num_seqs, max_len=settings.max_completion_length
+        settings.loss.loss_aggregation, num_tokens, num_seqs, settings.loss_scale_factor
     )
 
 
@@ -250,6 +268,12 @@ def _metric_applies(name: str, loss: GrpoLossConfig, policy, reference) -> bool:
         return policy.truncates
     if name == "loss/kl":
         return loss.beta > 0
-    if name.startswith("tis/"):
-        return loss.tis_cap is not None
+    if name == "clip_frac/dual":
+        return loss.params.clip_ratio_c is not None
+    if name.startswith("rollout_correction/capped"):
+        return loss.correction.importance_sampling is not None
+    if name.startswith("rollout_correction/rejected"):
+        return loss.correction.rejection is not None
+    if name.startswith("rollout_correction/"):
+        return loss.correction.active
     return True

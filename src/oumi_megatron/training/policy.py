@@ -186,6 +186,7 @@ class MegatronPolicy:
                 rollout_logprobs=rows(aux["rollout_logprobs"]),
                 kl_logprobs=kl_logprobs,
                 seq_num_tokens=_seq_targets(batch, logits.device),
+                seq_sum=_context_parallel_sum if batch.seq_targets is not None else _same,
             )
             mask = batch.loss_mask.bool()
             metrics["entropy"] = entropy[mask].sum() / max(norm.num_tokens, 1)
@@ -228,6 +229,18 @@ class MegatronPolicy:
         from oumi_megatron.model.export_index import index_export
 
         return index_export(bridge, self.model)
+
+
+def _same(x: torch.Tensor) -> torch.Tensor:
+    return x
+
+
+def _context_parallel_sum(per_row: torch.Tensor) -> torch.Tensor:
+    """A per-sequence partial (detached) summed over the context-parallel ranks, which hold
+    parts of the same sequences in the same rows."""
+    total = per_row.detach().clone()
+    torch.distributed.all_reduce(total, group=parallel_state.get_context_parallel_group())
+    return total
 
 
 def _seq_targets(batch: MicroBatch, device) -> torch.Tensor | None:

@@ -25,14 +25,18 @@ class StepSequences:
     aux: dict[str, list[torch.Tensor | float]]  # e.g. advantages (scalar), rollout_logprobs
 
     @classmethod
-    def from_rollouts(cls, prompts, completions, rollout_logprobs, advantages) -> StepSequences:
+    def from_rollouts(
+        cls, prompts, completions, rollout_logprobs, advantages, trained=None
+    ) -> StepSequences:
+        """``trained[k]`` False: sequence k is in the batch, its loss mask all zero."""
         input_ids, masks, rollout_lp = [], [], []
-        for prompt, completion, logprobs in zip(
-            prompts, completions, rollout_logprobs, strict=True
+        trained = [True] * len(prompts) if trained is None else trained
+        for prompt, completion, logprobs, kept in zip(
+            prompts, completions, rollout_logprobs, trained, strict=True
         ):
             p, c = len(prompt), len(completion)
             input_ids.append(torch.tensor(list(prompt) + list(completion), dtype=torch.long))
-            masks.append(torch.cat([torch.zeros(p), torch.ones(c)]))
+            masks.append(torch.cat([torch.zeros(p), torch.full((c,), float(kept))]))
             rollout_lp.append(
                 torch.cat([torch.zeros(p), torch.as_tensor(logprobs, dtype=torch.float32)])
             )
