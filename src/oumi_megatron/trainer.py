@@ -26,13 +26,13 @@ from oumi_megatron.model.provider import needs_equal_microbatch_shapes
 from oumi_megatron.parallel.preemption import PreemptionWatch
 from oumi_megatron.parallel.ranks import barrier, is_rank0, rank
 from oumi_megatron.rollout.base import SamplingParams
-from oumi_megatron.step import components, dynamic_sampling
+from oumi_megatron.step import async_rollout, components, dynamic_sampling
 from oumi_megatron.step.exchange import route_sequences
 from oumi_megatron.step.length import training_steps
 from oumi_megatron.step.metrics import reduce_tally, rollout_tally, step_metrics
 from oumi_megatron.step.reward import ScoredBatch, score_and_advantages
 from oumi_megatron.step.reward_guard import RewardFailureGuard
-from oumi_megatron.step.rollout import RolloutBatch, generate_share
+from oumi_megatron.step.rollout import RolloutBatch, generate_share, submit_share
 from oumi_megatron.step.sync import build_weight_sync
 from oumi_megatron.step.update import (
     UpdateSettings,
@@ -129,6 +129,7 @@ class OumiMegatronGrpoTrainer(BaseTrainer):
             use_async=checkpoint_config.use_async_checkpoint,
         )
         self.step = 0
+        self._in_flight: async_rollout.InFlight | None = None  # grpo.max_off_policy_steps
         self._last_metrics: dict[str, float] = {}
         self._history: list[dict[str, float]] = []  # this process's steps, for the summary
         if self.is_main:
@@ -227,8 +228,12 @@ class OumiMegatronGrpoTrainer(BaseTrainer):
             sequences, exchanged = route_sequences(
                 self.topology, self.rank, rollouts, scored.advantages, self._trained(rollouts)
             )
+        self._submit_next(max_steps)  # async GRPO: the next step generates during the update
         with self.timer.phase("update"):
             update = run_update(self.policy, self.reference, sequences, self.update_settings)
+        if self._in_flight is not None:
+            with self.timer.phase("rollout_wait"):  # the engines must be idle for the sync
+                self._in_flight.result()
         with self.timer.phase("sync"):
             update.update(self.weight_sync.sync())
         self.step += 1
@@ -325,6 +330,13 @@ class OumiMegatronGrpoTrainer(BaseTrainer):
         completion batch with its scores. With grpo.dynamic_sampling, rounds of generation
         until enough prompt groups vary (`step/dynamic_sampling.py`)."""
         grpo = self.cfg.grpo
+        if self._in_flight is not None:  # generated during the previous step's update
+            flight, self._in_flight = self._in_flight, None
+            rollouts = flight.result()
+            with self.timer.phase("reward"):
+                scored = self._score(rollouts)
+            stale = async_rollout.staleness_metrics(self.step, flight.version)
+            return (rollouts, scored), (rollouts, scored), stale
         rounds, flags = [], []
         while True:
             with self.timer.phase("rollout"):
@@ -333,7 +345,9 @@ class OumiMegatronGrpoTrainer(BaseTrainer):
                 scored = self._score(rollouts)
             rounds.append(dynamic_sampling.Round(rollouts, scored))
             if not grpo.dynamic_sampling:
-                return (rollouts, scored), (rollouts, scored), {}
+                on_policy = async_rollout.staleness_metrics(self.step, self.step)
+                extra = on_policy if grpo.max_off_policy_steps else {}
+                return (rollouts, scored), (rollouts, scored), extra
             flags.append(self._varying_groups(rollouts, scored))
             needed = self.loader.prompts_per_step
             if (
@@ -348,6 +362,21 @@ class OumiMegatronGrpoTrainer(BaseTrainer):
                            filled, needed, len(rounds))  # fmt: skip
         trained = dynamic_sampling.assemble(rounds, selection, grpo.num_generations)
         return dynamic_sampling.merge(rounds), trained, dynamic_sampling.metrics(flags, filled)
+
+    def _submit_next(self, max_steps: int) -> None:
+        """grpo.max_off_policy_steps: start the next step's rollout with the engines' current
+        weights (`step/async_rollout.py`); every rank advances the prompt loader."""
+        if not self.cfg.grpo.max_off_policy_steps or self.step + 1 >= max_steps:
+            return
+        prompts = next(self.loader).prompts
+        wait = None
+        if self.generates:
+            indices = self.topology.prompts_of_replica(self.topology.replica_of(self.rank))
+            wait = submit_share(self.engine, self.tokenizer, prompts, indices, self.sampling,
+                                self.step + 1)  # fmt: skip
+        if not self.is_leader:
+            wait = None  # only the leader scores and sends (its batch is the replica's)
+        self._in_flight = async_rollout.InFlight(self.step + 2, self.step, wait)
 
     def _varying_groups(self, rollouts: RolloutBatch, scored: ScoredBatch) -> list[bool]:
         """Per prompt of the round: do its group's rewards differ (one all-reduce)."""
@@ -415,11 +444,14 @@ class OumiMegatronGrpoTrainer(BaseTrainer):
     # ---- checkpoints -----------------------------------------------------------------------
 
     def _trainer_state(self) -> dict:
-        return {
+        state = {
             "loader": self.loader.state_dict(),
             "last_metrics": self._last_metrics,
             "layout": checkpoint.layout_record(self.setup),
         }
+        if self._in_flight is not None:  # the next step's batch (finished: waited before sync)
+            state["in_flight"] = self._in_flight.state_dict()
+        return state
 
     def _save_if_due(self) -> None:
         """Checkpoint every `save_steps`; the checkpoint holds this step's metrics row (so a
@@ -458,6 +490,10 @@ class OumiMegatronGrpoTrainer(BaseTrainer):
             path, self.policy.model, self.policy.optimizer, self.policy.scheduler
         )
         self.loader.load_state_dict(state["loader"])
+        if "in_flight" in state:
+            self._in_flight = async_rollout.InFlight.from_state_dict(
+                state["in_flight"], holds=self.is_leader
+            )
         self._last_metrics = state.get("last_metrics", {})
         self.step = int(state["step"])
         self.weight_sync.sync()  # the engines started from the HF weights

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import re
@@ -138,21 +139,33 @@ def test_layout_trains_syncs_and_exports(layout, tiny_models, tmp_path, request)
     assert (out / "reward_curve.png").exists()
 
 
+# One-step off-policy GRPO: a rollout process generates step k+1 during step k's update.
+ASYNC = ("grpo.max_off_policy_steps=1", "megatron.weight_sync_method=gloo")
+
+
 def test_resume_after_kill_equals_straight_run(tiny_models, tmp_path):
+    """Async GRPO (the sigterm test below covers on-policy): the checkpoint after step 3 holds
+    step 4's batch, generated during step 3; the resumed run trains on it."""
     model_dir = tiny_models / "llama"
     straight, resumed = tmp_path / "straight", tmp_path / "resumed"
     fresh = train(1, model_dir, straight, "training.max_steps=6", "training.save_steps=3",
-                  "training.resume_from_checkpoint=latest")  # fmt: skip
+                  "training.resume_from_checkpoint=latest", *ASYNC)  # fmt: skip
     assert "resume 'latest': no checkpoint in" in fresh.stdout + fresh.stderr
     assert "starting fresh (step 0)" in fresh.stdout + fresh.stderr
+    rows = metrics(straight)
+    assert [r["async/staleness"] for r in rows] == [0.0] + [1.0] * 5
+    assert any(r["mismatch/max_abs_logprob_diff"] > 1e-3 for r in rows), "stale rollouts"
     killed = train(1, model_dir, resumed, "training.max_steps=6", "training.save_steps=3",
-                   env={"OUMI_MEGATRON_FAULT": "after_save:3"}, check=False)  # fmt: skip
+                   *ASYNC, env={"OUMI_MEGATRON_FAULT": "after_save:3"}, check=False)  # fmt: skip
     assert killed.returncode != 0, "the fault injection must kill the run after step 3"
     # Killed right after writing step_3, before logging it: the checkpoint carries that row.
     assert [r["step"] for r in metrics(resumed)] == [1, 2]
-    assert (resumed / "checkpoints" / "step_3" / "trainer_state.json").exists()
+    state = json.loads((resumed / "checkpoints" / "step_3" / "trainer_state.json").read_text())
+    assert (
+        state["in_flight"]["version"] == 2 and len(state["in_flight"]["batch"]["sample_ids"]) == 16
+    )
     train(1, model_dir, resumed, "training.max_steps=6", "training.save_steps=3",
-          "training.resume_from_checkpoint=latest")  # fmt: skip
+          "training.resume_from_checkpoint=latest", *ASYNC)  # fmt: skip
     assert [r["step"] for r in metrics(resumed)] == [1, 2, 3, 4, 5, 6]
     assert_same_run(straight, resumed)
 

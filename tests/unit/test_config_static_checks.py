@@ -123,3 +123,19 @@ def test_truncated_sampling_is_accepted(load) -> None:
     # Implemented (algorithms/truncation.py): the trainer's log-probs use the same top-k/top-p.
     cfg = load("grpo.top_p=0.9", "grpo.top_k=20")
     assert (cfg.grpo.top_p, cfg.grpo.top_k) == (0.9, 20)
+
+
+def test_async_grpo_needs_rollout_processes(load) -> None:
+    assert _message(load, "grpo.max_off_policy_steps=1") == (
+        "grpo.max_off_policy_steps (1) generates the next step while this one trains, which "
+        "needs rollout in processes of their own; weight_sync_method 'auto' generates in the "
+        "trainer's processes. Fix: set megatron.weight_sync_method: nccl (gloo on CPU), or "
+        "max_off_policy_steps: 0."
+    )
+    assert "cannot be combined" in _message(
+        load, "grpo.max_off_policy_steps=1", "megatron.weight_sync_method=gloo",
+        "grpo.dynamic_sampling=true",
+    )  # fmt: skip
+    assert _message(load, "grpo.max_off_policy_steps=2").startswith(
+        "Invalid value for 'grpo.max_off_policy_steps': 2. Input should be less than or equal to 1."
+    )

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import pytest
 
-from oumi_megatron.rollout.base import RolloutSample, SamplingParams
+from oumi_megatron.rollout.base import RolloutEngine, RolloutSample, SamplingParams
 from oumi_megatron.step.rollout import generate_share, prompt_seeds
 
 
@@ -28,6 +28,8 @@ class SeedEchoEngine:
 
     def __init__(self, broken: str | None = None):
         self.broken, self.calls = broken, []
+
+    submit = RolloutEngine.submit  # generates now, returns the samples' getter
 
     def generate(self, prompt_token_ids, params, prompt_seeds=None):
         self.calls.append(list(prompt_seeds))

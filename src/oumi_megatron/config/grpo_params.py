@@ -214,6 +214,17 @@ class GrpoParams(StrictModel):
             "zero-variance groups fill the batch (counted in dynamic_sampling/filled_groups)."
         ),
     )
+    max_off_policy_steps: int = Field(
+        0,
+        ge=0,
+        le=1,
+        description=(
+            "1: one-step off-policy (async) GRPO: the rollout processes generate step k+1 "
+            "while the trainer updates on step k (weights synced when the update ends); the "
+            "loss corrects for the stale behaviour policy with rollout_correction (token TIS "
+            "when unset). 0: on-policy. Needs weight_sync_method gloo or nccl."
+        ),
+    )
     overlong_buffer: OverlongBufferParams | None = Field(
         None,
         description="DAPO's soft overlong punishment added to the reward; None disables.",

@@ -78,6 +78,24 @@ def _check_grpo(cfg: MegatronTrainingConfig) -> None:
         )
 
 
+def _check_off_policy(cfg: MegatronTrainingConfig) -> None:
+    steps = cfg.grpo.max_off_policy_steps
+    if steps == 0:
+        return
+    if cfg.megatron.weight_sync_method not in ("gloo", "nccl"):
+        raise ConfigError(
+            f"grpo.max_off_policy_steps ({steps}) generates the next step while this one "
+            f"trains, which needs rollout in processes of their own; weight_sync_method "
+            f"{cfg.megatron.weight_sync_method!r} generates in the trainer's processes. Fix: set "
+            f"megatron.weight_sync_method: nccl (gloo on CPU), or max_off_policy_steps: 0."
+        )
+    if cfg.grpo.dynamic_sampling:
+        raise ConfigError(
+            f"grpo.max_off_policy_steps ({steps}) and grpo.dynamic_sampling cannot be combined "
+            f"yet (the rounds of a step would wait on each other). Fix: turn one of them off."
+        )
+
+
 def _check_lr(cfg: MegatronTrainingConfig) -> None:
     lr, min_lr = cfg.training.learning_rate, cfg.megatron.optimizer_config.min_lr
     if lr <= 0:
@@ -158,7 +176,8 @@ def check_static(cfg: MegatronTrainingConfig, problems: Problems | None = None) 
     own = problems is None
     problems = Problems() if own else problems
     for check in (_check_trainer_type, check_oumi_compatibility, _check_grpo, _check_lr,
-                  _check_length, _check_chat_template, _check_eval):  # fmt: skip
+                  _check_length, _check_chat_template, _check_eval,
+                  _check_off_policy):  # fmt: skip
         problems.check(check, cfg)
     if own:
         problems.raise_if_any()

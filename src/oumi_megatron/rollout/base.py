@@ -157,6 +157,18 @@ class RolloutEngine(ABC):
         position in this call.
         """
 
+    def submit(
+        self,
+        prompt_token_ids: list[list[int]],
+        params: SamplingParams,
+        prompt_seeds: list[int] | None = None,
+    ) -> Callable[[], list[RolloutSample]]:
+        """Start :meth:`generate`; returns the function that waits for its samples. Engines in
+        other processes generate while the caller goes on (one-step off-policy GRPO); this
+        default generates here, now, with the current weights."""
+        samples = self.generate(prompt_token_ids, params, prompt_seeds)
+        return lambda: samples
+
     @abstractmethod
     def update_weights(self, named_tensors: Iterable[tuple[str, torch.Tensor]]) -> None:
         """Load one bucket of ``(hf_name, tensor)``; called many times per sync.

@@ -19,7 +19,7 @@ import os
 import sys
 import time
 import traceback
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import replace
 from typing import Any
 
@@ -170,9 +170,21 @@ class RemoteRolloutEngines(RolloutEngine):
     ) -> list[RolloutSample]:
         """Contiguous prompt chunks per process; samples come back in prompt order. Each
         prompt keeps its own seed, so the samples do not depend on the number of processes."""
+        return self.submit(prompt_token_ids, params, prompt_seeds)()
+
+    def submit(
+        self,
+        prompt_token_ids: list[list[int]],
+        params: SamplingParams,
+        prompt_seeds: list[int] | None = None,
+    ) -> Callable[[], list[RolloutSample]]:
+        """The processes start generating; the returned function waits for their replies.
+        Nothing else may be sent to them before it is called."""
         chunks = split_prompts(prompt_token_ids, params, prompt_seeds, len(self._conns))
-        replies = self._call_all("generate", [(ids, params, seeds) for _, ids, seeds in chunks])
-        return merge_chunks([start for start, _, _ in chunks], replies)
+        for index, (_, ids, seeds) in enumerate(chunks):
+            self._send(index, "generate", (ids, params, seeds))
+        starts = [start for start, _, _ in chunks]
+        return lambda: merge_chunks(starts, [self._reply(i) for i in range(len(chunks))])
 
     def update_weights(self, named_tensors: Iterable[tuple[str, torch.Tensor]]) -> None:
         raise TypeError("remote rollout engines receive weights through weight_sender()")

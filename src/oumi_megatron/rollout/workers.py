@@ -23,7 +23,7 @@ import sys
 import threading
 import time
 import traceback
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from datetime import timedelta
 from typing import Any
 
@@ -146,14 +146,26 @@ class RolloutWorkers(RolloutEngine):
         prompt_seeds: list[int] | None = None,
     ) -> list[RolloutSample]:
         """Contiguous prompt chunks per worker, each prompt with its own seed."""
+        return self.submit(prompt_token_ids, params, prompt_seeds)()
+
+    def submit(
+        self,
+        prompt_token_ids: list[list[int]],
+        params: SamplingParams,
+        prompt_seeds: list[int] | None = None,
+    ) -> Callable[[], list[RolloutSample]]:
+        """The workers start generating; the returned function waits for their replies."""
         chunks = split_prompts(prompt_token_ids, params, prompt_seeds, self.address.num_workers)
         seq = self._post_all(
             "generate", [[ids, dataclasses.asdict(params), seeds] for _, ids, seeds in chunks]
         )
-        replies = [
-            [RolloutSample(**raw) for raw in chunk] for chunk in self._replies(seq, "generate")
-        ]
-        return merge_chunks([start for start, _, _ in chunks], replies)
+        starts = [start for start, _, _ in chunks]
+
+        def wait() -> list[RolloutSample]:
+            replies = self._replies(seq, "generate")
+            return merge_chunks(starts, [[RolloutSample(**raw) for raw in c] for c in replies])
+
+        return wait
 
     def update_weights(self, named_tensors: Iterable[tuple[str, torch.Tensor]]) -> None:
         raise TypeError("rollout workers receive weights through weight_sender()")

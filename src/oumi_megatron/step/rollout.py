@@ -9,7 +9,8 @@ uninterrupted one would.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field, replace
 
 from oumi_megatron.rollout.base import RolloutEngine, SamplingParams, derive_seed
 
@@ -33,6 +34,14 @@ class RolloutBatch:
 
     def __len__(self) -> int:
         return len(self.completion_ids)
+
+    def state_dict(self) -> dict:
+        """JSON-safe (floats round-trip exactly through json)."""
+        return asdict(self)
+
+    @classmethod
+    def from_state_dict(cls, state: dict) -> RolloutBatch:
+        return cls(**state)
 
     @property
     def num_completion_tokens(self) -> int:
@@ -61,14 +70,32 @@ def generate_share(
 
     ``seed_offset``: added to the prompt's index for its seed (a later round of dynamic
     sampling: round x prompts per step)."""
-    batch = RolloutBatch()
+    return submit_share(engine, tokenizer, prompts, prompt_indices, params, step, seed_offset)()
+
+
+def submit_share(
+    engine: RolloutEngine,
+    tokenizer,
+    prompts: list,
+    prompt_indices: list[int],
+    params: SamplingParams,
+    step: int,
+    seed_offset: int = 0,
+) -> Callable[[], RolloutBatch]:
+    """Start :func:`generate_share`; returns the function that waits for its batch (engines in
+    other processes generate meanwhile)."""
     if not prompt_indices:
-        return batch
+        return RolloutBatch
     seeds = prompt_seeds(params.seed or 0, step, [seed_offset + i for i in prompt_indices])
     mine = [prompts[i] for i in prompt_indices]
-    samples = engine.generate(
+    wait = engine.submit(
         [list(p.prompt_ids) for p in mine], replace(params, seed=None), prompt_seeds=seeds
     )
+    return lambda: _batch(wait(), mine, prompt_indices, params, tokenizer)
+
+
+def _batch(samples, mine: list, prompt_indices: list[int], params, tokenizer) -> RolloutBatch:
+    batch = RolloutBatch()
     samples = sorted(samples, key=lambda s: (s.prompt_index, s.sample_index))
     expected = len(mine) * params.n
     if len(samples) != expected or any(

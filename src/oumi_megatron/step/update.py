@@ -88,7 +88,12 @@ def loss_config(grpo) -> GrpoLossConfig:
         kl_estimator=grpo.kl_estimator,
         loss_aggregation=grpo.aggregation,
         correction=RolloutCorrection(
-            c.importance_sampling, c.is_cap, c.rejection, c.rejection_low, c.rejection_high
+            # Off-policy steps need the correction against the behaviour policy.
+            c.importance_sampling or ("token" if grpo.max_off_policy_steps else None),
+            c.is_cap,
+            c.rejection,
+            c.rejection_low,
+            c.rejection_high,
         ),
     )
 
