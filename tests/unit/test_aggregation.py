@@ -2,6 +2,7 @@
 
 import pytest
 import torch
+from _loss_helpers import random_batch
 
 from oumi_megatron.algorithms import (
     AGGREGATION_MODES,
@@ -63,18 +64,10 @@ def test_normalizer_validation() -> None:
     assert batch_counts(torch.cat([MASK, torch.zeros(1, 3, dtype=MASK.dtype)])).tolist() == [4, 2]
 
 
-def _random_batch(seed: int, b: int = 8, t: int = 6) -> tuple[torch.Tensor, torch.Tensor]:
-    g = torch.Generator().manual_seed(seed)
-    lengths = torch.randint(1, t + 1, (b,), generator=g)
-    lengths[3] = 0  # an empty (fully masked) completion must not break anything
-    mask = (torch.arange(t).unsqueeze(0) < lengths.unsqueeze(1)).long()
-    return torch.randn(b, t, generator=g, dtype=torch.float64), mask
-
-
 @pytest.mark.parametrize("mode", AGGREGATION_MODES)
 @pytest.mark.parametrize("chunks", [1, 2, 4])
 def test_aggregation_is_split_invariant(mode: AggregationMode, chunks: int) -> None:
-    loss, mask = _random_batch(1)
+    loss, mask = random_batch(1)
     norm = LossNormalizer.from_global_batch(mask, mode, scale_factor=6)
     full = aggregate_loss(loss, mask, norm)
     parts = sum(
@@ -93,7 +86,7 @@ def test_aggregation_is_split_invariant(mode: AggregationMode, chunks: int) -> N
 
 @pytest.mark.parametrize("mode", AGGREGATION_MODES)
 def test_normalizer_from_counts_reduced_over_ranks(mode: AggregationMode) -> None:
-    loss, mask = _random_batch(2)
+    loss, mask = random_batch(2)
     full_norm = LossNormalizer.from_global_batch(mask, mode, scale_factor=6)
     # 2 "DP ranks" x 2 micro-batches; token and sequence counts summed as an all-reduce would.
     ranks = [(loss[:4], mask[:4]), (loss[4:], mask[4:])]
@@ -110,7 +103,7 @@ def test_normalizer_from_counts_reduced_over_ranks(mode: AggregationMode) -> Non
 
 def test_seq_mean_token_mean_with_sequences_split_along_time() -> None:
     # Context parallelism splits a sequence over calls; full lengths keep the result exact.
-    loss, mask = _random_batch(3)
+    loss, mask = random_batch(3)
     norm = LossNormalizer.from_global_batch(mask, "seq-mean-token-mean")
     n = mask.sum(-1)
     halves = sum(

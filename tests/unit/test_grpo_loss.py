@@ -6,6 +6,7 @@ import threading
 
 import pytest
 import torch
+from _loss_helpers import random_batch
 
 from oumi_megatron.algorithms import (
     AGGREGATION_MODES,
@@ -21,14 +22,6 @@ from oumi_megatron.algorithms import (
 
 LN = math.log
 TIS2 = RolloutCorrection(importance_sampling="token", is_cap=2.0)
-
-
-def _random_batch(seed: int, b: int = 8, t: int = 6) -> tuple[torch.Tensor, torch.Tensor]:
-    g = torch.Generator().manual_seed(seed)
-    lengths = torch.randint(1, t + 1, (b,), generator=g)
-    lengths[3] = 0  # an empty (fully masked) completion must not break anything
-    mask = (torch.arange(t).unsqueeze(0) < lengths.unsqueeze(1)).long()
-    return torch.randn(b, t, generator=g, dtype=torch.float64), mask
 
 
 # ---------------------------------------------------------------- grpo_loss
@@ -207,7 +200,7 @@ def test_grpo_loss_ignores_garbage_in_padding() -> None:
 @pytest.mark.parametrize("chunks", [1, 2, 4])
 def test_grpo_loss_and_metrics_split_invariant(mode: AggregationMode, chunks: int) -> None:
     g = torch.Generator().manual_seed(4)
-    _, mask = _random_batch(5)
+    _, mask = random_batch(5)
     b, t = mask.shape
     logp = -torch.rand(b, t, generator=g, dtype=torch.float64) * 2
     old = logp + 0.3 * torch.randn(b, t, generator=g, dtype=torch.float64)  # some clipping
@@ -384,7 +377,7 @@ class _PairSum:
 
 def _loss_inputs(seed: int):
     g = torch.Generator().manual_seed(seed)
-    _, mask = _random_batch(5)
+    _, mask = random_batch(5)
     b, t = mask.shape
     logp = -torch.rand(b, t, generator=g, dtype=torch.float64) * 2
     old = logp + 0.3 * torch.randn(b, t, generator=g, dtype=torch.float64)  # some clipping

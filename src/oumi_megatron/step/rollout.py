@@ -57,20 +57,9 @@ def prompt_seeds(seed: int, step: int, prompt_indices: list[int]) -> list[int]:
     return [derive_seed(seed, step, index) for index in prompt_indices]
 
 
-def generate_share(
-    engine: RolloutEngine,
-    tokenizer,
-    prompts: list,
-    prompt_indices: list[int],
-    params: SamplingParams,
-    step: int,
-    seed_offset: int = 0,
-) -> RolloutBatch:
-    """Run the engine on this replica's prompts (``prompt_indices`` into the step's list).
-
-    ``seed_offset``: added to the prompt's index for its seed (a later round of dynamic
-    sampling: round x prompts per step)."""
-    return submit_share(engine, tokenizer, prompts, prompt_indices, params, step, seed_offset)()
+def generate_share(*args, **kwargs) -> RolloutBatch:
+    """:func:`submit_share`, waited for: this replica's batch of the step's prompts."""
+    return submit_share(*args, **kwargs)()
 
 
 def submit_share(
@@ -82,8 +71,10 @@ def submit_share(
     step: int,
     seed_offset: int = 0,
 ) -> Callable[[], RolloutBatch]:
-    """Start :func:`generate_share`; returns the function that waits for its batch (engines in
-    other processes generate meanwhile)."""
+    """Start the engine on this replica's prompts (``prompt_indices`` into the step's list);
+    returns the function that waits for their batch (engines in other processes generate
+    meanwhile). ``seed_offset``: added to the prompt's index for its seed (a later round of
+    dynamic sampling: round x prompts per step)."""
     if not prompt_indices:
         return RolloutBatch
     seeds = prompt_seeds(params.seed or 0, step, [seed_offset + i for i in prompt_indices])
