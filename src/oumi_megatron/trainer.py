@@ -36,6 +36,7 @@ from oumi_megatron.step.rollout import RolloutBatch, generate_share, submit_shar
 from oumi_megatron.step.sync import build_weight_sync
 from oumi_megatron.step.update import (
     UpdateSettings,
+    kl_reward_settings,
     loss_config,
     optimizer_steps_per_grpo_step,
     run_update,
@@ -118,6 +119,7 @@ class OumiMegatronGrpoTrainer(BaseTrainer):
             loss_scale_factor=grpo.loss_scale_factor or grpo.max_completion_length,
             optimizer_steps=optimizer_steps_per_grpo_step(self.cfg, setup.validated),
             dp_size=self.topology.dp_size,
+            kl_reward=kl_reward_settings(grpo, self.topology.num_sequences),
         )
         self.timer = PhaseTimer(phases=STANDARD_PHASES + (("eval",) if self.evaluator else ()))
         self.checkpoint_root = setup.output_dir / "checkpoints"
@@ -226,7 +228,12 @@ class OumiMegatronGrpoTrainer(BaseTrainer):
         self.weight_sync.release()  # the engine's accelerator memory, for the update
         with self.timer.phase("exchange"):
             sequences, exchanged = route_sequences(
-                self.topology, self.rank, rollouts, scored.advantages, self._trained(rollouts)
+                self.topology,
+                self.rank,
+                rollouts,
+                scored.advantages,
+                self._trained(rollouts),
+                scored.rewards,
             )
         self._submit_next(max_steps)  # async GRPO: the next step generates during the update
         with self.timer.phase("update"):

@@ -29,11 +29,13 @@ LAYOUTS = {
     # Two optimizer steps per GRPO step: old log-probs from a forward pass before the first.
     "PP2": (2, ["megatron.pipeline_model_parallel_size=2", "megatron.global_batch_size=8"]),
     "DP2": (2, []),
+    # With the KL in the reward (its log-probs on the last stage only).
     "PP2xVPP2": (
         2,
         [
             "megatron.pipeline_model_parallel_size=2",
             "megatron.virtual_pipeline_model_parallel_size=2",
+            "grpo.kl_in_reward_coef=0.05",
         ],
     ),  # fmt: skip
     # Rollout in two separate processes, weights broadcast over gloo; with DAPO's dynamic
@@ -116,6 +118,10 @@ def test_layout_trains_syncs_and_exports(layout, tiny_models, tmp_path, request)
         assert all(row["mismatch/outside_kept_frac"] == 0.0 for row in rows)
         assert all(row["entropy"] < math.log(20) for row in rows), "at most 20 tokens are kept"
     assert rows[1]["grad_norm"] > 0 and math.isfinite(rows[1]["loss/policy"])
+    if layout == "PP2xVPP2":  # policy = reference at step 1; then a KL once the weights moved
+        penalty = [row["kl_in_reward/penalty_mean"] for row in rows]
+        assert penalty[0] <= 1e-9 and all(p >= 0 for p in penalty), penalty
+        assert (penalty[1] > 1e-9) == (rows[0]["grad_norm"] > 0), (penalty, rows[0]["grad_norm"])
     if layout == "CP2":  # trainer and engine agree: weights 1, nothing rejected
         assert all(abs(row["rollout_correction/weight_mean"] - 1.0) <= 1e-4 for row in rows)
         assert all(row["rollout_correction/rejected_seq_frac"] == 0.0 for row in rows)

@@ -39,8 +39,8 @@ def test_sequences_arrive_exactly_in_training_order():
         assert torch.equal(got, want), "float32 log-probs survive the float64 record exactly"
     assert sequences.aux["advantages"] == pytest.approx(expected.aux["advantages"], abs=0)
     assert (stats.sequences_received, stats.sequences_trained) == (4, 4)
-    # 5 header values + prompt (2) + completion and log-probs (2 x (s + 1)) per sequence.
-    assert stats.bytes_received == 8 * sum(5 + 2 + 2 * (s + 1) for s in range(4))
+    # 6 header values + prompt (2) + completion and log-probs (2 x (s + 1)) per sequence.
+    assert stats.bytes_received == 8 * sum(6 + 2 + 2 * (s + 1) for s in range(4))
     assert stats.bytes_sent_off_node == 0
     assert all(bool(m[2:].all()) for m in sequences.loss_masks)
 

@@ -146,6 +146,15 @@ class GrpoParams(StrictModel):
             "names 'kl', 'mse', 'low_var_kl' are accepted. Used only when beta > 0."
         ),
     )
+    kl_in_reward_coef: float = Field(
+        0.0,
+        ge=0.0,
+        description=(
+            "KL in the reward (verl's use_kl_in_reward, fixed kl_coef): each completion's reward "
+            "loses coef x sum over its tokens of kl_estimator(old, reference) before the group "
+            "advantages. 0 disables; independent of beta (the KL loss term)."
+        ),
+    )
     loss_aggregation: AggregationMode | None = Field(
         None,
         description=(

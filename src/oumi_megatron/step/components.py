@@ -62,8 +62,9 @@ def _configure_training(provider, cfg) -> None:
 
 
 def build_reference(setup: RunSetup) -> MegatronPolicy | None:
-    """A frozen copy of the initial weights, only when the KL term is on (grpo.beta > 0)."""
-    if setup.cfg.grpo.beta <= 0:
+    """A frozen copy of the initial weights, only when a KL is on (grpo.beta > 0 or
+    grpo.kl_in_reward_coef > 0)."""
+    if setup.cfg.grpo.beta <= 0 and setup.cfg.grpo.kl_in_reward_coef <= 0:
         return None
     from oumi_megatron.model.bridge import load_megatron_model
 

@@ -8,12 +8,13 @@ rank trains on, nothing of the rest of the step. Under NCCL the tensors travel f
 Record of one sequence (float64, exact for token ids < 2**53 and for float32 values)::
 
     [sequence id, prompt length P, completion length C, advantage, trained (1, or 0 for a
-     completion left out of the loss: overlong filtering),
+     completion left out of the loss: overlong filtering), reward,
      prompt ids (P), completion ids (C), rollout log-probs (C)]
 """
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import torch
@@ -23,7 +24,7 @@ from oumi_megatron.step.rollout import RolloutBatch
 from oumi_megatron.step.topology import RolloutTopology
 from oumi_megatron.training.step_batches import StepSequences
 
-_HEADER = 5
+_HEADER = 6
 
 
 class ExchangeError(RuntimeError):
@@ -50,10 +51,10 @@ class ExchangeStats:
 
 
 def _encode(
-    sequence: int, prompt, completion, logprobs, advantage: float, trained: bool
+    sequence: int, prompt, completion, logprobs, advantage: float, trained: bool, reward: float
 ) -> torch.Tensor:
     header = [float(sequence), float(len(prompt)), float(len(completion)), float(advantage),
-              float(trained)]  # fmt: skip
+              float(trained), float(reward)]  # fmt: skip
     return torch.tensor(
         header + [float(t) for t in prompt] + [float(t) for t in completion] + list(logprobs),
         dtype=torch.float64,
@@ -61,12 +62,13 @@ def _encode(
 
 
 def _decode(payload: torch.Tensor) -> dict[int, tuple]:
-    """sequence id -> (prompt ids, completion ids, rollout log-probs, advantage, trained)."""
+    """sequence id -> (prompt ids, completion ids, rollout log-probs, advantage, trained,
+    reward)."""
     records = {}
     values = payload.tolist()
     position = 0
     while position < len(values):
-        sequence, p, c, advantage, trained = values[position : position + _HEADER]
+        sequence, p, c, advantage, trained, reward = values[position : position + _HEADER]
         p, c = int(p), int(c)
         body = position + _HEADER
         prompt = [int(t) for t in values[body : body + p]]
@@ -74,7 +76,7 @@ def _decode(payload: torch.Tensor) -> dict[int, tuple]:
         logprobs = payload[body + p + c : body + p + 2 * c].to(torch.float32)
         if int(sequence) in records:
             raise ExchangeError(f"sequence {int(sequence)} received twice")
-        records[int(sequence)] = (prompt, completion, logprobs, advantage, trained > 0)
+        records[int(sequence)] = (prompt, completion, logprobs, advantage, trained > 0, reward)
         position = body + p + 2 * c
     return records
 
@@ -91,6 +93,7 @@ def route_sequences(
     rollouts: RolloutBatch,
     advantages: list[float],
     trained: list[bool] | None = None,
+    rewards: list[float] | None = None,
 ) -> tuple[StepSequences, ExchangeStats]:
     """This rank's training sequences (its DP rank's, in training order). Collective.
 
@@ -101,7 +104,8 @@ def route_sequences(
     for k, sequence in enumerate(rollouts.sequence_ids):
         record = _encode(sequence, rollouts.prompt_ids[k], rollouts.completion_ids[k],
                          rollouts.rollout_logprobs[k], advantages[k],
-                         True if trained is None else trained[k])  # fmt: skip
+                         True if trained is None else trained[k],
+                         0.0 if rewards is None else rewards[k])  # fmt: skip
         for destination in topology.destinations(sequence):
             outgoing[destination].append(record)
     send_sizes = [sum(r.numel() for r in records) for records in outgoing]
@@ -123,6 +127,9 @@ def route_sequences(
         [records[s][2] for s in expected],
         [records[s][3] for s in expected],
         trained=[records[s][4] for s in expected],
+    )
+    sequences = dataclasses.replace(
+        sequences, sequence_ids=list(expected), rewards=[records[s][5] for s in expected]
     )
     my_node = topology.node_of[rank]
     off_node = sum(size for dst, size in enumerate(send_sizes) if topology.node_of[dst] != my_node)

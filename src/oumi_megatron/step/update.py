@@ -23,6 +23,7 @@ from oumi_megatron.algorithms.policy_loss import ObjectiveParams
 from oumi_megatron.algorithms.rollout_correction import RolloutCorrection
 from oumi_megatron.data.context_parallel import shard_for_context_parallel
 from oumi_megatron.parallel.ranks import all_reduce_host
+from oumi_megatron.step.kl_reward import KLRewardSettings, penalised_advantages
 from oumi_megatron.training.metric_reduce import (
     all_reduce_metrics,
     is_metric_owner,
@@ -64,6 +65,7 @@ class UpdateSettings:
     loss_scale_factor: float  # seq-mean-token-sum-norm's constant
     optimizer_steps: int = 1  # rollouts per step / global batch size
     dp_size: int = 1  # data-parallel ranks (the batching is of this rank's sequences only)
+    kl_reward: KLRewardSettings | None = None  # grpo.kl_in_reward_coef > 0
 
 
 def optimizer_steps_per_grpo_step(cfg, validated) -> int:
@@ -98,6 +100,21 @@ def loss_config(grpo) -> GrpoLossConfig:
     )
 
 
+def kl_reward_settings(grpo, num_sequences: int) -> KLRewardSettings | None:
+    """grpo.kl_in_reward_coef's settings, or None when it is off."""
+    if grpo.kl_in_reward_coef <= 0:
+        return None
+    return KLRewardSettings(
+        coef=grpo.kl_in_reward_coef,
+        kl_estimator=grpo.kl_estimator,
+        num_sequences=num_sequences,
+        num_generations=grpo.num_generations,
+        advantage_estimator=grpo.advantage_estimator,
+        reward_scaling=grpo.reward_scaling,
+        advantage_epsilon=grpo.advantage_epsilon,
+    )
+
+
 def _dp_group():
     from megatron.core import parallel_state
 
@@ -113,7 +130,7 @@ def local_microbatches(seqs: StepSequences, batching: BatchingSettings):
         count = torch.tensor([len(groups)], dtype=torch.float64)
         all_reduce_host(count, op=torch.distributed.ReduceOp.MAX, group=_dp_group())
         groups = groups + [[] for _ in range(int(count.item()) - len(groups))]
-    return build_batches(seqs, groups, batching), plan, len(groups)
+    return build_batches(seqs, groups, batching), plan, groups
 
 
 def _agreed_shapes(seqs: StepSequences, batching: BatchingSettings) -> BatchingSettings:
@@ -134,7 +151,12 @@ class MiniBatch:
     seqs: StepSequences
     batches: list
     plan: object
-    count: int  # micro-batches, equal on every data-parallel rank
+    groups: list[list[int]]  # each micro-batch's sequences (indices into seqs)
+
+    @property
+    def count(self) -> int:
+        """Micro-batches, equal on every data-parallel rank."""
+        return len(self.groups)
 
 
 def build_minibatches(seqs: StepSequences, settings: UpdateSettings, device) -> list[MiniBatch]:
@@ -143,9 +165,9 @@ def build_minibatches(seqs: StepSequences, settings: UpdateSettings, device) -> 
     minibatches = []
     for k in range(settings.optimizer_steps):
         part = seqs.subset(k * per_step, (k + 1) * per_step)
-        batches, plan, count = local_microbatches(part, batching)
+        batches, plan, groups = local_microbatches(part, batching)
         batches = [_context_parallel_share(b).to(device) for b in batches]
-        minibatches.append(MiniBatch(part, batches, plan, count))
+        minibatches.append(MiniBatch(part, batches, plan, groups))
     return minibatches
 
 
@@ -208,17 +230,43 @@ def run_update(policy, reference, seqs: StepSequences, settings: UpdateSettings)
     so no separate forward pass is run for them.
     """
     minibatches = build_minibatches(seqs, settings, policy.device)
-    on_policy = settings.optimizer_steps == 1
+    # The KL in the reward needs the old policy's log-probs before the first optimizer step.
+    on_policy = settings.optimizer_steps == 1 and settings.kl_reward is None
     if not on_policy:
         _attach_logprobs(policy, minibatches, "old_logprobs")
     if reference is not None:
         _attach_logprobs(reference, minibatches, "ref_logprobs")
+    penalty = {}
+    if settings.kl_reward is not None:
+        advantages, penalty = penalised_advantages(minibatches, seqs, settings.kl_reward)
+        minibatches = _rebuilt(seqs.with_aux("advantages", advantages), minibatches, settings,
+                               policy.device)  # fmt: skip
     gap = None if on_policy else _rollout_gap(minibatches)
     steps = [_optimizer_step(policy, reference, mb, settings, on_policy) for mb in minibatches]
     metrics = _combine_minibatches(steps)
+    metrics.update(penalty)
     gap = metrics.pop(ROLLOUT_GAP, None) if on_policy else gap
     metrics["mismatch/max_abs_logprob_diff"] = max(gap, 0.0)
     return metrics
+
+
+def _rebuilt(seqs: StepSequences, before: list[MiniBatch], settings, device) -> list[MiniBatch]:
+    """The same micro-batches with new advantages, keeping the log-probs already computed
+    (the layout is a function of the sequences' lengths, so it is the same)."""
+    after = build_minibatches(seqs, settings, device)
+    for old, new in zip(before, after, strict=True):
+        new.batches = [
+            _copy_aux(b, a, ("old_logprobs", "ref_logprobs"))
+            for b, a in zip(old.batches, new.batches, strict=True)
+        ]
+    return after
+
+
+def _copy_aux(source, target, keys):
+    for key in keys:
+        if key in source.aux:
+            target = target.with_aux(key, source.aux[key])
+    return target
 
 
 def _combine_minibatches(steps: list[dict]) -> dict:

@@ -7,6 +7,7 @@ Packing off: the rank's contiguous slice of the global batch, `micro_batch_size`
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 
@@ -23,6 +24,8 @@ class StepSequences:
     input_ids: list[torch.Tensor]  # prompt + completion
     loss_masks: list[torch.Tensor]  # 1 on completion tokens
     aux: dict[str, list[torch.Tensor | float]]  # e.g. advantages (scalar), rollout_logprobs
+    sequence_ids: list[int] | None = None  # index of each sequence in the step, when known
+    rewards: list[float] | None = None  # each sequence's reward, when known
 
     @classmethod
     def from_rollouts(
@@ -44,7 +47,7 @@ class StepSequences:
         return cls(input_ids, masks, aux)
 
     def with_aux(self, name: str, values: list[torch.Tensor | float]) -> StepSequences:
-        return StepSequences(self.input_ids, self.loss_masks, {**self.aux, name: values})
+        return dataclasses.replace(self, aux={**self.aux, name: values})
 
     def __len__(self) -> int:
         return len(self.input_ids)
@@ -52,7 +55,14 @@ class StepSequences:
     def subset(self, start: int, stop: int) -> StepSequences:
         """Sequences [start, stop) with their extras (a mini-batch of the step)."""
         aux = {k: v[start:stop] for k, v in self.aux.items()}
-        return StepSequences(self.input_ids[start:stop], self.loss_masks[start:stop], aux)
+        ids, rewards = self.sequence_ids, self.rewards
+        return StepSequences(
+            self.input_ids[start:stop],
+            self.loss_masks[start:stop],
+            aux,
+            None if ids is None else ids[start:stop],
+            None if rewards is None else rewards[start:stop],
+        )
 
 
 @dataclass(frozen=True)
