@@ -46,7 +46,9 @@ def _train(model: Path, out: Path, off_policy: int, steps: int, extra: list[str]
                f"grpo.max_off_policy_steps={off_policy}", "training.enable_tensorboard=false",
                "megatron.overwrite_output_dir=true", *extra]  # fmt: skip
     env = {**os.environ, "OMP_NUM_THREADS": "1", "WANDB_MODE": "offline", "HF_HUB_OFFLINE": "1"}
-    subprocess.run(command, check=True, cwd=REPO, env=env, stdout=subprocess.DEVNULL)
+    done = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True)
+    if done.returncode:
+        raise SystemExit(f"training failed ({done.returncode}):\n{done.stderr[-4000:]}")
     return [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
 
 
