@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -24,7 +25,7 @@ from oumi_megatron.metrics.summary import LayoutFacts, layout_lines, run_lines
 from oumi_megatron.metrics.timers import STANDARD_PHASES
 from oumi_megatron.model.provider import needs_equal_microbatch_shapes
 from oumi_megatron.parallel.preemption import PreemptionWatch
-from oumi_megatron.parallel.ranks import barrier, is_rank0, rank
+from oumi_megatron.parallel.ranks import all_reduce_host, barrier, is_rank0, rank
 from oumi_megatron.rollout.base import SamplingParams
 from oumi_megatron.step import async_rollout, components, dynamic_sampling
 from oumi_megatron.step.exchange import route_sequences
@@ -32,7 +33,7 @@ from oumi_megatron.step.length import training_steps
 from oumi_megatron.step.metrics import reduce_tally, rollout_tally, step_metrics
 from oumi_megatron.step.reward import ScoredBatch, score_and_advantages
 from oumi_megatron.step.reward_guard import RewardFailureGuard
-from oumi_megatron.step.rollout import RolloutBatch, generate_share, submit_share
+from oumi_megatron.step.rollout import RolloutBatch, submit_share
 from oumi_megatron.step.sync import build_weight_sync
 from oumi_megatron.step.update import (
     UpdateSettings,
@@ -372,39 +373,36 @@ class OumiMegatronGrpoTrainer(BaseTrainer):
 
     def _submit_next(self, max_steps: int) -> None:
         """grpo.max_off_policy_steps: start the next step's rollout with the engines' current
-        weights (`step/async_rollout.py`); every rank advances the prompt loader."""
+        weights (`step/async_rollout.py`)."""
         if not self.cfg.grpo.max_off_policy_steps or self.step + 1 >= max_steps:
             return
-        prompts = next(self.loader).prompts
-        wait = None
-        if self.generates:
-            indices = self.topology.prompts_of_replica(self.topology.replica_of(self.rank))
-            wait = submit_share(self.engine, self.tokenizer, prompts, indices, self.sampling,
-                                self.step + 1)  # fmt: skip
-        if not self.is_leader:
-            wait = None  # only the leader scores and sends (its batch is the replica's)
-        self._in_flight = async_rollout.InFlight(self.step + 2, self.step, wait)
+        wait = self._start_rollout(step=self.step + 1)
+        self._in_flight = async_rollout.InFlight(version=self.step, wait=wait)
 
     def _varying_groups(self, rollouts: RolloutBatch, scored: ScoredBatch) -> list[bool]:
         """Per prompt of the round: do its group's rewards differ (one all-reduce)."""
-        from oumi_megatron.parallel.ranks import all_reduce_host
-
         flags = dynamic_sampling.local_variation(
             rollouts, scored, self.loader.prompts_per_step, self.cfg.grpo.num_generations
         )
         return [v > 0 for v in all_reduce_host(flags).tolist()]
 
     def _rollout(self, seed_offset: int = 0) -> RolloutBatch:
-        """This replica's share of the step's prompts (an empty batch on other ranks)."""
+        """This replica's share of this step's prompts (an empty batch on other ranks)."""
+        return self._start_rollout(self.step, seed_offset)()
+
+    def _start_rollout(self, step: int, seed_offset: int = 0) -> Callable[[], RolloutBatch]:
+        """Start this replica's share of the loader's next prompts (every rank advances the
+        loader) for 0-based ``step``; returns the function that waits for the batch (empty off
+        the replica leader)."""
         prompts = next(self.loader).prompts
         if not self.generates:
-            return RolloutBatch()
+            return RolloutBatch
         replica = self.topology.replica_of(self.rank)
-        batch = generate_share(self.engine, self.tokenizer, prompts,
-                               self.topology.prompts_of_replica(replica), self.sampling,
-                               self.step, seed_offset)  # fmt: skip
-        # Every rank of a vLLM replica holds its completions; the leader scores and sends them.
-        return batch if self.is_leader else RolloutBatch()
+        wait = submit_share(self.engine, self.tokenizer, prompts,
+                            self.topology.prompts_of_replica(replica), self.sampling, step,
+                            seed_offset)  # fmt: skip
+        # Every rank of a vLLM replica generates (in submit); the leader scores and sends them.
+        return wait if self.is_leader else RolloutBatch
 
     def _score(self, rollouts: RolloutBatch) -> ScoredBatch:
         return score_and_advantages(

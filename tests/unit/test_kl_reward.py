@@ -4,6 +4,7 @@ advantages of the penalised rewards (one process: the all-reduces are the identi
 import pytest
 import torch
 
+from oumi_megatron.config import GrpoParams
 from oumi_megatron.step import kl_reward
 from oumi_megatron.step.update import MiniBatch
 from oumi_megatron.training.step_batches import BatchingSettings, StepSequences, build_batches
@@ -41,9 +42,9 @@ def test_kl_sums_per_sequence_and_penalised_advantages(packing: bool) -> None:
     torch.testing.assert_close(
         sums, torch.tensor([0, 0, 0, 0, 0.5, 1.0, 1.5, 2.0], dtype=torch.float64)
     )
-    settings = kl_reward.KLRewardSettings(coef=0.2, kl_estimator="k1", num_sequences=8,
-                                          num_generations=2, advantage_estimator="grpo",
-                                          reward_scaling="none", advantage_epsilon=1e-4)  # fmt: skip
+    grpo = GrpoParams(num_generations=2, kl_in_reward_coef=0.2, kl_estimator="k1",
+                      scale_rewards="none")  # fmt: skip
+    settings = kl_reward.KLRewardSettings(grpo, num_sequences=8)
     advantages, metrics = kl_reward.penalised_advantages([mb], seqs, settings)
     # Penalised rewards: 1 - 0.1, 0 - 0.2 | 0 - 0.3, 1 - 0.4 -> group means 0.35, 0.15.
     assert advantages == pytest.approx([0.55, -0.55, -0.45, 0.45], abs=1e-12)

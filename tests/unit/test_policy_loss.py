@@ -7,12 +7,17 @@ import torch
 
 from oumi_megatron.algorithms import (
     ObjectiveParams,
-    clipped_surrogate,
     policy_objective,
     token_mult_prob_error,
 )
 
 LN = math.log
+
+
+def clipped_surrogate(logp, old, adv, epsilon=0.2, epsilon_high=None):
+    params = ObjectiveParams(epsilon=epsilon, epsilon_high=epsilon_high)
+    return policy_objective("clip", logp, old, adv, params)
+
 
 # ---------------------------------------------------------------- clipped surrogate
 

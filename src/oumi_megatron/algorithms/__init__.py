@@ -23,7 +23,6 @@ from oumi_megatron.algorithms.loss_types import LOSS_TYPES, LossType
 from oumi_megatron.algorithms.policy_loss import (
     ObjectiveParams,
     PolicyTerms,
-    clipped_surrogate,
     policy_objective,
     token_mult_prob_error,
 )
@@ -45,7 +44,6 @@ __all__ = [
     "RolloutCorrection",
     "aggregate_loss",
     "batch_counts",
-    "clipped_surrogate",
     "combine_metrics",
     "compute_group_advantages",
     "correction_weights",

@@ -26,7 +26,11 @@ from oumi_megatron.algorithms.policy_loss import (
     PolicyObjective,
     policy_objective,
 )
-from oumi_megatron.algorithms.rollout_correction import RolloutCorrection, correction_weights
+from oumi_megatron.algorithms.rollout_correction import (
+    RolloutCorrection,
+    correction_weights,
+    within_row,
+)
 
 ReduceOp = Literal["sum", "min", "max"]
 
@@ -100,10 +104,6 @@ def combine_metrics(metrics: Iterable[dict[str, torch.Tensor]]) -> dict[str, tor
     return out
 
 
-def _identity(x: torch.Tensor) -> torch.Tensor:
-    return x
-
-
 def grpo_loss(
     logprobs: torch.Tensor,
     old_logprobs: torch.Tensor | None,
@@ -115,7 +115,7 @@ def grpo_loss(
     rollout_logprobs: torch.Tensor | None = None,
     kl_logprobs: torch.Tensor | None = None,
     seq_num_tokens: torch.Tensor | None = None,
-    seq_sum: Callable[[torch.Tensor], torch.Tensor] = _identity,
+    seq_sum: Callable[[torch.Tensor], torch.Tensor] = within_row,
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """Loss contribution of one micro-batch and its metrics.
 

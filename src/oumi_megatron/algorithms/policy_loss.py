@@ -142,18 +142,6 @@ def policy_objective(
     raise ValueError(f"unknown policy objective {objective!r}; expected {POLICY_OBJECTIVES}")
 
 
-def clipped_surrogate(
-    logprobs: torch.Tensor,
-    old_logprobs: torch.Tensor,
-    advantages: torch.Tensor,
-    epsilon: float = 0.2,
-    epsilon_high: float | None = None,
-) -> PolicyTerms:
-    """PPO/GRPO clipped surrogate per token (``policy_objective("clip", ...)``)."""
-    params = ObjectiveParams(epsilon=epsilon, epsilon_high=epsilon_high)
-    return policy_objective("clip", logprobs, old_logprobs, advantages, params)
-
-
 def token_mult_prob_error(
     trainer_logp: torch.Tensor, rollout_logp: torch.Tensor, mask: torch.Tensor
 ) -> torch.Tensor:

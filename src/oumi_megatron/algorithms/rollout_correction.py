@@ -79,8 +79,9 @@ class Correction:
     rejected: torch.Tensor
 
 
-def _identity(x: torch.Tensor) -> torch.Tensor:
-    return x
+def within_row(per_row: torch.Tensor) -> torch.Tensor:
+    """The ``seq_sum`` of rows that hold whole sequences: nothing to add."""
+    return per_row
 
 
 def correction_weights(
@@ -89,7 +90,7 @@ def correction_weights(
     mask: torch.Tensor,
     cfg: RolloutCorrection,
     seq_num_tokens: torch.Tensor | None = None,
-    seq_sum: Callable[[torch.Tensor], torch.Tensor] = _identity,
+    seq_sum: Callable[[torch.Tensor], torch.Tensor] = within_row,
 ) -> Correction:
     """Weights of the policy-gradient term for one micro-batch [B, T].
 

@@ -15,7 +15,7 @@ verl's DAPO recipe. Reward metrics cover every generated completion; the update 
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 
@@ -33,7 +33,6 @@ class Round:
 
     rollouts: RolloutBatch
     scored: ScoredBatch
-    varies: list[bool] = field(default_factory=list)  # per prompt of the round, global
 
 
 def local_variation(rollouts: RolloutBatch, scored: ScoredBatch, num_prompts: int, group: int):

@@ -14,7 +14,6 @@ Record of one sequence (float64, exact for token ids < 2**53 and for float32 val
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
 
 import torch
@@ -127,9 +126,8 @@ def route_sequences(
         [records[s][2] for s in expected],
         [records[s][3] for s in expected],
         trained=[records[s][4] for s in expected],
-    )
-    sequences = dataclasses.replace(
-        sequences, sequence_ids=list(expected), rewards=[records[s][5] for s in expected]
+        sequence_ids=list(expected),
+        rewards=[records[s][5] for s in expected],
     )
     my_node = topology.node_of[rank]
     off_node = sum(size for dst, size in enumerate(send_sizes) if topology.node_of[dst] != my_node)

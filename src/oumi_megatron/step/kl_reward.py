@@ -13,24 +13,20 @@ verl's GRPO advantage sums its token-level rewards.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
-from oumi_megatron.algorithms.advantages import compute_group_advantages
 from oumi_megatron.algorithms.kl import kl_penalty
 from oumi_megatron.parallel.ranks import all_reduce_host
+from oumi_megatron.step.reward import group_advantages
 from oumi_megatron.training.metric_reduce import is_loss_owner, is_metric_owner
 
 
 @dataclass(frozen=True)
 class KLRewardSettings:
-    coef: float
-    kl_estimator: str
+    grpo: Any  # the grpo: section (kl_in_reward_coef, kl_estimator, advantage settings)
     num_sequences: int  # of the step
-    num_generations: int
-    advantage_estimator: str
-    reward_scaling: str
-    advantage_epsilon: float
 
 
 def sequence_kl_sums(minibatches, num_sequences: int, estimator: str) -> torch.Tensor:
@@ -49,8 +45,8 @@ def sequence_kl_sums(minibatches, num_sequences: int, estimator: str) -> torch.T
             mask = batch.to_rows(batch.loss_mask).bool()
             kl = kl_penalty(old.double(), ref.double(), estimator)  # type: ignore[arg-type]
             per_row = torch.where(mask, kl, torch.zeros((), dtype=kl.dtype)).sum(dim=-1).cpu()
-            for row, local in enumerate(group):
-                sums[ids[local]] += per_row[row]
+            rows = torch.tensor([ids[local] for local in group])
+            sums.index_add_(0, rows, per_row[: len(group)])
     return sums
 
 
@@ -66,18 +62,14 @@ def step_rewards(seqs, num_sequences: int) -> torch.Tensor:
 def penalised_advantages(minibatches, seqs, s: KLRewardSettings) -> tuple[list[float], dict]:
     """This rank's sequences' advantages from the KL-penalised rewards, and the metrics
     (collective over the world)."""
-    kl = all_reduce_host(sequence_kl_sums(minibatches, s.num_sequences, s.kl_estimator))
+    coef = s.grpo.kl_in_reward_coef
+    kl = all_reduce_host(sequence_kl_sums(minibatches, s.num_sequences, s.grpo.kl_estimator))
     rewards = all_reduce_host(step_rewards(seqs, s.num_sequences))
-    groups = compute_group_advantages(
-        rewards - s.coef * kl,
-        s.num_generations,
-        estimator=s.advantage_estimator,  # type: ignore[arg-type]
-        scale_rewards=s.reward_scaling,  # type: ignore[arg-type]
-        eps=s.advantage_epsilon,
-    )
+    # The whole step's rewards: "batch" scaling takes their std.
+    groups = group_advantages(rewards - coef * kl, s.grpo)
     advantages = groups.advantages[torch.tensor(seqs.sequence_ids)].tolist()
     metrics = {
         "kl_in_reward/kl_sum_mean": float(kl.mean()),
-        "kl_in_reward/penalty_mean": float(s.coef * kl.mean()),
+        "kl_in_reward/penalty_mean": float(coef * kl.mean()),
     }
     return advantages, metrics

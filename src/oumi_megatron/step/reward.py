@@ -31,6 +31,19 @@ class ScoredBatch:
     overlong_penalties: list[float] = field(default_factory=list)
 
 
+def group_advantages(rewards: torch.Tensor, grpo, batch_std: float | None = None):
+    """``compute_group_advantages`` of contiguous groups with the ``grpo:`` section's settings
+    (``batch_std``: the step's reward std for ``scale_rewards: batch``; None: of ``rewards``)."""
+    return compute_group_advantages(
+        rewards,
+        grpo.num_generations,
+        estimator=grpo.advantage_estimator,
+        scale_rewards=grpo.reward_scaling,
+        eps=grpo.advantage_epsilon,
+        batch_std=batch_std,
+    )
+
+
 def _overlong_penalties(batch: RolloutBatch, grpo) -> list[float]:
     buffer = grpo.overlong_buffer
     if buffer is None:
@@ -70,14 +83,7 @@ def score_and_advantages(
     if penalties:
         rewards = rewards + torch.tensor(penalties, dtype=torch.float32)
     batch_std = batch_reward_std(rewards, all_reduce) if scaling == "batch" else None
-    groups = compute_group_advantages(
-        rewards,
-        grpo.num_generations,
-        estimator=grpo.advantage_estimator,
-        scale_rewards=scaling,
-        eps=grpo.advantage_epsilon,
-        batch_std=batch_std,
-    )
+    groups = group_advantages(rewards, grpo, batch_std)
     zero_std = int(groups.zero_std.sum())
     advantages = groups.advantages.tolist()
     return ScoredBatch(rewards.tolist(), advantages, result, zero_std, penalties)

@@ -104,15 +104,7 @@ def kl_reward_settings(grpo, num_sequences: int) -> KLRewardSettings | None:
     """grpo.kl_in_reward_coef's settings, or None when it is off."""
     if grpo.kl_in_reward_coef <= 0:
         return None
-    return KLRewardSettings(
-        coef=grpo.kl_in_reward_coef,
-        kl_estimator=grpo.kl_estimator,
-        num_sequences=num_sequences,
-        num_generations=grpo.num_generations,
-        advantage_estimator=grpo.advantage_estimator,
-        reward_scaling=grpo.reward_scaling,
-        advantage_epsilon=grpo.advantage_epsilon,
-    )
+    return KLRewardSettings(grpo, num_sequences)
 
 
 def _dp_group():

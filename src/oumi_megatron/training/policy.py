@@ -28,6 +28,7 @@ from oumi_megatron.algorithms.logprobs import (
     max_logprob_gap,
     vocab_parallel_logprobs,
 )
+from oumi_megatron.algorithms.rollout_correction import within_row
 from oumi_megatron.data.packing import MicroBatch, PackedBatch
 from oumi_megatron.training import moe_loss
 
@@ -186,7 +187,7 @@ class MegatronPolicy:
                 rollout_logprobs=rows(aux["rollout_logprobs"]),
                 kl_logprobs=kl_logprobs,
                 seq_num_tokens=_seq_targets(batch, logits.device),
-                seq_sum=_context_parallel_sum if batch.seq_targets is not None else _same,
+                seq_sum=_context_parallel_sum if batch.seq_targets is not None else within_row,
             )
             mask = batch.loss_mask.bool()
             metrics["entropy"] = entropy[mask].sum() / max(norm.num_tokens, 1)
@@ -229,10 +230,6 @@ class MegatronPolicy:
         from oumi_megatron.model.export_index import index_export
 
         return index_export(bridge, self.model)
-
-
-def _same(x: torch.Tensor) -> torch.Tensor:
-    return x
 
 
 def _context_parallel_sum(per_row: torch.Tensor) -> torch.Tensor:

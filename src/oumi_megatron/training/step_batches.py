@@ -29,7 +29,14 @@ class StepSequences:
 
     @classmethod
     def from_rollouts(
-        cls, prompts, completions, rollout_logprobs, advantages, trained=None
+        cls,
+        prompts,
+        completions,
+        rollout_logprobs,
+        advantages,
+        trained=None,
+        sequence_ids=None,
+        rewards=None,
     ) -> StepSequences:
         """``trained[k]`` False: sequence k is in the batch, its loss mask all zero."""
         input_ids, masks, rollout_lp = [], [], []
@@ -44,7 +51,7 @@ class StepSequences:
                 torch.cat([torch.zeros(p), torch.as_tensor(logprobs, dtype=torch.float32)])
             )
         aux = {"rollout_logprobs": rollout_lp, "advantages": [float(a) for a in advantages]}
-        return cls(input_ids, masks, aux)
+        return cls(input_ids, masks, aux, sequence_ids, rewards)
 
     def with_aux(self, name: str, values: list[torch.Tensor | float]) -> StepSequences:
         return dataclasses.replace(self, aux={**self.aux, name: values})
