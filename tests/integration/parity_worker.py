@@ -18,6 +18,7 @@ import torch.distributed as dist
 from oumi_megatron.model.bridge import export_hf_model, load_megatron_model
 from oumi_megatron.model.forward import forward_logits
 from oumi_megatron.parallel.layout import ParallelLayout
+from oumi_megatron.parallel.pipeline_split import PipelineSplit
 from oumi_megatron.parallel.startup import init_distributed, init_model_parallel
 
 # The GPU image lacks nvidia-modelopt, which Bridge's safetensors export imports.
@@ -29,6 +30,8 @@ CASES = [
     ("llama", ParallelLayout(pp=2)),
     ("llama", ParallelLayout(tp=2, pp=2)),
     ("llama", ParallelLayout(pp=2, vpp=2)),
+    # Uneven pipelines (Megatron's num_layers_in_first/last_pipeline_stage): 1 + 3 layers.
+    ("llama", ParallelLayout(pp=2, split=PipelineSplit(first_stage_layers=1))),
     # Context parallelism: each sequence in 2·CP chunks, K/V all-gathered over the CP group.
     ("llama", ParallelLayout(cp=2)),
     ("llama", ParallelLayout(cp=4)),
@@ -38,6 +41,7 @@ CASES = [
     ("qwen2", ParallelLayout(tp=2)),
     ("qwen2", ParallelLayout(pp=2)),
     ("qwen2", ParallelLayout(tp=2, pp=2)),
+    ("qwen2", ParallelLayout(tp=2, pp=2, split=PipelineSplit(last_stage_layers=1))),
     ("qwen3_moe", ParallelLayout(tp=1)),
     ("qwen3_moe", ParallelLayout(ep=2)),
     ("qwen3_moe", ParallelLayout(tp=2, ep=2)),

@@ -163,8 +163,10 @@ def test_layers_not_divisible_by_pp(check) -> None:
         shape=shape,
     )
     assert message.startswith(
-        "The model's layers (30) must be divisible by pipeline_model_parallel_size (4): "
-        "every pipeline stage gets the same number of layers."
+        "The model's 30 layers cannot be split over pipeline_model_parallel_size (4): the "
+        "model's layers (30) must be divisible by pipeline_model_parallel_size (4). Fix: set "
+        "megatron.transformer_config account_for_embedding_in_pipeline_split: true, "
+        "account_for_loss_in_pipeline_split: true"
     )
 
 
@@ -177,8 +179,11 @@ def test_layers_not_divisible_by_pp_times_vpp(check) -> None:
         "megatron.global_batch_size=8",
     )
     assert message.startswith(
-        "The model's layers (24) must be divisible by pipeline_model_parallel_size (4) × "
-        "virtual_pipeline_model_parallel_size (4) = 16"
+        "The model's 24 layers cannot be split over pipeline_model_parallel_size (4), "
+        "virtual_pipeline_model_parallel_size (4): pipeline stage 0 holds 6 layer(s), not "
+        "divisible by virtual_pipeline_model_parallel_size (4). Fix: set "
+        "megatron.transformer_config num_layers_in_first_pipeline_stage: 4, "
+        "num_layers_in_last_pipeline_stage: 4 (oumi-megatron plan"
     )
 
 

@@ -240,6 +240,32 @@ def _check_pipeline(p: MegatronParams) -> None:
             f"{_path('virtual_pipeline_model_parallel_size')}, "
             f"or raise {_path('pipeline_model_parallel_size')}."
         )
+    t, prefix = p.transformer_config, _path("transformer_config")
+    sizes = [
+        name
+        for name in ("num_layers_in_first_pipeline_stage", "num_layers_in_last_pipeline_stage")
+        if getattr(t, name) is not None
+    ]
+    counted = [
+        name
+        for name in (
+            "account_for_embedding_in_pipeline_split",
+            "account_for_loss_in_pipeline_split",
+        )
+        if getattr(t, name)
+    ]
+    if (sizes or counted) and p.pipeline_model_parallel_size == 1:
+        raise ValueError(
+            f"{prefix}.{(sizes + counted)[0]} splits layers over pipeline stages but "
+            f"{_path('pipeline_model_parallel_size')} is 1. Fix: remove it, or raise "
+            f"{_path('pipeline_model_parallel_size')}."
+        )
+    if sizes and counted:
+        raise ValueError(
+            f"{prefix}.{sizes[0]} and {prefix}.{counted[0]} are both set; Megatron splits an "
+            f"uneven pipeline one way or the other. Fix: keep the stage sizes or the "
+            f"account_for_* switches, not both."
+        )
 
 
 def _check_packing(p: MegatronParams) -> None:

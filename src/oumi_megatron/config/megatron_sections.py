@@ -144,6 +144,32 @@ class TransformerConfig(StrictModel):
             "Submodules to recompute with 'selective' (None means Megatron's ['core_attn'])."
         ),
     )
+    num_layers_in_first_pipeline_stage: int | None = Field(
+        None,
+        ge=1,
+        description=(
+            "Uneven pipeline: layers on the first pipeline stage (the middle stages share the "
+            "rest equally). For layer counts that do not divide over the stages; `oumi-megatron "
+            "plan` proposes a split."
+        ),
+    )
+    num_layers_in_last_pipeline_stage: int | None = Field(
+        None, ge=1, description="Uneven pipeline: layers on the last pipeline stage."
+    )
+    account_for_embedding_in_pipeline_split: bool = Field(
+        False,
+        description=(
+            "Uneven pipeline: count the input embedding as one layer when splitting layers over "
+            "the stages (the first stage gets one layer fewer). Not with explicit stage sizes."
+        ),
+    )
+    account_for_loss_in_pipeline_split: bool = Field(
+        False,
+        description=(
+            "Uneven pipeline: count the output layer and loss as one layer (the last stage "
+            "gets one layer fewer). Not with explicit stage sizes."
+        ),
+    )
     params_dtype: ParamsDtype = Field(
         "auto",
         description="Parameter/compute dtype; 'auto' is bf16 on GPU and fp32 on CPU.",

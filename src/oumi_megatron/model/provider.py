@@ -33,6 +33,8 @@ def configure_provider(provider, layout: ParallelLayout, params_dtype: torch.dty
     provider.expert_model_parallel_size = layout.ep
     provider.expert_tensor_parallel_size = layout.etp
     provider.sequence_parallel = False
+    for name, value in layout.split.megatron_fields().items():
+        setattr(provider, name, value)
     # Megatron-LM's defaults for the interleaved schedule: with PP=2 both neighbours are one
     # rank, and batched p2p would send forward activations and backward gradients to it on one
     # group in one batch, where they can be matched to the wrong receive (they have one shape).

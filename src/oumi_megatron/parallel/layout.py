@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from oumi_megatron.parallel.pipeline_split import PipelineSplit
+
 
 @dataclass(frozen=True)
 class ParallelLayout:
@@ -15,6 +17,8 @@ class ParallelLayout:
     cp: int = 1
     ep: int = 1
     etp: int | None = None
+    split: PipelineSplit = PipelineSplit()
+    """How layers are split over pipeline stages (Megatron's uneven-pipeline settings)."""
 
     @property
     def model_parallel_size(self) -> int:
@@ -38,6 +42,7 @@ class ParallelLayout:
     @classmethod
     def from_params(cls, params) -> ParallelLayout:
         """From a `MegatronParams` (or anything with Megatron's field names)."""
+        transformer = params.transformer_config
         return cls(
             tp=params.tensor_model_parallel_size,
             pp=params.pipeline_model_parallel_size,
@@ -45,6 +50,12 @@ class ParallelLayout:
             cp=params.context_parallel_size,
             ep=params.expert_model_parallel_size,
             etp=params.expert_tensor_parallel_size,
+            split=PipelineSplit(
+                first_stage_layers=transformer.num_layers_in_first_pipeline_stage,
+                last_stage_layers=transformer.num_layers_in_last_pipeline_stage,
+                embedding_in_split=transformer.account_for_embedding_in_pipeline_split,
+                loss_in_split=transformer.account_for_loss_in_pipeline_split,
+            ),
         )
 
     def __str__(self) -> str:
@@ -52,4 +63,11 @@ class ParallelLayout:
         parts += [f"VPP{self.vpp}"] if self.vpp else []
         parts += [f"CP{self.cp}"] if self.cp > 1 else []
         parts += [f"EP{self.ep}"] if self.ep > 1 else []
+        if not self.split.is_even:  # e.g. PP2×first1, PP16×emb+loss
+            split = self.split
+            uneven = [f"first{split.first_stage_layers}"] if split.first_stage_layers else []
+            uneven += [f"last{split.last_stage_layers}"] if split.last_stage_layers else []
+            uneven += ["emb"] if split.embedding_in_split else []
+            uneven += ["loss"] if split.loss_in_split else []
+            parts.append("+".join(uneven))
         return "×".join(parts)
