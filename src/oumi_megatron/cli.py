@@ -35,6 +35,14 @@ def build_parser() -> argparse.ArgumentParser:
         if name == "verify":
             cmd.add_argument("--tolerance", type=float, default=1e-5, help="max |Δ| allowed (fp32)")
             cmd.add_argument("--export", action="store_true", help="also export hf_model/")
+    plan = sub.add_parser(
+        "plan",
+        help="list valid parallel layouts for a model on N GPUs, or check a recipe (--check)",
+        description="Parallel layouts ranked by estimated step time, with memory per GPU.",
+    )
+    from oumi_megatron.planner.command import add_arguments
+
+    add_arguments(plan)
     return parser
 
 
@@ -63,6 +71,10 @@ def oumi_style_overrides(argv: list[str]) -> list[str]:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(oumi_style_overrides(sys.argv[1:] if argv is None else argv))
+    if args.command == "plan":  # reads JSON only: none of _run's heavy set-up
+        from oumi_megatron.planner.command import run
+
+        return run(args)
     return _run(args)
 
 
