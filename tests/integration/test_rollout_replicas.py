@@ -4,7 +4,9 @@ over the whole world; each replica generates exactly its share, and each rank re
 the sequences it trains on (counted, in bytes too).
 
 A replica as large as the model-parallel group (TP2 training, rollout TP2) is the layout
-test's TP2_topp_topk case (test_grpo_train.py): each 4-process launch here costs ~85 s."""
+test's TP2_topp_topk case (test_grpo_train.py): each 4-process launch here costs ~85 s, so
+both layouts share one single-replica reference (DP4): with the same samples, PP2×DP2 must
+also give DP4's loss and weights (the layout invariance of test_update_invariance.py)."""
 
 from __future__ import annotations
 
@@ -24,18 +26,20 @@ LAYOUTS = {
     # Replicas of one rank each: two per data-parallel group (its two pipeline stages).
     "pp2_dp2": (["megatron.pipeline_model_parallel_size=2"], [], 4, 2),
 }  # fmt: skip
-# Counters that legitimately differ with the replica count.
-LAYOUT_METRICS = ("rollout/", "exchange/", "sync/")
+# Counters that legitimately differ with the replica count, and (PP2×DP2 against DP4) with
+# the sequences per data-parallel rank.
+LAYOUT_METRICS = ("rollout/", "exchange/", "sync/", "packing/", "microbatches_per_rank")
 
 
 @pytest.fixture(scope="module")
 def runs(tiny_models, tmp_path_factory) -> dict[tuple[str, str], Path]:
     root = tmp_path_factory.mktemp("replicas")
     out = {}
+    out["dp4", "single"] = root / "dp4_single"
+    train(4, tiny_models / "llama", out["dp4", "single"], *STEPS, *SINGLE)
     for layout, (overrides, replicas, _, _) in LAYOUTS.items():
-        for mode, extra in (("replicas", replicas), ("single", SINGLE)):
-            out[layout, mode] = root / f"{layout}_{mode}"
-            train(4, tiny_models / "llama", out[layout, mode], *STEPS, *overrides, *extra)
+        out[layout, "replicas"] = root / f"{layout}_replicas"
+        train(4, tiny_models / "llama", out[layout, "replicas"], *STEPS, *overrides, *replicas)
     return out
 
 
@@ -49,7 +53,7 @@ def _without_layout_counters(rows: list[dict]) -> list[dict]:
 
 @pytest.mark.parametrize("layout", list(LAYOUTS))
 def test_same_step_as_one_replica(runs, layout):
-    single, other = runs[layout, "single"], runs[layout, "replicas"]
+    single, other = runs["dp4", "single"], runs[layout, "replicas"]
     expected, actual = _completions(single), _completions(other)
     assert len(expected) == 2 * PROMPTS * GENERATIONS
     assert [(c["sequence"], c["completion"]) for c in actual] == [
@@ -67,8 +71,9 @@ def test_same_step_as_one_replica(runs, layout):
     assert worst <= TOLERANCE, f"{layout}: max |Δw| = {worst:.3g}"
 
 
-@pytest.mark.parametrize("layout", list(LAYOUTS))
-@pytest.mark.parametrize("mode", ["replicas", "single"])
+@pytest.mark.parametrize(
+    ("layout", "mode"), [("dp4", "replicas"), ("dp4", "single"), ("pp2_dp2", "replicas")]
+)
 def test_each_replica_generates_its_share_and_ranks_get_only_their_sequences(runs, layout, mode):
     _, _, replicas, ranks_per_dp = LAYOUTS[layout]
     replicas = replicas if mode == "replicas" else 1
