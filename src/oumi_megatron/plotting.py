@@ -10,6 +10,14 @@ def read_metrics(metrics_jsonl: str | Path) -> list[dict]:
     return [json.loads(line) for line in Path(metrics_jsonl).read_text().splitlines() if line]
 
 
+def moving_average(values: list[float], window: int = 10) -> list[float]:
+    """Mean of each value and the up to ``window - 1`` values before it (shorter at the start)."""
+    return [
+        sum(values[max(0, i - window + 1) : i + 1]) / len(values[max(0, i - window + 1) : i + 1])
+        for i in range(len(values))
+    ]
+
+
 def plot_reward_curve(metrics_jsonl: str | Path, out_png: str | Path, window: int = 10) -> Path:
     """Per-step mean reward and its moving average, saved as a PNG."""
     import matplotlib
@@ -20,10 +28,7 @@ def plot_reward_curve(metrics_jsonl: str | Path, out_png: str | Path, window: in
     rows = [r for r in read_metrics(metrics_jsonl) if r.get("reward/mean") is not None]
     steps = [r["step"] for r in rows]
     rewards = [r["reward/mean"] for r in rows]
-    smooth = [
-        sum(rewards[max(0, i - window + 1) : i + 1]) / len(rewards[max(0, i - window + 1) : i + 1])
-        for i in range(len(rewards))
-    ]
+    smooth = moving_average(rewards, window)
     fig, ax = plt.subplots(figsize=(7, 4))
     ax.plot(steps, rewards, alpha=0.35, label="reward/mean")
     ax.plot(steps, smooth, label=f"moving average ({window} steps)")

@@ -316,3 +316,18 @@ def test_rollout_replicas_must_fit_a_node(check, monkeypatch) -> None:
         "the world size (8): a rollout replica is that many consecutive ranks of one node. "
         "Fix: use one of 1, 2, 4."
     )
+
+
+def test_grpo_lengths_are_checked_for_grpo_only(check) -> None:
+    """Conversion recipes (MEGATRON_SFT) keep GRPO's default lengths (512 + 256), which a
+    512-position model cannot generate but can convert and verify."""
+    short = ModelShape(
+        num_layers=24, num_attention_heads=16, num_kv_heads=4, num_experts=None,
+        vocab_size=32000, max_positions=512,
+    )  # fmt: skip
+    check(8, "training.trainer_type=MEGATRON_SFT", shape=short)
+    message = _message(check, 8, "grpo.max_prompt_length=600", shape=short)
+    assert "Fix: lower grpo.max_prompt_length below 512" in message
+    message = _message(check, 8, shape=short)
+    assert "Fix: lower grpo.max_completion_length to at most 0" not in message
+    assert "Fix: lower grpo.max_prompt_length below 512" in message

@@ -47,16 +47,25 @@ def check_rewards(cfg: MegatronTrainingConfig) -> None:
 
 
 def check_lengths(cfg: MegatronTrainingConfig, shape: ModelShape) -> None:
-    """Prompt plus completion fit the model's positions."""
+    """GRPO: prompt plus completion fit the model's positions (SFT and conversion do not
+    generate, so GRPO's lengths do not apply)."""
+    from oumi_megatron.config.trainer_types import MEGATRON_GRPO
+
     limit, grpo = shape.max_positions, cfg.grpo
     total = grpo.max_prompt_length + grpo.max_completion_length
-    if limit and total > limit:
-        raise ConfigError(
-            f"grpo.max_prompt_length ({grpo.max_prompt_length}) + grpo.max_completion_length "
-            f"({grpo.max_completion_length}) = {total} exceeds the model's "
-            f"max_position_embeddings ({limit}). Fix: lower max_completion_length to at most "
-            f"{max(limit - grpo.max_prompt_length, 0)} (or max_prompt_length)."
-        )
+    if cfg.training.trainer_type != MEGATRON_GRPO or not limit or total <= limit:
+        return
+    room = limit - grpo.max_prompt_length
+    fix = (
+        f"lower grpo.max_completion_length to at most {room} (or max_prompt_length)"
+        if room > 0
+        else f"lower grpo.max_prompt_length below {limit}, then max_completion_length to fit"
+    )
+    raise ConfigError(
+        f"grpo.max_prompt_length ({grpo.max_prompt_length}) + grpo.max_completion_length "
+        f"({grpo.max_completion_length}) = {total} exceeds the model's "
+        f"max_position_embeddings ({limit}). Fix: {fix}."
+    )
 
 
 def validate_config(
