@@ -42,9 +42,24 @@ CASES = [
     ("qwen2", ParallelLayout(pp=2)),
     ("qwen2", ParallelLayout(tp=2, pp=2)),
     ("qwen2", ParallelLayout(tp=2, pp=2, split=PipelineSplit(last_stage_layers=1))),
+    ("qwen3", ParallelLayout(tp=1)),
+    ("qwen3", ParallelLayout(tp=2)),
+    ("qwen3", ParallelLayout(pp=2)),
+    ("mistral", ParallelLayout(tp=1)),
+    ("mistral", ParallelLayout(tp=2)),
+    ("mistral", ParallelLayout(pp=2)),
     ("qwen3_moe", ParallelLayout(tp=1)),
     ("qwen3_moe", ParallelLayout(ep=2)),
     ("qwen3_moe", ParallelLayout(tp=2, ep=2)),
+    # Dense first layer, shared expert, expert bias; DeepSeek-V3: multi-latent attention.
+    ("deepseek_v3", ParallelLayout(tp=1)),
+    ("deepseek_v3", ParallelLayout(ep=2)),
+    ("deepseek_v3", ParallelLayout(pp=2)),
+    ("deepseek_v3", ParallelLayout(tp=2)),
+    ("glm4_moe", ParallelLayout(tp=1)),
+    ("glm4_moe", ParallelLayout(ep=2)),
+    ("glm4_moe", ParallelLayout(pp=2)),
+    ("glm4_moe", ParallelLayout(tp=2)),
 ]
 
 

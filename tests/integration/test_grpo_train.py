@@ -75,8 +75,11 @@ LAYOUTS = {
     ),  # fmt: skip
     # Qwen3-MoE with its experts split over 2 ranks (router aux loss on, coefficient 1e-3).
     "EP2_moe": (2, ["megatron.expert_model_parallel_size=2"]),
+    # DeepSeek-V3: multi-latent attention, a dense first layer, shared expert, sigmoid routing
+    # with an expert bias, experts split over 2 ranks.
+    "EP2_deepseek": (2, ["megatron.expert_model_parallel_size=2"]),
 }
-MODELS = {"EP2_moe": "qwen3_moe"}  # the rest: llama
+MODELS = {"EP2_moe": "qwen3_moe", "EP2_deepseek": "deepseek_v3"}  # the rest: llama
 
 
 @pytest.fixture(scope="module")
@@ -130,7 +133,9 @@ def test_layout_trains_syncs_and_exports(layout, tiny_models, tmp_path, request)
         assert all(row["dynamic_sampling/rounds"] >= 1 for row in rows)
         assert all(row["reward/overlong_penalty_mean"] < 0 for row in rows)
     if layout in MODELS:  # MoE: the aux loss is logged; experts come back in HF naming
-        assert all(0 < row["moe/load_balancing_loss"] < 10 for row in rows)
+        # Qwen3-MoE's aux loss is per micro-batch, DeepSeek-V3's per sequence (seq_aux_loss).
+        kind = "seq_load_balancing_loss" if layout == "EP2_deepseek" else "load_balancing_loss"
+        assert all(0 < row[f"moe/{kind}"] < 10 for row in rows)
         source = load_weights(tiny_models / MODELS[layout])
         exported = load_weights(out / "hf_model")
         assert exported.keys() == source.keys()

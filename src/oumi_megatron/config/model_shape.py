@@ -58,6 +58,7 @@ class ModelShape:
                 f"No config.json in '{model_dir}'. Fix: point model.model_name at a Hugging "
                 f"Face model directory."
             )
+        _check_supported(path)
         from transformers import AutoConfig  # Deferred: heavy, and only needed here.
 
         try:
@@ -71,6 +72,21 @@ class ModelShape:
                 f"the model's config.json (valid JSON with its model_type)."
             ) from None
         return cls.from_hf_config(config)
+
+
+def _check_supported(path: Path) -> None:
+    """A declared family (``model.support``), checked on the raw config.json before any
+    heavy import; unreadable JSON is left to the transformers read, which says why."""
+    import json
+
+    from oumi_megatron.model.support import UnsupportedArchitecture, check_model_dir
+
+    try:
+        check_model_dir(path)
+    except json.JSONDecodeError:
+        return
+    except UnsupportedArchitecture as error:
+        raise ConfigError(str(error)) from None
 
 
 def _num_experts(config: Any) -> int | None:

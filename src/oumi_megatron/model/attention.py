@@ -40,6 +40,8 @@ class TorchCoreAttention(MegatronModule):
         softmax_scale: float | None = None,
         cp_comm_type: str | None = None,
         pg_collection=None,
+        k_channels: int | None = None,
+        v_channels: int | None = None,
     ):
         super().__init__(config=config)
         self.cp_size = config.context_parallel_size
@@ -48,7 +50,9 @@ class TorchCoreAttention(MegatronModule):
         self.dropout_p = (
             config.attention_dropout if attention_dropout is None else attention_dropout
         )
-        head_dim = config.kv_channels
+        # Multi-latent attention passes its query/key width (k_channels) and value width
+        # (v_channels), which differ; SDPA takes a value width of its own.
+        head_dim = k_channels if k_channels is not None else config.kv_channels
         self.softmax_scale = (
             softmax_scale if softmax_scale is not None else 1.0 / math.sqrt(head_dim)
         )

@@ -86,6 +86,10 @@ def load_megatron_model(
     import_megatron_bridge()
     from megatron.bridge import AutoBridge
 
+    from oumi_megatron.model.bridges import register_bridges
+
+    register_bridges()
+
     hf_dir = resolve_hf_dir(model_name, trust_remote_code)
     # No dtype here: Bridge forwards these kwargs to the tokenizer too, and the provider below
     # sets the parameter dtype anyway.

@@ -2,14 +2,31 @@
 
 from __future__ import annotations
 
-from megatron.core.models.gpt.gpt_layer_specs import get_gpt_layer_local_spec
+from megatron.core.models.gpt.gpt_layer_specs import (
+    get_gpt_decoder_block_spec,
+    get_gpt_layer_local_spec,
+)
 from megatron.core.transformer.spec_utils import ModuleSpec
 
 from oumi_megatron.model.attention import TorchCoreAttention
 
 
-def torch_layer_spec(config) -> ModuleSpec:
-    """Local (non-TE) spec for `config`'s dense or MoE layers with `TorchCoreAttention`."""
+def torch_layer_spec(config, vp_stage: int | None = None):
+    """Local (non-TE) spec for `config`'s layers with `TorchCoreAttention`.
+
+    Models whose layers differ (dense and MoE layers mixed, as DeepSeek's and GLM's first
+    layers are dense: ``moe_layer_freq``) or that use multi-latent attention get Megatron's
+    block spec (one spec per layer of this pipeline stage), as Megatron-Bridge gives them with
+    Transformer Engine; uniform models get one layer spec.
+    """
+    if _heterogeneous(config):
+        block = get_gpt_decoder_block_spec(
+            config, use_transformer_engine=False, normalization=config.normalization,
+            vp_stage=vp_stage,
+        )  # fmt: skip
+        for layer in block.layer_specs:
+            layer.submodules.self_attention.submodules.core_attention = TorchCoreAttention
+        return block
     spec = get_gpt_layer_local_spec(
         num_experts=config.num_moe_experts,
         moe_grouped_gemm=config.moe_grouped_gemm,
@@ -18,3 +35,12 @@ def torch_layer_spec(config) -> ModuleSpec:
     )
     spec.submodules.self_attention.submodules.core_attention = TorchCoreAttention
     return spec
+
+
+def _heterogeneous(config) -> bool:
+    frequency = getattr(config, "moe_layer_freq", 1)
+    mixed = config.num_moe_experts is not None and frequency not in (1, None)
+    return bool(mixed or getattr(config, "multi_latent_attention", False))
+
+
+__all__ = ["ModuleSpec", "torch_layer_spec"]

@@ -55,6 +55,9 @@ def configure_provider(provider, layout: ParallelLayout, params_dtype: torch.dty
         provider.moe_grouped_gemm = False
         provider.moe_permute_fusion = False
         provider.moe_token_dispatcher_type = token_dispatcher(layout)
+        # Bridge turns it on for DeepSeek/GLM; it runs shared experts on a side CUDA stream
+        # and needs the all-to-all dispatcher (same results without it).
+        provider.moe_shared_expert_overlap = False
     provider.finalize()
     return provider
 

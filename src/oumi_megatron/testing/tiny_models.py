@@ -11,7 +11,7 @@ from pathlib import Path
 from oumi_megatron.testing.tokenizer import save_tokenizer
 
 VOCAB_SIZE = 512  # tokenizer uses fewer ids; the rest are never produced by it
-ARCHITECTURES = ("llama", "qwen2", "qwen3_moe")
+ARCHITECTURES = ("llama", "qwen2", "qwen3", "mistral", "qwen3_moe", "deepseek_v3", "glm4_moe")
 # Shared by every model here: the offline tokenizer's ids and vocabulary (testing/tokenizer.py)
 # and the RMSNorm epsilon.
 _SHARED_FIELDS = dict(
@@ -22,7 +22,15 @@ _SHARED_FIELDS = dict(
 
 def tiny_config(arch: str, num_layers: int = 4):
     """A small config of a real architecture: GQA (4 heads / 2 KV heads), tied embeddings off."""
-    from transformers import LlamaConfig, Qwen2Config, Qwen3MoeConfig
+    from transformers import (
+        DeepseekV3Config,
+        Glm4MoeConfig,
+        LlamaConfig,
+        MistralConfig,
+        Qwen2Config,
+        Qwen3Config,
+        Qwen3MoeConfig,
+    )
 
     common = dict(
         **_SHARED_FIELDS,
@@ -38,6 +46,10 @@ def tiny_config(arch: str, num_layers: int = 4):
         return LlamaConfig(**common, architectures=["LlamaForCausalLM"])
     if arch == "qwen2":
         return Qwen2Config(**common, architectures=["Qwen2ForCausalLM"])
+    if arch == "qwen3":  # per-head Q/K RMSNorm, explicit head_dim
+        return Qwen3Config(**common, head_dim=16, architectures=["Qwen3ForCausalLM"])
+    if arch == "mistral":  # Mistral v0.3 and later: no sliding window
+        return MistralConfig(**common, sliding_window=None, architectures=["MistralForCausalLM"])
     if arch == "qwen3_moe":
         return Qwen3MoeConfig(
             **common,
@@ -49,6 +61,18 @@ def tiny_config(arch: str, num_layers: int = 4):
             norm_topk_prob=True,
             architectures=["Qwen3MoeForCausalLM"],
         )
+    # DeepSeek-V3 and GLM-4-MoE: a dense first layer, then MoE layers with a shared expert and
+    # sigmoid routing with an expert bias; DeepSeek-V3 with multi-latent attention.
+    moe = dict(moe_intermediate_size=32, n_routed_experts=4, num_experts_per_tok=2,
+               n_shared_experts=1, n_group=1, topk_group=1, first_k_dense_replace=1)  # fmt: skip
+    if arch == "deepseek_v3":  # multi-latent attention: one K/V per head, as published
+        return DeepseekV3Config(
+            **{**common, "num_key_value_heads": 4}, **moe, q_lora_rank=32, kv_lora_rank=16, qk_rope_head_dim=8,
+            qk_nope_head_dim=16, v_head_dim=16, head_dim=8, rope_scaling=None,
+            architectures=["DeepseekV3ForCausalLM"],
+        )  # fmt: skip
+    if arch == "glm4_moe":
+        return Glm4MoeConfig(**common, **moe, head_dim=16, architectures=["Glm4MoeForCausalLM"])
     raise ValueError(f"arch must be one of {ARCHITECTURES}, got {arch!r}")
 
 
