@@ -60,6 +60,11 @@ CASES = [
     ("glm4_moe", ParallelLayout(ep=2)),
     ("glm4_moe", ParallelLayout(pp=2)),
     ("glm4_moe", ParallelLayout(tp=2)),
+    # Mixtral: Megatron-Bridge has no bridge; ours (model/bridges.py).
+    ("mixtral", ParallelLayout(tp=1)),
+    ("mixtral", ParallelLayout(ep=2)),
+    ("mixtral", ParallelLayout(pp=2)),
+    ("mixtral", ParallelLayout(tp=2)),
 ]
 
 

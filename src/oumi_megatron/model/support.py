@@ -60,6 +60,10 @@ FAMILIES: tuple[Family, ...] = (
         (_TP1, _TP2, _PP2, ParallelLayout(ep=2)), trained=("EP2_deepseek",), moe=True,
     ),
     Family(
+        "Mixtral", ("MixtralForCausalLM",), "mixtral",
+        (_TP1, _TP2, _PP2, ParallelLayout(ep=2)), moe=True,
+    ),
+    Family(
         "GLM-4.5 / GLM-4-MoE", ("Glm4MoeForCausalLM",), "glm4_moe",
         (_TP1, _TP2, _PP2, ParallelLayout(ep=2)), moe=True,
     ),
@@ -72,7 +76,6 @@ NOT_YET: dict[str, str] = {
     "GptOssForCausalLM": "sink attention and the clamped SwiGLU are not in the layer spec",
     "Gemma2ForCausalLM": "zero-centred RMSNorm and logit soft-capping need Transformer Engine",
     "Gemma3ForCausalLM": "zero-centred RMSNorm and sliding windows need Transformer Engine",
-    "MixtralForCausalLM": "Megatron-Bridge has no Mixtral mapping",
     "Phi3ForCausalLM": "Megatron-Bridge has no Phi-3 mapping",
 }
 
@@ -81,7 +84,6 @@ NEAREST: dict[str, str] = {
     "DeepseekV2ForCausalLM": "DeepSeek-V3",
     "OlmoeForCausalLM": "Qwen3-MoE",
     "GptOssForCausalLM": "Qwen3-MoE",
-    "MixtralForCausalLM": "Qwen3-MoE",
     "Qwen2MoeForCausalLM": "Qwen3-MoE",
     "Gemma2ForCausalLM": "Llama",
     "Gemma3ForCausalLM": "Llama",

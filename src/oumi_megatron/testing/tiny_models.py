@@ -11,7 +11,9 @@ from pathlib import Path
 from oumi_megatron.testing.tokenizer import save_tokenizer
 
 VOCAB_SIZE = 512  # tokenizer uses fewer ids; the rest are never produced by it
-ARCHITECTURES = ("llama", "qwen2", "qwen3", "mistral", "qwen3_moe", "deepseek_v3", "glm4_moe")
+ARCHITECTURES = (
+    "llama", "qwen2", "qwen3", "mistral", "qwen3_moe", "deepseek_v3", "glm4_moe", "mixtral",
+)  # fmt: skip
 # Shared by every model here: the offline tokenizer's ids and vocabulary (testing/tokenizer.py)
 # and the RMSNorm epsilon.
 _SHARED_FIELDS = dict(
@@ -27,6 +29,7 @@ def tiny_config(arch: str, num_layers: int = 4):
         Glm4MoeConfig,
         LlamaConfig,
         MistralConfig,
+        MixtralConfig,
         Qwen2Config,
         Qwen3Config,
         Qwen3MoeConfig,
@@ -73,6 +76,11 @@ def tiny_config(arch: str, num_layers: int = 4):
         )  # fmt: skip
     if arch == "glm4_moe":
         return Glm4MoeConfig(**common, **moe, head_dim=16, architectures=["Glm4MoeForCausalLM"])
+    if arch == "mixtral":  # every layer MoE, experts of intermediate_size, no sliding window
+        return MixtralConfig(
+            **{**common, "intermediate_size": 32}, num_local_experts=4, num_experts_per_tok=2,
+            sliding_window=None, architectures=["MixtralForCausalLM"],
+        )  # fmt: skip
     raise ValueError(f"arch must be one of {ARCHITECTURES}, got {arch!r}")
 
 
