@@ -5,12 +5,12 @@ an undeclared architecture fails validation in seconds with one named message.""
 from __future__ import annotations
 
 import ast
-import importlib.util
 import json
 import time
 from pathlib import Path
 
 import pytest
+from _scripts import load_script
 
 from oumi_megatron.model.support import FAMILIES, NOT_YET, check_supported
 from oumi_megatron.parallel.layout import ParallelLayout
@@ -53,11 +53,7 @@ def test_declared_training_layouts_are_trained() -> None:
 
 
 def test_support_matrix_doc_is_up_to_date() -> None:
-    spec = importlib.util.spec_from_file_location(
-        "gen_support_matrix", ROOT / "scripts" / "gen_support_matrix.py"
-    )
-    gen = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(gen)
+    gen = load_script("gen_support_matrix")
     text = gen.DOC.read_text()
     assert gen.updated(text) == text, "run: python scripts/gen_support_matrix.py"
 
