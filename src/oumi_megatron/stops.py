@@ -6,6 +6,7 @@ code   meaning
 0      finished
 2      configuration or input error, found before any work (nothing written)
 3      stopped by a failure policy (e.g. a reward function failing on every sample)
+4      the converted model does not compute what the Hugging Face model does (parity gate)
 75     preempted (SIGTERM / SIGINT / SIGUSR1): the last completed step was checkpointed;
        ``--resume latest`` continues exactly (75 is EX_TEMPFAIL: "try again")
 =====  =====================================================================================
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 EXIT_CONFIG = 2
 EXIT_FAILURE_POLICY = 3
+EXIT_PARITY = 4
 EXIT_PREEMPTED = 75
 
 

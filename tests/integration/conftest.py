@@ -9,7 +9,8 @@ import pytest
 
 @pytest.fixture(scope="session")
 def tiny_models(tmp_path_factory) -> Path:
-    """Llama-, Qwen2- and Qwen3-MoE-shaped random checkpoints with an offline tokenizer."""
+    """Tiny random checkpoints of every supported family (testing.tiny_models), offline
+    tokenizer included."""
     from oumi_megatron.testing.tiny_models import ARCHITECTURES, build_tiny_model
 
     root = tmp_path_factory.mktemp("tiny_models")

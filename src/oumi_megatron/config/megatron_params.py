@@ -177,6 +177,14 @@ class MegatronParams(StrictModel):
             "vllm_gpu_memory_utilization."
         ),
     )
+    parity_gate: bool = Field(
+        True,
+        description=(
+            "Before training, compare the converted model's first decoder layers with the "
+            "Hugging Face model's on a few tokens and stop (exit code 4) if they differ: no "
+            "model trains unless it converts exactly. Costs well under a second."
+        ),
+    )
     overwrite_output_dir: bool = Field(
         False,
         description=(

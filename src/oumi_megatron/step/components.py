@@ -39,6 +39,10 @@ def build_policy(setup: RunSetup, steps: int):
         configure=lambda provider: _configure_training(provider, cfg),
         ddp_config=ddp_config,
     )
+    if cfg.megatron.parity_gate:
+        from oumi_megatron.model.parity_gate import check_parity
+
+        check_parity(loaded.chunks, setup.hf_dir, setup.params_dtype)
     from oumi_megatron.step.update import optimizer_steps_per_grpo_step
 
     per_step = optimizer_steps_per_grpo_step(cfg, setup.validated)
