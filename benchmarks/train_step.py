@@ -16,8 +16,9 @@ warm-up steps. Modes:
 - ``*_local``: Megatron's own local `DotProductAttention` instead of ours (padded only: it
   refuses packed sequences).
 - ``*_compiled``: every transformer layer under `torch.compile`.
-- ``*_eagerlp``: the log-prob / entropy / gradient chunk kernels uncompiled (eager torch, the
-  trainer's default); the other modes compile them (``OUMI_MEGATRON_COMPILE_LOGPROBS=1``).
+- ``*_eagerlp``: the log-prob / entropy / gradient chunk kernels uncompiled (eager torch,
+  ``OUMI_MEGATRON_COMPILE_LOGPROBS=0``); the other modes compile them (the trainer's default
+  on GPU).
 
 MFU = model FLOPs of the real tokens (`metrics.mfu`: 6·N + attention at each sequence's own
 length, padding not counted) / (time × peak bf16 FLOP/s of the device). Ratios (padded time /
