@@ -25,7 +25,9 @@ logger = logging.getLogger(__name__)
 
 GATE_LAYERS = 2
 GATE_TOKENS = (2, 16)  # sequences × tokens
-#: Largest |Δ| allowed, relative to the largest |hidden state| of the reference (at least 1).
+#: Largest |Δ| allowed per token, relative to that token's largest |hidden state| in the
+#: reference (at least 1), at the ``QUANTILE`` of the tokens; the reference runs in fp32.
+QUANTILE = 0.9
 TOLERANCE = {torch.float32: 1e-4, torch.bfloat16: 3e-2, torch.float16: 1e-2}
 
 
@@ -38,7 +40,8 @@ class ParityGateError(RunStopped):
 @dataclass(frozen=True)
 class GateResult:
     max_abs_diff: float
-    """Largest relative difference over the compared layers (0 where this rank compared none)."""
+    """Largest per-layer figure (90th percentile over tokens of the per-token relative |Δ|;
+    0 where this rank compared none)."""
     first_bad_layer: int | None
     layers: int
     seconds: float
@@ -58,7 +61,7 @@ def check_parity(
     # at CP1, which the parity tests cover, so the gate compares only without it.
     context_parallel = parallel_state.get_context_parallel_world_size() > 1
     if parallel_state.is_pipeline_first_stage(ignore_virtual=True) and not context_parallel:
-        diffs = _first_layer_diffs(chunks[0], Path(hf_dir), dtype)
+        diffs = _first_layer_diffs(chunks[0], Path(hf_dir))
     # [max relative diff, first bad layer (or a large number)] agreed by every rank
     bad = [i for i, d in enumerate(diffs) if d > tolerance]
     verdict = torch.tensor([max(diffs, default=0.0), float(bad[0]) if bad else 1e9])
@@ -75,8 +78,9 @@ def check_parity(
         family = check_model_dir(hf_dir).name
         raise ParityGateError(
             f"the converted {family} model does not compute what the Hugging Face model does: "
-            f"decoder layer {first_bad} differs by {result.max_abs_diff:.3g} (relative; "
-            f"tolerance {tolerance:g} in {str(dtype).removeprefix('torch.')}). Training would "
+            f"decoder layer {first_bad} differs by {result.max_abs_diff:.3g} (relative, 90th "
+            f"percentile over tokens; tolerance {tolerance:g} in "
+            f"{str(dtype).removeprefix('torch.')}). Training would "
             f"change a different model. Fix: report it with the model's config.json; "
             f"megatron.parity_gate: false skips this check at your own risk."
         )
@@ -85,17 +89,24 @@ def check_parity(
     return result
 
 
-def _first_layer_diffs(chunk: torch.nn.Module, hf_dir: Path, dtype: torch.dtype) -> list[float]:
+def _first_layer_diffs(chunk: torch.nn.Module, hf_dir: Path) -> list[float]:
     layers = _decoder_layers(chunk)[:GATE_LAYERS]
     tokens = _gate_tokens(hf_dir)
     ours = _megatron_layer_outputs(chunk, layers, tokens)
-    reference = _hf_layer_outputs(hf_dir, len(layers), tokens, dtype)
+    # The reference in fp32 (on the CPU): what the tolerance then measures is the converted
+    # model's own rounding in its dtype.
+    reference = _hf_layer_outputs(hf_dir, len(layers), tokens, torch.float32)
     diffs = []
     for mine, theirs in zip(ours, reference, strict=True):
         mine = mine.transpose(0, 1).float().cpu()  # Megatron [s, b, h] -> [b, s, h]
         theirs = theirs.float().cpu()
-        scale = max(1.0, theirs.abs().max().item())
-        diffs.append((mine - theirs).abs().max().item() / scale)
+        # Per token, relative to that token's largest activation; the layer's figure is the
+        # 90th percentile over tokens: in bf16 a router may pick another expert for a token
+        # whose top scores nearly tie (a large difference on that token alone), while a
+        # wrong conversion moves every token.
+        scale = theirs.abs().amax(-1).clamp(min=1.0)
+        per_token = (mine - theirs).abs().amax(-1) / scale
+        diffs.append(torch.quantile(per_token.flatten(), QUANTILE).item())
     return diffs
 
 
