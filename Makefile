@@ -37,7 +37,7 @@ test: setup
 	.venv/bin/pytest tests -q $(PYTEST_ARGS)
 
 lint: setup
-	.venv/bin/ruff check src tests scripts benchmarks && .venv/bin/ruff format --check src tests scripts benchmarks
+	.venv/bin/ruff check src tests scripts benchmarks notebooks && .venv/bin/ruff format --check src tests scripts benchmarks notebooks
 
 clean:
 	rm -rf runs .pytest_cache
