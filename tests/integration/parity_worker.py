@@ -65,6 +65,11 @@ CASES = [
     ("mixtral", ParallelLayout(ep=2)),
     ("mixtral", ParallelLayout(pp=2)),
     ("mixtral", ParallelLayout(tp=2)),
+    # OLMoE: Megatron-Bridge's own attention module (Q/K norms over the whole width, which
+    # tensor parallelism would split: TP1 only).
+    ("olmoe", ParallelLayout(tp=1)),
+    ("olmoe", ParallelLayout(ep=2)),
+    ("olmoe", ParallelLayout(pp=2)),
 ]
 
 

@@ -6,7 +6,7 @@ Bridge's own (a provider from the HF config, a table of parameter mappings).
 Without Transformer Engine the experts of a MoE layer are Megatron's ``SequentialMLP``
 (``mlp.experts.local_experts.<i>.linear_fc1``), not the grouped GEMM
 (``mlp.experts.linear_fc1.weight<i>``). Some of Bridge's model bridges map only the grouped
-names; for those, a subclass adds the per-expert names, declared like Bridge's own mappings
+names (GLM-4-MoE, OLMoE); for those, a subclass adds the per-expert names, declared like Bridge's own mappings
 (Bridge's Qwen3-MoE bridge declares both forms the same way).
 """
 
@@ -114,12 +114,14 @@ def register_bridges() -> None:
         register_bridge_implementation,
     )
     from megatron.bridge.models.glm.glm45_bridge import GLM45Bridge
+    from megatron.bridge.models.olmoe.olmoe_bridge import OlMoEBridge
     from megatron.core.models.gpt.gpt_model import GPTModel
-    from transformers import Glm4MoeForCausalLM, MixtralForCausalLM
+    from transformers import Glm4MoeForCausalLM, MixtralForCausalLM, OlmoeForCausalLM
 
-    register_bridge_implementation(
-        source=Glm4MoeForCausalLM, target=GPTModel, bridge_class=_with_local_experts(GLM45Bridge)
-    )
+    for source, bridge in ((Glm4MoeForCausalLM, GLM45Bridge), (OlmoeForCausalLM, OlMoEBridge)):
+        register_bridge_implementation(
+            source=source, target=GPTModel, bridge_class=_with_local_experts(bridge)
+        )
     MegatronModelBridge.register_bridge(
         source=MixtralForCausalLM, target=GPTModel, model_type="mixtral"
     )(mixtral_bridge())

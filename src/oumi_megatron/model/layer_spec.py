@@ -34,13 +34,26 @@ def torch_layer_spec(config, vp_stage: int | None = None):
         normalization=config.normalization,
     )
     spec.submodules.self_attention.submodules.core_attention = TorchCoreAttention
+    attention = getattr(config, "self_attention_module", None)
+    if attention is not None:  # a family's own attention (``bridge_self_attention``)
+        spec.submodules.self_attention.module = attention
     return spec
+
+
+def bridge_self_attention(layer_spec) -> type | None:
+    """The self-attention class a Megatron-Bridge layer spec function puts in its layers, for
+    families whose attention differs from Megatron's (OLMoE: Q/K norms over the whole width
+    rather than per head); None for Megatron's own."""
+    if not callable(layer_spec) or isinstance(layer_spec, ModuleSpec):
+        return None
+    if getattr(layer_spec, "__name__", "") == "olmoe_layer_spec":
+        from megatron.bridge.models.olmoe.olmoe_provider import OLMoESelfAttention
+
+        return OLMoESelfAttention
+    return None
 
 
 def _heterogeneous(config) -> bool:
     frequency = getattr(config, "moe_layer_freq", 1)
     mixed = config.num_moe_experts is not None and frequency not in (1, None)
     return bool(mixed or getattr(config, "multi_latent_attention", False))
-
-
-__all__ = ["ModuleSpec", "torch_layer_spec"]

@@ -21,7 +21,7 @@ _TE_ONLY_FUSIONS = (
 
 def configure_provider(provider, layout: ParallelLayout, params_dtype: torch.dtype = torch.float32):
     """Apply `layout`, dtype and the TE-free layer spec to a Bridge `GPTModelProvider`."""
-    from oumi_megatron.model.layer_spec import torch_layer_spec
+    from oumi_megatron.model.layer_spec import bridge_self_attention, torch_layer_spec
     from oumi_megatron.model.rope import install_packed_rope
 
     install_packed_rope()
@@ -43,6 +43,7 @@ def configure_provider(provider, layout: ParallelLayout, params_dtype: torch.dty
     provider.batch_p2p_comm = layout.vpp is None
     for name in _TE_ONLY_FUSIONS:
         setattr(provider, name, False)
+    provider.self_attention_module = bridge_self_attention(provider.transformer_layer_spec)
     provider.transformer_layer_spec = torch_layer_spec
     provider.params_dtype = params_dtype
     provider.bf16 = params_dtype == torch.bfloat16

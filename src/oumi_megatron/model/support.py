@@ -63,6 +63,9 @@ FAMILIES: tuple[Family, ...] = (
         "Mixtral", ("MixtralForCausalLM",), "mixtral",
         (_TP1, _TP2, _PP2, ParallelLayout(ep=2)), moe=True,
     ),
+    Family(  # Q/K norms over the whole width: not split by tensor parallelism
+        "OLMoE", ("OlmoeForCausalLM",), "olmoe", (_TP1, _PP2, ParallelLayout(ep=2)), moe=True,
+    ),
     Family(
         "GLM-4.5 / GLM-4-MoE", ("Glm4MoeForCausalLM",), "glm4_moe",
         (_TP1, _TP2, _PP2, ParallelLayout(ep=2)), moe=True,
@@ -72,7 +75,6 @@ FAMILIES: tuple[Family, ...] = (
 #: Architectures users ask for that do not convert exactly yet, and why (checked on tiny
 #: random models of each family, fp32, CPU).
 NOT_YET: dict[str, str] = {
-    "OlmoeForCausalLM": "its whole-width Q/K norms do not map onto Megatron's per-head ones",
     "GptOssForCausalLM": "sink attention and the clamped SwiGLU are not in the layer spec",
     "Gemma2ForCausalLM": "zero-centred RMSNorm and logit soft-capping need Transformer Engine",
     "Gemma3ForCausalLM": "zero-centred RMSNorm and sliding windows need Transformer Engine",
@@ -82,7 +84,6 @@ NOT_YET: dict[str, str] = {
 #: The supported family closest to an unsupported architecture (what to try instead).
 NEAREST: dict[str, str] = {
     "DeepseekV2ForCausalLM": "DeepSeek-V3",
-    "OlmoeForCausalLM": "Qwen3-MoE",
     "GptOssForCausalLM": "Qwen3-MoE",
     "Qwen2MoeForCausalLM": "Qwen3-MoE",
     "Gemma2ForCausalLM": "Llama",

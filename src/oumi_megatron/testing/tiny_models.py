@@ -13,6 +13,7 @@ from oumi_megatron.testing.tokenizer import save_tokenizer
 VOCAB_SIZE = 512  # tokenizer uses fewer ids; the rest are never produced by it
 ARCHITECTURES = (
     "llama", "qwen2", "qwen3", "mistral", "qwen3_moe", "deepseek_v3", "glm4_moe", "mixtral",
+    "olmoe",
 )  # fmt: skip
 # Shared by every model here: the offline tokenizer's ids and vocabulary (testing/tokenizer.py)
 # and the RMSNorm epsilon.
@@ -30,6 +31,7 @@ def tiny_config(arch: str, num_layers: int = 4):
         LlamaConfig,
         MistralConfig,
         MixtralConfig,
+        OlmoeConfig,
         Qwen2Config,
         Qwen3Config,
         Qwen3MoeConfig,
@@ -80,6 +82,11 @@ def tiny_config(arch: str, num_layers: int = 4):
         return MixtralConfig(
             **{**common, "intermediate_size": 32}, num_local_experts=4, num_experts_per_tok=2,
             sliding_window=None, architectures=["MixtralForCausalLM"],
+        )  # fmt: skip
+    if arch == "olmoe":  # Q/K norms over the whole width; one K/V per head, as published
+        return OlmoeConfig(
+            **{**common, "num_key_value_heads": 4, "intermediate_size": 32}, num_experts=4,
+            num_experts_per_tok=2, architectures=["OlmoeForCausalLM"],
         )  # fmt: skip
     raise ValueError(f"arch must be one of {ARCHITECTURES}, got {arch!r}")
 
