@@ -91,9 +91,8 @@ def check_pipeline_split(m: Any, shape: Any) -> list[int]:
             sizes += f", virtual_pipeline_model_parallel_size ({layout.vpp})"
         proposal = propose_split(shape.num_layers, layout.pp, layout.vpp)
         if proposal is not None:
-            fields = {k: v for k, v in proposal.megatron_fields().items() if v}
             fix = "set megatron.transformer_config " + ", ".join(
-                f"{k}: {str(v).lower()}" for k, v in fields.items()
+                f"{k}: {str(v).lower()}" for k, v in proposal.set_fields().items()
             )
         else:
             fix = f"use pipeline sizes whose product divides {shape.num_layers}"

@@ -42,6 +42,10 @@ class PipelineSplit:
             "account_for_loss_in_pipeline_split": self.loss_in_split,
         }
 
+    def set_fields(self) -> dict[str, int | bool]:
+        """``megatron_fields`` that are set (what a recipe has to write)."""
+        return {k: v for k, v in self.megatron_fields().items() if v}
+
     def describe(self) -> str:
         if self.is_even:
             return "even"

@@ -66,11 +66,10 @@ class Candidate:
         return self.tp * self.pp * self.cp * self.dp // (self.etp * self.ep * self.pp)
 
     def label(self) -> str:
-        parts = [f"TP{self.tp}", f"PP{self.pp}"]
-        parts += [f"VPP{self.vpp}"] if self.vpp else []
-        parts += [f"CP{self.cp}"] if self.cp > 1 else []
-        parts += [f"EP{self.ep}"] if self.ep > 1 else []
-        return "×".join(parts)
+        """``TP8×PP2``-style, as ``ParallelLayout`` prints itself."""
+        from oumi_megatron.parallel.layout import ParallelLayout
+
+        return str(ParallelLayout(tp=self.tp, pp=self.pp, vpp=self.vpp, cp=self.cp, ep=self.ep))
 
 
 @dataclass(frozen=True)

@@ -128,14 +128,10 @@ def yaml_lines(plan: Plan, best: Ranked) -> list[str]:
     if o.optimizer_offload:
         lines += ["  optimizer_config:", "    optimizer_cpu_offload: true",
                   f"    optimizer_offload_fraction: {o.optimizer_offload}"]  # fmt: skip
-    transformer = [f"    {k}: {str(v).lower()}" for k, v in _split_fields(best).items()]
+    transformer = [f"    {k}: {str(v).lower()}" for k, v in best.split.set_fields().items()]
     if o.full_recompute:
         transformer += ["    recompute_granularity: full", "    recompute_method: uniform",
                         "    recompute_num_layers: 1"]  # fmt: skip
     if transformer:
         lines += ["  transformer_config:", *transformer]
     return lines
-
-
-def _split_fields(best: Ranked) -> dict:
-    return {k: v for k, v in best.split.megatron_fields().items() if v}
