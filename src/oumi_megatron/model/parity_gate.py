@@ -1,13 +1,13 @@
 """The parity gate: before training, the converted model's first layers must compute what the
 Hugging Face model's do, or the run stops.
 
-Cheap by design: the ranks of the first pipeline stage run the embedding and the first
-``GATE_LAYERS`` decoder layers of their Megatron chunk on a few fixed tokens, and compare
-each layer's output with a Hugging Face model truncated to those layers (its weights read
-from the same checkpoint). A mapping or an architecture detail that the conversion gets
-wrong (a norm, an attention variant, an activation, expert routing) shows in the first
-layers' hidden states; which layer first differs is reported. The output layer's mapping is
-covered by the exact export round trip. Every rank learns the verdict (one all-reduce).
+Cheap by design: the ranks of one model replica's first pipeline stage run the embedding and
+the first ``GATE_LAYERS`` decoder layers of their Megatron chunk on a few fixed tokens, and
+compare each layer's output with a Hugging Face model truncated to those layers (its weights
+read from the same checkpoint). A mapping or an architecture detail that the conversion gets
+wrong (a norm, an attention variant, an activation, expert routing) shows in the first layers'
+hidden states; which layer first differs is reported. The output layer's mapping is covered by
+the exact export round trip. Every rank learns the verdict (one all-reduce).
 """
 
 from __future__ import annotations
@@ -60,11 +60,20 @@ def check_parity(
     # Context parallelism splits every sequence over ranks; the layers' weights are the same
     # at CP1, which the parity tests cover, so the gate compares only without it.
     context_parallel = parallel_state.get_context_parallel_world_size() > 1
-    if parallel_state.is_pipeline_first_stage(ignore_virtual=True) and not context_parallel:
+    # One model replica compares (the first stage of expert-data-parallel rank 0: its TP and EP
+    # ranks take part in the forward); the other replicas hold the same weights.
+    compares = (
+        parallel_state.is_pipeline_first_stage(ignore_virtual=True)
+        and parallel_state.get_expert_data_parallel_rank() == 0
+        and not context_parallel
+    )
+    if compares:
         diffs = _first_layer_diffs(chunks[0], Path(hf_dir))
-    # [max relative diff, first bad layer (or a large number)] agreed by every rank
+    # [max relative diff, first bad layer (or a large number)] agreed by every rank; on the
+    # device the collective backend needs (NCCL: the GPU)
     bad = [i for i, d in enumerate(diffs) if d > tolerance]
-    verdict = torch.tensor([max(diffs, default=0.0), float(bad[0]) if bad else 1e9])
+    device = next(chunks[0].parameters()).device
+    verdict = torch.tensor([max(diffs, default=0.0), float(bad[0]) if bad else 1e9], device=device)
     if dist.is_initialized():
         worst = verdict.clone()
         dist.all_reduce(worst[:1], op=dist.ReduceOp.MAX)
