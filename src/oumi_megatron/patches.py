@@ -58,6 +58,11 @@ PATCHES: tuple[Patch, ...] = (
           ("self", "optimizer", "config", "grad_scaler", "init_state_fn", "model_chunks",
            "per_model_buffers", "data_parallel_group", "data_parallel_group_gloo",
            "data_parallel_group_idx", "distributed_optimizer_instance_id")),
+    Patch("tied-embeddings",
+          "megatron.core.models.common.language_module.language_module:"
+          "LanguageModule.setup_embeddings_and_output_layer", "cpu", "parallel.cpu_compat",
+          "tied embeddings over pipeline stages are copied with an all-reduce of .cuda()",
+          ("self",)),
     # No target to check ahead: finding Bridge's LoRA module imports Bridge, which needs the
     # stand-in; a Bridge without that import simply never asks for it.
     Patch("te-stand-in", "", "all", "parallel.cpu_compat",

@@ -1,6 +1,7 @@
 """HF ⇄ Megatron on 4 gloo processes: logits parity, exact export, convert-once reuse.
 
-One torchrun launch covers every fixture × layout (see parity_worker.CASES).
+Two torchrun launches (the dense families, then the MoE ones) cover every fixture × layout
+(see parity_worker.CASES).
 """
 
 from __future__ import annotations
@@ -17,10 +18,16 @@ LOGIT_TOLERANCE = 1e-5
 
 @pytest.fixture(scope="module")
 def parity_results(tiny_models, tmp_path_factory) -> dict[str, dict]:
-    results_path = tmp_path_factory.mktemp("parity") / "results.jsonl"
-    torchrun(4, WORKER, str(tiny_models), str(results_path))
-    lines = [json.loads(line) for line in results_path.read_text().splitlines()]
-    return {line["case"]: line for line in lines}
+    from parity_worker import CASES, DENSE
+
+    moe = sorted({arch for arch, _ in CASES} - set(DENSE))
+    results: dict[str, dict] = {}
+    for group in (DENSE, moe):
+        results_path = tmp_path_factory.mktemp("parity") / "results.jsonl"
+        torchrun(4, WORKER, str(tiny_models), str(results_path), ",".join(group))
+        lines = [json.loads(line) for line in results_path.read_text().splitlines()]
+        results.update({line["case"]: line for line in lines})
+    return results
 
 
 def _case_ids():

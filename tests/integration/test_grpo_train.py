@@ -78,8 +78,12 @@ LAYOUTS = {
     # DeepSeek-V3: multi-latent attention, a dense first layer, shared expert, sigmoid routing
     # with an expert bias, experts split over 2 ranks.
     "EP2_deepseek": (2, ["megatron.expert_model_parallel_size=2"]),
+    # Gemma 3: sandwich and zero-centred norms, sliding windows in packed rows, embeddings
+    # tied across the two pipeline stages (their gradients summed over the stages).
+    "PP2_gemma3": (2, ["megatron.pipeline_model_parallel_size=2"]),
 }
-MODELS = {"EP2_moe": "qwen3_moe", "EP2_deepseek": "deepseek_v3"}  # the rest: llama
+MODELS = {"EP2_moe": "qwen3_moe", "EP2_deepseek": "deepseek_v3", "PP2_gemma3": "gemma3"}
+MOE = ("EP2_moe", "EP2_deepseek")  # the layouts above not in MODELS train llama
 
 
 @pytest.fixture(scope="module")
@@ -132,7 +136,7 @@ def test_layout_trains_syncs_and_exports(layout, tiny_models, tmp_path, request)
         assert all(row["exchange/sequences_trained"] == 32 for row in rows)
         assert all(row["dynamic_sampling/rounds"] >= 1 for row in rows)
         assert all(row["reward/overlong_penalty_mean"] < 0 for row in rows)
-    if layout in MODELS:  # MoE: the aux loss is logged; experts come back in HF naming
+    if layout in MOE:  # the aux loss is logged; experts come back in HF naming
         # Qwen3-MoE's aux loss is per micro-batch, DeepSeek-V3's per sequence (seq_aux_loss).
         kind = "seq_load_balancing_loss" if layout == "EP2_deepseek" else "load_balancing_loss"
         assert all(0 < row[f"moe/{kind}"] < 10 for row in rows)

@@ -1,4 +1,5 @@
-"""Core attention in plain torch (SDPA): causal, padded and packed (THD) sequences.
+"""Core attention in plain torch (SDPA): causal, padded and packed (THD) sequences, with the
+per-layer sliding window and logit soft-capping some families use (Gemma, GPT-OSS, Mistral).
 
 Megatron's local `DotProductAttention` refuses packed sequences and context parallelism; those are
 Transformer Engine features. This module takes the same constructor and forward contract, so it
@@ -18,13 +19,50 @@ from megatron.core.transformer.enums import AttnMaskType
 from megatron.core.transformer.module import MegatronModule
 from megatron.core.transformer.transformer_config import TransformerConfig
 
+from oumi_megatron.model.attention_windows import layer_window
 
-def packed_causal_mask(cu_seqlens: torch.Tensor, total: int) -> torch.Tensor:
-    """Boolean [t, t] mask, True where attention is allowed: causal within each sequence only."""
+
+def packed_causal_mask(
+    cu_seqlens: torch.Tensor, total: int, window: int | None = None
+) -> torch.Tensor:
+    """Boolean [t, t] mask, True where attention is allowed: causal within each sequence only
+    (and at most ``window`` keys back)."""
     positions = torch.arange(total, device=cu_seqlens.device)
     doc_ids = torch.bucketize(positions, cu_seqlens[1:], right=True)
     same_doc = doc_ids[:, None] == doc_ids[None, :]
-    return same_doc & (positions[:, None] >= positions[None, :])
+    return same_doc & causal_band(positions, positions, window)
+
+
+def causal_band(query_pos: torch.Tensor, key_pos: torch.Tensor, window: int | None):
+    """[queries, keys]: key at or before the query, and at most ``window`` positions back."""
+    behind = query_pos[:, None] - key_pos[None, :]
+    allowed = behind >= 0
+    return allowed if window is None else allowed & (behind <= window)
+
+
+def attend(q, k, v, allowed, scale: float, dropout_p: float, softcap: float | None = None,
+           is_causal: bool = False) -> torch.Tensor:  # fmt: skip
+    """SDPA over ``[b, heads, s, dim]``; with ``softcap`` the scores pass through
+    ``softcap · tanh(score / softcap)`` first, which SDPA cannot do: explicit, in fp32 softmax,
+    as Hugging Face's eager attention computes it."""
+    gqa = k.shape[1] != q.shape[1]
+    if softcap is None:
+        return F.scaled_dot_product_attention(
+            q, k, v, attn_mask=allowed, dropout_p=dropout_p, is_causal=is_causal, scale=scale,
+            enable_gqa=gqa,
+        )  # fmt: skip
+    if gqa:
+        groups = q.shape[1] // k.shape[1]
+        k, v = (t.repeat_interleave(groups, dim=1) for t in (k, v))
+    scores = torch.matmul(q, k.transpose(-1, -2)) * scale
+    scores = torch.tanh(scores / softcap) * softcap
+    if is_causal:
+        allowed = causal_band(*(torch.arange(n, device=q.device) for n in scores.shape[-2:]), None)
+    if allowed is not None:
+        scores = scores.masked_fill(~allowed, float("-inf"))
+    probs = torch.softmax(scores, dim=-1, dtype=torch.float32).to(q.dtype)
+    probs = F.dropout(probs, p=dropout_p) if dropout_p else probs
+    return torch.matmul(probs, v)
 
 
 class TorchCoreAttention(MegatronModule):
@@ -56,6 +94,8 @@ class TorchCoreAttention(MegatronModule):
         self.softmax_scale = (
             softmax_scale if softmax_scale is not None else 1.0 / math.sqrt(head_dim)
         )
+        self.window = layer_window(config, layer_number)
+        self.softcap = getattr(config, "attn_logit_softcapping", None) or None
 
     def forward(
         self,
@@ -77,16 +117,14 @@ class TorchCoreAttention(MegatronModule):
         # Megatron layout [s, b, heads, dim] -> SDPA layout [b, heads, s, dim].
         q, k, v = (t.permute(1, 2, 0, 3) for t in (query, key, value))
         allowed = None if attention_mask is None else ~attention_mask
-        out = F.scaled_dot_product_attention(
-            q,
-            k,
-            v,
-            attn_mask=allowed,
-            dropout_p=dropout_p,
+        if self.window is not None:
+            positions = torch.arange(query.shape[0], device=query.device)
+            band = causal_band(positions, positions, self.window)
+            allowed = band if allowed is None else allowed & band
+        out = attend(
+            q, k, v, allowed, self.softmax_scale, dropout_p, self.softcap,
             is_causal=allowed is None,
-            scale=self.softmax_scale,
-            enable_gqa=k.shape[1] != q.shape[1],
-        )
+        )  # fmt: skip
         seq, batch = query.shape[0], query.shape[1]
         return out.permute(2, 0, 1, 3).reshape(seq, batch, -1)
 
@@ -96,14 +134,15 @@ class TorchCoreAttention(MegatronModule):
         from oumi_megatron.model import cp_attention
 
         group = self.cp_group or parallel_state.get_context_parallel_group()
+        variant = dict(window=self.window, softcap=self.softcap)
         if params is None:
             return cp_attention.padded_attention(
-                query, key, value, group, self.softmax_scale, dropout_p
+                query, key, value, group, self.softmax_scale, dropout_p, **variant
             )
         cu_seqlens = params.cu_seqlens_q_padded
         cu_seqlens = params.cu_seqlens_q if cu_seqlens is None else cu_seqlens
         return cp_attention.packed_attention(
-            query, key, value, cu_seqlens, group, self.softmax_scale, dropout_p
+            query, key, value, cu_seqlens, group, self.softmax_scale, dropout_p, **variant
         )
 
     def _packed(self, query, key, value, params: PackedSeqParams, dropout_p: float) -> torch.Tensor:
@@ -112,20 +151,12 @@ class TorchCoreAttention(MegatronModule):
         if cu_seqlens is None:
             cu_seqlens = params.cu_seqlens_q
         total = query.shape[0]
-        if use_varlen_flash(query, dropout_p):
+        if self.softcap is None and use_varlen_flash(query, dropout_p):
             out = self._packed_varlen(query, key, value, cu_seqlens, params.max_seqlen_q)
             return out.reshape(total, -1)
-        allowed = packed_causal_mask(cu_seqlens.to(query.device), total)
+        allowed = packed_causal_mask(cu_seqlens.to(query.device), total, self.window)
         q, k, v = (t.transpose(0, 1).unsqueeze(0) for t in (query, key, value))
-        out = F.scaled_dot_product_attention(
-            q,
-            k,
-            v,
-            attn_mask=allowed,
-            dropout_p=dropout_p,
-            scale=self.softmax_scale,
-            enable_gqa=k.shape[1] != q.shape[1],
-        )
+        out = attend(q, k, v, allowed, self.softmax_scale, dropout_p, self.softcap)
         return out.squeeze(0).transpose(0, 1).reshape(total, -1)
 
     def _packed_varlen(
@@ -144,7 +175,8 @@ class TorchCoreAttention(MegatronModule):
             max_len = int((cu[1:] - cu[:-1]).max().item())
         return varlen_attn(
             query, key, value, cu, cu, max_len, max_len,
-            scale=self.softmax_scale, window_size=(-1, 0),  # causal within each sequence
+            scale=self.softmax_scale,  # causal within each sequence, up to the window back
+            window_size=(-1 if self.window is None else self.window, 0),
         )  # fmt: skip
 
 

@@ -95,8 +95,9 @@ def load_megatron_model(
     # sets the parameter dtype anyway.
     bridge = AutoBridge.from_hf_pretrained(str(hf_dir), trust_remote_code=trust_remote_code)
     provider = configure_provider(
-        bridge.to_megatron_provider(load_weights=False), layout, params_dtype
-    )
+        bridge.to_megatron_provider(load_weights=False), layout, params_dtype,
+        hf_config=bridge.hf_pretrained.config,
+    )  # fmt: skip
     if configure is not None:
         configure(provider)
     with quiet_stdout():  # Megatron prints each rank's parameter count
@@ -148,7 +149,7 @@ def export_hf_model(loaded: LoadedModel, output_dir: str | Path) -> Path:
 
 @contextlib.contextmanager
 def _modelopt_quantization_stand_in():
-    """Let Bridge's HF writer run where NVIDIA ModelOpt is not installed (the GPU image).
+    """Let Bridge's HF writer run without NVIDIA ModelOpt (an extra: `oumi-megatron[modelopt]`).
 
     `save_hf_weights` imports `modelopt.torch.quantization.utils.is_quantized` only to ask
     whether ModelOpt quantized the model. Without ModelOpt nothing can have been, so the answer

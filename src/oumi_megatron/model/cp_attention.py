@@ -14,9 +14,9 @@ import functools
 
 import torch
 import torch.distributed as dist
-import torch.nn.functional as F
 
 from oumi_megatron.data.context_parallel import gather_order, local_positions
+from oumi_megatron.model.attention import attend, causal_band
 
 
 class _GatherAlongFirstDim(torch.autograd.Function):
@@ -53,28 +53,28 @@ def _gather_global(t: torch.Tensor, order: torch.Tensor, group) -> torch.Tensor:
     return _GatherAlongFirstDim.apply(t, group).index_select(0, order)
 
 
-def _mask(query_pos: torch.Tensor, seg_id: torch.Tensor) -> torch.Tensor:
-    """[local queries, global keys]: same segment, key at or before the query."""
+def _mask(query_pos: torch.Tensor, seg_id: torch.Tensor, window: int | None) -> torch.Tensor:
+    """[local queries, global keys]: same segment, key at or before the query (and at most
+    ``window`` positions back)."""
     keys = torch.arange(seg_id.numel(), device=seg_id.device)
     same = seg_id[query_pos][:, None] == seg_id[None, :]
-    return same & (query_pos[:, None] >= keys[None, :])
+    return same & causal_band(query_pos, keys, window)
 
 
-def packed_attention(query, key, value, cu_seqlens_padded, group, scale, dropout_p=0.0):
+def packed_attention(
+    query, key, value, cu_seqlens_padded, group, scale, dropout_p=0.0, window=None, softcap=None
+):
     """THD: local ``[t, heads, dim]``; ``cu_seqlens_padded`` of the whole sequences."""
     segments = tuple((cu_seqlens_padded[1:] - cu_seqlens_padded[:-1]).tolist())
     rank, size = dist.get_rank(group), dist.get_world_size(group)
     order, query_pos, seg_id = _layout(segments, rank, size, str(query.device))
     k, v = (_gather_global(t, order, group) for t in (key, value))
     q, k, v = (t.transpose(0, 1).unsqueeze(0) for t in (query, k, v))
-    out = F.scaled_dot_product_attention(
-        q, k, v, attn_mask=_mask(query_pos, seg_id), dropout_p=dropout_p, scale=scale,
-        enable_gqa=k.shape[1] != q.shape[1],
-    )  # fmt: skip
+    out = attend(q, k, v, _mask(query_pos, seg_id, window), scale, dropout_p, softcap)
     return out.squeeze(0).transpose(0, 1).reshape(query.shape[0], -1)
 
 
-def padded_attention(query, key, value, group, scale, dropout_p=0.0):
+def padded_attention(query, key, value, group, scale, dropout_p=0.0, window=None, softcap=None):
     """SBHD: local ``[s, b, heads, dim]`` (rows right-padded; the padding is never a key of a
     real token)."""
     rank, size = dist.get_rank(group), dist.get_world_size(group)
@@ -82,8 +82,5 @@ def padded_attention(query, key, value, group, scale, dropout_p=0.0):
     order, query_pos, seg_id = _layout((seq,), rank, size, str(query.device))
     k, v = (_gather_global(t, order, group) for t in (key, value))
     q, k, v = (t.permute(1, 2, 0, 3) for t in (query, k, v))
-    out = F.scaled_dot_product_attention(
-        q, k, v, attn_mask=_mask(query_pos, seg_id), dropout_p=dropout_p, scale=scale,
-        enable_gqa=k.shape[1] != q.shape[1],
-    )  # fmt: skip
+    out = attend(q, k, v, _mask(query_pos, seg_id, window), scale, dropout_p, softcap)
     return out.permute(2, 0, 1, 3).reshape(query.shape[0], query.shape[1], -1)

@@ -37,19 +37,29 @@ def torch_layer_spec(config, vp_stage: int | None = None):
     attention = getattr(config, "self_attention_module", None)
     if attention is not None:  # a family's own attention (``bridge_self_attention``)
         spec.submodules.self_attention.module = attention
+    if getattr(config, "sandwich_norms", False):  # Gemma (``model.gemma``)
+        from oumi_megatron.model.gemma import gemma_block_spec
+
+        return gemma_block_spec(config, spec, vp_stage)
     return spec
 
 
 def bridge_self_attention(layer_spec) -> type | None:
     """The self-attention class a Megatron-Bridge layer spec function puts in its layers, for
     families whose attention differs from Megatron's (OLMoE: Q/K norms over the whole width
-    rather than per head); None for Megatron's own."""
+    rather than per head; Gemma 3: a local or global rotary base per layer); None for
+    Megatron's own."""
     if not callable(layer_spec) or isinstance(layer_spec, ModuleSpec):
         return None
-    if getattr(layer_spec, "__name__", "") == "olmoe_layer_spec":
+    name = getattr(layer_spec, "__name__", "")
+    if name == "olmoe_layer_spec":
         from megatron.bridge.models.olmoe.olmoe_provider import OLMoESelfAttention
 
         return OLMoESelfAttention
+    if name == "gemma3_layer_spec":  # local or global rotary base per layer
+        from megatron.bridge.models.gemma.gemma3_provider import Gemma3SelfAttention
+
+        return Gemma3SelfAttention
     return None
 
 

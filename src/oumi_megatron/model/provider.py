@@ -19,12 +19,22 @@ _TE_ONLY_FUSIONS = (
 )
 
 
-def configure_provider(provider, layout: ParallelLayout, params_dtype: torch.dtype = torch.float32):
-    """Apply `layout`, dtype and the TE-free layer spec to a Bridge `GPTModelProvider`."""
+def configure_provider(
+    provider, layout: ParallelLayout, params_dtype: torch.dtype = torch.float32, hf_config=None
+):
+    """Apply `layout`, dtype and the TE-free layer spec to a Bridge `GPTModelProvider`;
+    with `hf_config`, also its sliding windows (``model.attention_windows``)."""
+    from oumi_megatron.model import gemma
+    from oumi_megatron.model.attention_windows import apply_windows
     from oumi_megatron.model.layer_spec import bridge_self_attention, torch_layer_spec
     from oumi_megatron.model.rope import install_packed_rope
 
     install_packed_rope()
+    if hf_config is not None:
+        apply_windows(provider, hf_config)
+    provider.sandwich_norms = gemma.is_gemma(provider)
+    if provider.sandwich_norms:
+        gemma.register_module_types()
 
     provider.tensor_model_parallel_size = layout.tp
     provider.pipeline_model_parallel_size = layout.pp

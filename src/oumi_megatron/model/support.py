@@ -24,7 +24,7 @@ class Family:
     """Hugging Face ``architectures`` class names."""
     fixture: str
     """The tiny random model of this family in the tests (``testing.tiny_models``); also its
-    Hugging Face ``model_type``."""
+    Hugging Face ``model_type`` unless ``model_type`` says otherwise."""
     layouts: tuple[ParallelLayout, ...]
     """Layouts whose conversion is exact (parity-tested)."""
     trained: tuple[str, ...] = ()
@@ -33,6 +33,7 @@ class Family:
     vllm_sync: bool = False
     """Trained with vLLM and GPU weight sync in the GPU checks (``scripts/gpu/``)."""
     moe: bool = False
+    model_type: str | None = None
 
 
 _TP1, _TP2, _PP2 = ParallelLayout(), ParallelLayout(tp=2), ParallelLayout(pp=2)
@@ -70,14 +71,18 @@ FAMILIES: tuple[Family, ...] = (
         "GLM-4.5 / GLM-4-MoE", ("Glm4MoeForCausalLM",), "glm4_moe",
         (_TP1, _TP2, _PP2, ParallelLayout(ep=2)), moe=True,
     ),
+    Family(  # zero-centred and sandwich norms, sliding windows, local/global rotary bases
+        "Gemma 3 (text)", ("Gemma3ForCausalLM",), "gemma3",
+        (_TP1, _TP2, _PP2, ParallelLayout(cp=2)), trained=("PP2_gemma3",),
+        model_type="gemma3_text",
+    ),
 )  # fmt: skip
 
 #: Architectures users ask for that do not convert exactly yet, and why (checked on tiny
 #: random models of each family, fp32, CPU).
 NOT_YET: dict[str, str] = {
     "GptOssForCausalLM": "sink attention and the clamped SwiGLU are not in the layer spec",
-    "Gemma2ForCausalLM": "zero-centred RMSNorm and logit soft-capping need Transformer Engine",
-    "Gemma3ForCausalLM": "zero-centred RMSNorm and sliding windows need Transformer Engine",
+    "Gemma2ForCausalLM": "the final logits' soft-capping is not in the log-prob kernels yet",
     "Phi3ForCausalLM": "Megatron-Bridge has no Phi-3 mapping",
 }
 
@@ -86,8 +91,8 @@ NEAREST: dict[str, str] = {
     "DeepseekV2ForCausalLM": "DeepSeek-V3",
     "GptOssForCausalLM": "Qwen3-MoE",
     "Qwen2MoeForCausalLM": "Qwen3-MoE",
-    "Gemma2ForCausalLM": "Llama",
-    "Gemma3ForCausalLM": "Llama",
+    "Gemma2ForCausalLM": "Gemma 3 (text)",
+    "Gemma3ForConditionalGeneration": "Gemma 3 (text)",
     "Phi3ForCausalLM": "Llama",
 }
 
@@ -112,7 +117,7 @@ def check_supported(config: dict) -> Family:
         if family is not None:
             return family
     if not architectures:  # a config saved without a model class: its model_type decides
-        by_type = {f.fixture: f for f in FAMILIES}
+        by_type = {f.model_type or f.fixture: f for f in FAMILIES}
         if config.get("model_type") in by_type:
             return by_type[config["model_type"]]
     named = architectures[0] if architectures else f"model_type {config.get('model_type')!r}"

@@ -47,6 +47,7 @@ def apply_cpu_compat() -> None:
     _install_cpu_factories()
     _install_cpu_grad_clipping()
     _install_cpu_distributed_optimizer()
+    _install_cpu_tied_embeddings()
     _APPLIED = True
 
 
@@ -303,3 +304,29 @@ def import_megatron_bridge():
         for name in ("transformer_engine.pytorch", "transformer_engine"):
             sys.modules.pop(name, None)
     return importlib.import_module("megatron.bridge")
+
+
+def _install_cpu_tied_embeddings() -> None:
+    """Tied embeddings over pipeline stages: Megatron copies the first stage's embedding to
+    the last stage's output layer with an all-reduce of ``weight.data.cuda()``. The same
+    all-reduce on the CPU tensor (the copy's other steps unchanged)."""
+    import torch.distributed as dist
+    from megatron.core.models.common.language_module.language_module import LanguageModule
+
+    original = LanguageModule.setup_embeddings_and_output_layer
+
+    @functools.wraps(original)
+    def setup_embeddings_and_output_layer(self) -> None:
+        config = self.config
+        if config.init_model_with_meta_device or not dist.is_initialized():
+            return original(self)
+        config.init_model_with_meta_device = True  # skips only the CUDA all-reduce
+        try:
+            original(self)
+        finally:
+            config.init_model_with_meta_device = False
+        tied = self.share_embeddings_and_output_weights or getattr(config, "mtp_num_layers", 0)
+        if tied and config.pipeline_model_parallel_size > 1 and self._is_in_embd_group():
+            dist.all_reduce(self.shared_embedding_or_output_weight().data, group=self.embd_group)
+
+    LanguageModule.setup_embeddings_and_output_layer = setup_embeddings_and_output_layer

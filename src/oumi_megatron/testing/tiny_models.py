@@ -13,7 +13,7 @@ from oumi_megatron.testing.tokenizer import save_tokenizer
 VOCAB_SIZE = 512  # tokenizer uses fewer ids; the rest are never produced by it
 ARCHITECTURES = (
     "llama", "qwen2", "qwen3", "mistral", "qwen3_moe", "deepseek_v3", "glm4_moe", "mixtral",
-    "olmoe",
+    "olmoe", "gemma3",
 )  # fmt: skip
 # Shared by every model here: the offline tokenizer's ids and vocabulary (testing/tokenizer.py)
 # and the RMSNorm epsilon.
@@ -27,6 +27,7 @@ def tiny_config(arch: str, num_layers: int = 4):
     """A small config of a real architecture: GQA (4 heads / 2 KV heads), tied embeddings off."""
     from transformers import (
         DeepseekV3Config,
+        Gemma3TextConfig,
         Glm4MoeConfig,
         LlamaConfig,
         MistralConfig,
@@ -88,6 +89,20 @@ def tiny_config(arch: str, num_layers: int = 4):
             **{**common, "num_key_value_heads": 4, "intermediate_size": 32}, num_experts=4,
             num_experts_per_tok=2, architectures=["OlmoeForCausalLM"],
         )  # fmt: skip
+    if arch == "gemma3":  # windows of 8 tokens (the tests' sequences are longer), full
+        # attention every 2nd layer with its own rotary base, Q/K norms, a query scale of its
+        # own, tied embeddings
+        rope = {"full_attention": {"rope_type": "default", "rope_theta": 1e6},
+                "sliding_attention": {"rope_type": "default", "rope_theta": 1e4}}  # fmt: skip
+        fields = {k: v for k, v in common.items() if k != "rope_theta"}
+        return Gemma3TextConfig(
+            **{**fields, "tie_word_embeddings": True}, rope_parameters=rope, head_dim=16,
+            sliding_window=8,
+            layer_types=["sliding_attention", "full_attention"] * (num_layers // 2)
+            + ["sliding_attention"] * (num_layers % 2),
+            query_pre_attn_scalar=24, hidden_activation="gelu_pytorch_tanh",
+            architectures=["Gemma3ForCausalLM"],
+        )  # fmt: skip
     raise ValueError(f"arch must be one of {ARCHITECTURES}, got {arch!r}")
 
 
@@ -106,6 +121,8 @@ def build_tiny_model(arch: str, directory: str | Path, seed: int = 0, num_layers
         for param in model.parameters():
             if param.dim() > 1:
                 param.normal_(0.0, 0.08)
+            elif arch.startswith("gemma"):  # zero-centred norm scales: away from 0 too
+                param.normal_(0.0, 0.2)
     return _write_checkpoint(model, directory)
 
 
