@@ -101,5 +101,15 @@ def test_hugging_face_layer_types_become_megatron_window_fields() -> None:
     assert window_flags(hf(sliding_window=4096, use_sliding_window=False)) is None
     assert window_flags(hf(sliding_window=None)) is None
     with pytest.raises(ValueError, match="repeating pattern"):
-        apply_windows(provider, hf(sliding_window=8, layer_types=[
-            "full_attention", "sliding_attention", "sliding_attention", "full_attention"]))
+        apply_windows(
+            provider,
+            hf(
+                sliding_window=8,
+                layer_types=[
+                    "full_attention",
+                    "sliding_attention",
+                    "sliding_attention",
+                    "full_attention",
+                ],
+            ),
+        )
