@@ -131,8 +131,11 @@ def verify(args) -> int:
 def _hf_logits(setup: RunSetup, input_ids: torch.Tensor) -> torch.Tensor:
     from transformers import AutoModelForCausalLM
 
+    from oumi_megatron.model.hf_attention import hf_attn_implementation_of
+
     model = AutoModelForCausalLM.from_pretrained(
-        setup.hf_dir, dtype=setup.params_dtype, trust_remote_code=setup.cfg.model.trust_remote_code
-    ).eval()
+        setup.hf_dir, dtype=setup.params_dtype, trust_remote_code=setup.cfg.model.trust_remote_code,
+        attn_implementation=hf_attn_implementation_of(setup.hf_dir),
+    ).eval()  # fmt: skip
     with torch.no_grad():
         return model(input_ids).logits.float()

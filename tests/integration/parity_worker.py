@@ -77,8 +77,13 @@ CASES = [
     ("gemma3", ParallelLayout(tp=2)),
     ("gemma3", ParallelLayout(pp=2)),
     ("gemma3", ParallelLayout(cp=2)),
+    # Gemma 2: soft-capped attention and final logits, windows on every second layer.
+    ("gemma2", ParallelLayout(tp=1)),
+    ("gemma2", ParallelLayout(tp=2)),
+    ("gemma2", ParallelLayout(pp=2)),
+    ("gemma2", ParallelLayout(cp=2)),
 ]
-DENSE = ("llama", "qwen2", "qwen3", "mistral", "gemma3")
+DENSE = ("llama", "qwen2", "qwen3", "mistral", "gemma3", "gemma2")
 
 
 @functools.cache
@@ -94,7 +99,11 @@ def case_tokens() -> torch.Tensor:
 def hf_reference(model_dir: Path, input_ids: torch.Tensor) -> torch.Tensor:
     from transformers import AutoModelForCausalLM
 
-    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).eval()
+    from oumi_megatron.model.hf_attention import hf_attn_implementation_of
+
+    model = AutoModelForCausalLM.from_pretrained(
+        model_dir, dtype=torch.float32, attn_implementation=hf_attn_implementation_of(model_dir)
+    ).eval()
     with torch.no_grad():
         return model(input_ids).logits
 

@@ -71,14 +71,14 @@ def test_unsupported_model_fails_validation_in_seconds(tmp_path) -> None:
     """Through the config layer's model read (``ModelShape.from_model_dir``), as a run would."""
     from oumi_megatron.config import ConfigError, ModelShape
 
-    model = tmp_path / "gemma"
+    model = tmp_path / "phi3"
     model.mkdir()
-    config = {"architectures": ["Gemma2ForCausalLM"], "model_type": "gemma2",
+    config = {"architectures": ["Phi3ForCausalLM"], "model_type": "phi3",
               "num_hidden_layers": 2, "hidden_size": 64, "num_attention_heads": 4,
               "vocab_size": 512}  # fmt: skip
     (model / "config.json").write_text(json.dumps(config))
     start = time.perf_counter()
-    with pytest.raises(ConfigError, match="Gemma2ForCausalLM is not supported .*Llama"):
+    with pytest.raises(ConfigError, match="Phi3ForCausalLM is not supported .*Llama"):
         ModelShape.from_model_dir(model)
     assert time.perf_counter() - start < 2.0
 

@@ -161,6 +161,8 @@ def _hf_layer_outputs(hf_dir: Path, count: int, tokens: torch.Tensor, dtype) -> 
     from transformers import AutoConfig, AutoModelForCausalLM
     from transformers.utils import logging as hf_logging
 
+    from oumi_megatron.model.hf_attention import hf_attn_implementation
+
     config = AutoConfig.from_pretrained(hf_dir, trust_remote_code=False, local_files_only=True)
     text = config.get_text_config() if hasattr(config, "get_text_config") else config
     text.num_hidden_layers = count
@@ -168,8 +170,9 @@ def _hf_layer_outputs(hf_dir: Path, count: int, tokens: torch.Tensor, dtype) -> 
     hf_logging.set_verbosity_error()  # the later layers' weights are "unused" on purpose
     try:
         model = AutoModelForCausalLM.from_pretrained(
-            hf_dir, config=config, dtype=dtype, local_files_only=True
-        ).eval()
+            hf_dir, config=config, dtype=dtype, local_files_only=True,
+            attn_implementation=hf_attn_implementation(config),
+        ).eval()  # fmt: skip
     finally:
         hf_logging.set_verbosity(verbosity)
     outputs: list[torch.Tensor] = []

@@ -33,6 +33,9 @@ def configure_provider(
     if hf_config is not None:
         apply_windows(provider, hf_config)
     provider.sandwich_norms = gemma.is_gemma(provider)
+    scalar = getattr(provider, "query_pre_attn_scalar", None)  # Gemma 2: its own query scale
+    if scalar and provider.softmax_scale is None:
+        provider.softmax_scale = float(scalar) ** -0.5
     if provider.sandwich_norms:
         gemma.register_module_types()
 

@@ -76,13 +76,15 @@ FAMILIES: tuple[Family, ...] = (
         (_TP1, _TP2, _PP2, ParallelLayout(cp=2)), trained=("PP2_gemma3",),
         model_type="gemma3_text",
     ),
+    Family(  # as Gemma 3 with soft-capped attention and final logits, one rotary base
+        "Gemma 2", ("Gemma2ForCausalLM",), "gemma2", (_TP1, _TP2, _PP2, ParallelLayout(cp=2)),
+    ),
 )  # fmt: skip
 
 #: Architectures users ask for that do not convert exactly yet, and why (checked on tiny
 #: random models of each family, fp32, CPU).
 NOT_YET: dict[str, str] = {
     "GptOssForCausalLM": "sink attention and the clamped SwiGLU are not in the layer spec",
-    "Gemma2ForCausalLM": "the final logits' soft-capping is not in the log-prob kernels yet",
     "Phi3ForCausalLM": "Megatron-Bridge has no Phi-3 mapping",
 }
 
@@ -91,7 +93,6 @@ NEAREST: dict[str, str] = {
     "DeepseekV2ForCausalLM": "DeepSeek-V3",
     "GptOssForCausalLM": "Qwen3-MoE",
     "Qwen2MoeForCausalLM": "Qwen3-MoE",
-    "Gemma2ForCausalLM": "Gemma 3 (text)",
     "Gemma3ForConditionalGeneration": "Gemma 3 (text)",
     "Phi3ForCausalLM": "Llama",
 }

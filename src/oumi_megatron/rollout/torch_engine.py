@@ -61,12 +61,16 @@ class TorchRolloutEngine(RolloutEngine):
         if isinstance(model, (str, Path)):
             from transformers import AutoModelForCausalLM
 
+            from oumi_megatron.model.hf_attention import hf_attn_implementation_of
+
             model = AutoModelForCausalLM.from_pretrained(
                 str(model),
                 dtype=dtype,
                 trust_remote_code=trust_remote_code,
                 use_safetensors=True,
-                attn_implementation=attn_implementation,
+                attn_implementation=hf_attn_implementation_of(
+                    model, attn_implementation, trust_remote_code
+                ),
             )
         self.model = model.to(device=self.device, dtype=dtype).eval().requires_grad_(False)
         self.eos_token_ids = _eos_ids(self.model)

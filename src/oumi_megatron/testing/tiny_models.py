@@ -13,7 +13,7 @@ from oumi_megatron.testing.tokenizer import save_tokenizer
 VOCAB_SIZE = 512  # tokenizer uses fewer ids; the rest are never produced by it
 ARCHITECTURES = (
     "llama", "qwen2", "qwen3", "mistral", "qwen3_moe", "deepseek_v3", "glm4_moe", "mixtral",
-    "olmoe", "gemma3",
+    "olmoe", "gemma3", "gemma2",
 )  # fmt: skip
 # Shared by every model here: the offline tokenizer's ids and vocabulary (testing/tokenizer.py)
 # and the RMSNorm epsilon.
@@ -27,6 +27,7 @@ def tiny_config(arch: str, num_layers: int = 4):
     """A small config of a real architecture: GQA (4 heads / 2 KV heads), tied embeddings off."""
     from transformers import (
         DeepseekV3Config,
+        Gemma2Config,
         Gemma3TextConfig,
         Glm4MoeConfig,
         LlamaConfig,
@@ -102,6 +103,13 @@ def tiny_config(arch: str, num_layers: int = 4):
             + ["sliding_attention"] * (num_layers % 2),
             query_pre_attn_scalar=24, hidden_activation="gelu_pytorch_tanh",
             architectures=["Gemma3ForCausalLM"],
+        )  # fmt: skip
+    if arch == "gemma2":  # windows of 8 tokens on every 2nd layer, soft-capped attention and
+        # final logits (caps small enough to bite on random weights), tied embeddings
+        return Gemma2Config(
+            **{**common, "tie_word_embeddings": True}, head_dim=16, sliding_window=8,
+            query_pre_attn_scalar=24, attn_logit_softcapping=2.0, final_logit_softcapping=3.0,
+            hidden_activation="gelu_pytorch_tanh", architectures=["Gemma2ForCausalLM"],
         )  # fmt: skip
     raise ValueError(f"arch must be one of {ARCHITECTURES}, got {arch!r}")
 
