@@ -82,6 +82,11 @@ CASES = [
     ("gemma2", ParallelLayout(tp=2)),
     ("gemma2", ParallelLayout(pp=2)),
     ("gemma2", ParallelLayout(cp=2)),
+    # GPT-OSS: attention sinks, biased experts (expert biases need ETP1), clamped SwiGLU.
+    ("gpt_oss", ParallelLayout(tp=1)),
+    ("gpt_oss", ParallelLayout(tp=2, etp=1)),
+    ("gpt_oss", ParallelLayout(pp=2)),
+    ("gpt_oss", ParallelLayout(ep=2)),
 ]
 DENSE = ("llama", "qwen2", "qwen3", "mistral", "gemma3", "gemma2")
 

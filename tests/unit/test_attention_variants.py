@@ -1,5 +1,5 @@
-"""Sliding-window and soft-capped attention (Gemma, GPT-OSS, Mistral) in our torch core
-attention: padded and packed rows against an explicit reference written as Hugging Face's
+"""Sliding-window, soft-capped and sink attention (Gemma, GPT-OSS, Mistral) in our torch
+core attention: padded and packed rows against an explicit reference written as Hugging Face's
 eager attention computes it; the window applies only to the layers the config says."""
 
 from __future__ import annotations
@@ -25,9 +25,9 @@ def _attention(window: int | None, softcap: float | None, layer_number: int = 1,
     return TorchCoreAttention(config, layer_number, AttnMaskType.causal, "self")
 
 
-def _reference(q, k, v, window: int | None, softcap: float | None) -> torch.Tensor:
-    """One sequence, ``[s, heads, dim]``: scores, soft-cap, causal (and window) mask, fp32
-    softmax, as Hugging Face's eager attention."""
+def _reference(q, k, v, window: int | None, softcap: float | None, sink=None) -> torch.Tensor:
+    """One sequence, ``[s, heads, dim]``: scores, soft-cap, causal (and window) mask, a sink
+    logit per head joining the softmax, fp32 softmax, as Hugging Face's eager attention."""
     k, v = (t.repeat_interleave(HEADS // GROUPS, dim=1) for t in (k, v))
     scores = torch.einsum("qhd,khd->hqk", q, k) / DIM**0.5
     if softcap is not None:
@@ -35,7 +35,10 @@ def _reference(q, k, v, window: int | None, softcap: float | None) -> torch.Tens
     i = torch.arange(q.shape[0])
     behind = i[:, None] - i[None, :]
     allowed = (behind >= 0) & (behind <= (window if window is not None else q.shape[0]))
-    probs = scores.masked_fill(~allowed, float("-inf")).softmax(-1, dtype=torch.float32)
+    scores = scores.masked_fill(~allowed, float("-inf"))
+    if sink is not None:
+        scores = torch.cat([scores, sink.view(-1, 1, 1).expand(-1, q.shape[0], 1)], dim=-1)
+    probs = scores.softmax(-1, dtype=torch.float32)[..., : q.shape[0]]
     return torch.einsum("hqk,khd->qhd", probs, v).reshape(q.shape[0], -1)
 
 
@@ -113,3 +116,26 @@ def test_hugging_face_layer_types_become_megatron_window_fields() -> None:
                 ],
             ),
         )
+
+
+def test_attention_sinks_join_each_softmax() -> None:
+    """GPT-OSS: a learnt logit per head (``softmax_type: learnable``), windowed layer, packed."""
+    from megatron.core.packed_seq_params import PackedSeqParams
+
+    module = _attention(3, None)
+    module.config.softmax_type = "learnable"
+    module = type(module)(module.config, 1, module.attn_mask_type, "self")
+    assert module.softmax_offset.shape == (HEADS,)
+    with torch.no_grad():
+        module.softmax_offset.copy_(torch.tensor([2.0, -1.0, 0.5, 0.0]))
+    cu = torch.tensor([0, 7, 16], dtype=torch.int32)
+    params = PackedSeqParams(qkv_format="thd", cu_seqlens_q=cu, cu_seqlens_kv=cu,
+                             max_seqlen_q=9, max_seqlen_kv=9)  # fmt: skip
+    q, k, v = _qkv(16)
+    out = module(q, k, v, None, packed_seq_params=params)
+    sink = module.softmax_offset.detach()
+    for start, end in ((0, 7), (7, 16)):
+        expected = _reference(q[start:end], k[start:end], v[start:end], 3, None, sink)
+        torch.testing.assert_close(out[start:end], expected, atol=1e-5, rtol=1e-5)
+    plain = _reference(q[7:16], k[7:16], v[7:16], 3, None)
+    assert (out[7:16] - plain).abs().max() > 1e-2, "the sinks must change the output"

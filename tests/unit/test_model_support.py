@@ -87,3 +87,20 @@ def test_an_unknown_architecture_gets_the_closest_family() -> None:
     with pytest.raises(ValueError, match="nearest supported family is Qwen2"):
         check_supported({"architectures": ["Qwen2ForCausalLMX"]})
     assert check_supported({"architectures": ["Qwen3MoeForCausalLM"]}).moe
+
+
+def test_gpt_oss_experts_stay_whole() -> None:
+    """Megatron keeps expert biases only without expert tensor parallelism: refused up front."""
+    from types import SimpleNamespace
+
+    from oumi_megatron.config.model_shape import ModelShape
+    from oumi_megatron.parallel.layout_rules import LayoutError, check_experts
+    from oumi_megatron.testing.tiny_models import tiny_config
+
+    shape = ModelShape.from_hf_config(tiny_config("gpt_oss"))
+    assert shape.expert_biases and shape.num_experts == 4
+    layout = dict(tensor_model_parallel_size=1, pipeline_model_parallel_size=1,
+                  expert_model_parallel_size=2)  # fmt: skip
+    assert check_experts(SimpleNamespace(**layout, expert_tensor_parallel_size=1), 4, shape) == 2
+    with pytest.raises(LayoutError, match=r"expert_tensor_parallel_size \(2\) > 1 .*GPT-OSS"):
+        check_experts(SimpleNamespace(**layout, expert_tensor_parallel_size=2), 4, shape)

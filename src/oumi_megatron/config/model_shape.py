@@ -13,6 +13,7 @@ if TYPE_CHECKING:
 
 # Expert-count attribute names used by HF MoE configs (Mixtral, Qwen-MoE, DeepSeek, ...).
 _EXPERT_ATTRS = ("num_local_experts", "num_experts", "n_routed_experts", "moe_num_experts")
+_BIASED_EXPERTS = ("gpt_oss",)  # model types whose experts' projections have biases
 
 
 @dataclass(frozen=True)
@@ -27,6 +28,8 @@ class ModelShape:
     vocab_size: int
     max_positions: int | None = None
     """``max_position_embeddings``: the longest sequence the model is configured for."""
+    expert_biases: bool = False
+    """Its experts' projections have biases (GPT-OSS): Megatron needs expert TP 1."""
 
     @classmethod
     def from_hf_config(cls, config: PretrainedConfig) -> ModelShape:
@@ -41,6 +44,7 @@ class ModelShape:
                 num_experts=_num_experts(text),
                 vocab_size=int(text.vocab_size),
                 max_positions=getattr(text, "max_position_embeddings", None),
+                expert_biases=getattr(text, "model_type", None) in _BIASED_EXPERTS,
             )
         except AttributeError as e:
             raise ConfigError(

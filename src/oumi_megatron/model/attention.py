@@ -41,12 +41,13 @@ def causal_band(query_pos: torch.Tensor, key_pos: torch.Tensor, window: int | No
 
 
 def attend(q, k, v, allowed, scale: float, dropout_p: float, softcap: float | None = None,
-           is_causal: bool = False) -> torch.Tensor:  # fmt: skip
-    """SDPA over ``[b, heads, s, dim]``; with ``softcap`` the scores pass through
-    ``softcap · tanh(score / softcap)`` first, which SDPA cannot do: explicit, in fp32 softmax,
-    as Hugging Face's eager attention computes it."""
+           is_causal: bool = False, sink: torch.Tensor | None = None) -> torch.Tensor:  # fmt: skip
+    """SDPA over ``[b, heads, s, dim]``. Two variants SDPA cannot do, computed explicitly with
+    an fp32 softmax as Hugging Face's eager attention does: ``softcap`` passes the scores
+    through ``softcap · tanh(score / softcap)``; ``sink`` (one logit per head, GPT-OSS) joins
+    every query's softmax as an extra key with no value."""
     gqa = k.shape[1] != q.shape[1]
-    if softcap is None:
+    if softcap is None and sink is None:
         return F.scaled_dot_product_attention(
             q, k, v, attn_mask=allowed, dropout_p=dropout_p, is_causal=is_causal, scale=scale,
             enable_gqa=gqa,
@@ -55,12 +56,18 @@ def attend(q, k, v, allowed, scale: float, dropout_p: float, softcap: float | No
         groups = q.shape[1] // k.shape[1]
         k, v = (t.repeat_interleave(groups, dim=1) for t in (k, v))
     scores = torch.matmul(q, k.transpose(-1, -2)) * scale
-    scores = torch.tanh(scores / softcap) * softcap
+    if softcap is not None:
+        scores = torch.tanh(scores / softcap) * softcap
     if is_causal:
         allowed = causal_band(*(torch.arange(n, device=q.device) for n in scores.shape[-2:]), None)
     if allowed is not None:
         scores = scores.masked_fill(~allowed, float("-inf"))
+    if sink is not None:
+        column = sink.to(scores.dtype).view(1, -1, 1, 1).expand(*scores.shape[:-1], 1)
+        scores = torch.cat([scores, column], dim=-1)
     probs = torch.softmax(scores, dim=-1, dtype=torch.float32).to(q.dtype)
+    if sink is not None:
+        probs = probs[..., :-1]
     probs = F.dropout(probs, p=dropout_p) if dropout_p else probs
     return torch.matmul(probs, v)
 
@@ -96,6 +103,27 @@ class TorchCoreAttention(MegatronModule):
         )
         self.window = layer_window(config, layer_number)
         self.softcap = getattr(config, "attn_logit_softcapping", None) or None
+        # Attention sinks (Megatron's ``softmax_type``): a learnt logit per head (GPT-OSS), or
+        # a zero one ("off-by-one"); split over tensor-parallel ranks with the heads.
+        softmax_type = getattr(config, "softmax_type", "vanilla")
+        heads = config.num_attention_heads // config.tensor_model_parallel_size
+        self.softmax_offset = None
+        if softmax_type == "learnable":
+            self.softmax_offset = torch.nn.Parameter(torch.zeros(heads, dtype=config.params_dtype))
+        elif softmax_type == "off-by-one":
+            self.register_buffer("softmax_offset", torch.zeros(heads), persistent=False)
+
+    def sharded_state_dict(self, prefix: str = "", sharded_offsets=(), metadata=None):
+        """The learnt sink is split over tensor-parallel ranks along its heads (as Megatron's
+        ``DotProductAttention`` saves it)."""
+        from megatron.core.transformer.utils import make_sharded_tensors_for_checkpoint
+
+        if not isinstance(self.softmax_offset, torch.nn.Parameter):
+            return {}
+        state = self.state_dict(prefix="", keep_vars=True)
+        return make_sharded_tensors_for_checkpoint(
+            state, prefix, {"softmax_offset": 0}, sharded_offsets
+        )
 
     def forward(
         self,
@@ -123,7 +151,7 @@ class TorchCoreAttention(MegatronModule):
             allowed = band if allowed is None else allowed & band
         out = attend(
             q, k, v, allowed, self.softmax_scale, dropout_p, self.softcap,
-            is_causal=allowed is None,
+            is_causal=allowed is None, sink=self.softmax_offset,
         )  # fmt: skip
         seq, batch = query.shape[0], query.shape[1]
         return out.permute(2, 0, 1, 3).reshape(seq, batch, -1)
@@ -134,7 +162,7 @@ class TorchCoreAttention(MegatronModule):
         from oumi_megatron.model import cp_attention
 
         group = self.cp_group or parallel_state.get_context_parallel_group()
-        variant = dict(window=self.window, softcap=self.softcap)
+        variant = dict(window=self.window, softcap=self.softcap, sink=self.softmax_offset)
         if params is None:
             return cp_attention.padded_attention(
                 query, key, value, group, self.softmax_scale, dropout_p, **variant
@@ -151,12 +179,15 @@ class TorchCoreAttention(MegatronModule):
         if cu_seqlens is None:
             cu_seqlens = params.cu_seqlens_q
         total = query.shape[0]
-        if self.softcap is None and use_varlen_flash(query, dropout_p):
+        explicit = self.softcap is not None or self.softmax_offset is not None
+        if not explicit and use_varlen_flash(query, dropout_p):
             out = self._packed_varlen(query, key, value, cu_seqlens, params.max_seqlen_q)
             return out.reshape(total, -1)
         allowed = packed_causal_mask(cu_seqlens.to(query.device), total, self.window)
         q, k, v = (t.transpose(0, 1).unsqueeze(0) for t in (query, key, value))
-        out = attend(q, k, v, allowed, self.softmax_scale, dropout_p, self.softcap)
+        out = attend(
+            q, k, v, allowed, self.softmax_scale, dropout_p, self.softcap, sink=self.softmax_offset
+        )
         return out.squeeze(0).transpose(0, 1).reshape(total, -1)
 
     def _packed_varlen(

@@ -125,3 +125,14 @@ def register_bridges() -> None:
     MegatronModelBridge.register_bridge(
         source=MixtralForCausalLM, target=GPTModel, model_type="mixtral"
     )(mixtral_bridge())
+    register_module_types()
+
+
+def register_module_types() -> None:
+    """How our torch modules are split over tensor-parallel ranks, for Bridge's mappings: the
+    core attention's sinks by head (GPT-OSS), Gemma's norms and post-normed projections."""
+    from megatron.bridge.models.conversion.param_mapping import AutoMapping
+
+    AutoMapping.register_module_type("TorchCoreAttention", "column")
+    AutoMapping.register_module_type("ZeroCenteredRMSNorm", "replicated")
+    AutoMapping.register_module_type("RowParallelLinearPostNorm", "row")

@@ -62,19 +62,22 @@ def _mask(query_pos: torch.Tensor, seg_id: torch.Tensor, window: int | None) -> 
 
 
 def packed_attention(
-    query, key, value, cu_seqlens_padded, group, scale, dropout_p=0.0, window=None, softcap=None
-):
+    query, key, value, cu_seqlens_padded, group, scale, dropout_p=0.0, window=None, softcap=None,
+    sink=None,
+):  # fmt: skip
     """THD: local ``[t, heads, dim]``; ``cu_seqlens_padded`` of the whole sequences."""
     segments = tuple((cu_seqlens_padded[1:] - cu_seqlens_padded[:-1]).tolist())
     rank, size = dist.get_rank(group), dist.get_world_size(group)
     order, query_pos, seg_id = _layout(segments, rank, size, str(query.device))
     k, v = (_gather_global(t, order, group) for t in (key, value))
     q, k, v = (t.transpose(0, 1).unsqueeze(0) for t in (query, k, v))
-    out = attend(q, k, v, _mask(query_pos, seg_id, window), scale, dropout_p, softcap)
+    out = attend(q, k, v, _mask(query_pos, seg_id, window), scale, dropout_p, softcap, sink=sink)
     return out.squeeze(0).transpose(0, 1).reshape(query.shape[0], -1)
 
 
-def padded_attention(query, key, value, group, scale, dropout_p=0.0, window=None, softcap=None):
+def padded_attention(
+    query, key, value, group, scale, dropout_p=0.0, window=None, softcap=None, sink=None
+):
     """SBHD: local ``[s, b, heads, dim]`` (rows right-padded; the padding is never a key of a
     real token)."""
     rank, size = dist.get_rank(group), dist.get_world_size(group)
@@ -82,5 +85,5 @@ def padded_attention(query, key, value, group, scale, dropout_p=0.0, window=None
     order, query_pos, seg_id = _layout((seq,), rank, size, str(query.device))
     k, v = (_gather_global(t, order, group) for t in (key, value))
     q, k, v = (t.permute(1, 2, 0, 3) for t in (query, k, v))
-    out = attend(q, k, v, _mask(query_pos, seg_id, window), scale, dropout_p, softcap)
+    out = attend(q, k, v, _mask(query_pos, seg_id, window), scale, dropout_p, softcap, sink=sink)
     return out.permute(2, 0, 1, 3).reshape(query.shape[0], query.shape[1], -1)

@@ -51,14 +51,6 @@ class RowParallelLinearPostNorm(RowParallelLinear):
         return self.post_layernorm(output), bias
 
 
-def register_module_types() -> None:
-    """Tell Bridge's mappings how these modules are split over tensor-parallel ranks."""
-    from megatron.bridge.models.conversion.param_mapping import AutoMapping
-
-    AutoMapping.register_module_type("ZeroCenteredRMSNorm", "replicated")
-    AutoMapping.register_module_type("RowParallelLinearPostNorm", "row")
-
-
 def gemma_block_spec(config, layer_spec, vp_stage: int | None):
     """``layer_spec`` (Megatron's local layer spec with our core attention) with Gemma's norms,
     as a block spec whose final norm is zero-centred too."""

@@ -76,6 +76,10 @@ FAMILIES: tuple[Family, ...] = (
         (_TP1, _TP2, _PP2, ParallelLayout(cp=2)), trained=("PP2_gemma3",),
         model_type="gemma3_text",
     ),
+    Family(  # attention sinks, biased experts with the clamped SwiGLU (expert TP 1), YaRN
+        "GPT-OSS", ("GptOssForCausalLM",), "gpt_oss",
+        (_TP1, ParallelLayout(tp=2, etp=1), _PP2, ParallelLayout(ep=2)), moe=True,
+    ),
     Family(  # as Gemma 3 with soft-capped attention and final logits, one rotary base
         "Gemma 2", ("Gemma2ForCausalLM",), "gemma2", (_TP1, _TP2, _PP2, ParallelLayout(cp=2)),
     ),
@@ -84,14 +88,12 @@ FAMILIES: tuple[Family, ...] = (
 #: Architectures users ask for that do not convert exactly yet, and why (checked on tiny
 #: random models of each family, fp32, CPU).
 NOT_YET: dict[str, str] = {
-    "GptOssForCausalLM": "sink attention and the clamped SwiGLU are not in the layer spec",
     "Phi3ForCausalLM": "Megatron-Bridge has no Phi-3 mapping",
 }
 
 #: The supported family closest to an unsupported architecture (what to try instead).
 NEAREST: dict[str, str] = {
     "DeepseekV2ForCausalLM": "DeepSeek-V3",
-    "GptOssForCausalLM": "Qwen3-MoE",
     "Qwen2MoeForCausalLM": "Qwen3-MoE",
     "Gemma3ForConditionalGeneration": "Gemma 3 (text)",
     "Phi3ForCausalLM": "Llama",

@@ -49,6 +49,13 @@ def check_experts(m: Any, world_size: int, shape: Any) -> int:
             f"set megatron.tensor_model_parallel_size: 1 and split the experts with "
             f"megatron.expert_model_parallel_size (and expert_tensor_parallel_size)."
         )
+    if getattr(shape, "expert_biases", False) and etp > 1:
+        raise LayoutError(
+            f"megatron.expert_tensor_parallel_size ({etp}) > 1 with a model whose experts have "
+            f"biases (GPT-OSS): Megatron supports expert biases only when each expert stays "
+            f"whole. Fix: set megatron.expert_tensor_parallel_size: 1 (split the experts with "
+            f"megatron.expert_model_parallel_size)."
+        )
     expert_grid = etp * ep * pp
     if world_size % expert_grid != 0:
         raise LayoutError(

@@ -13,7 +13,7 @@ from oumi_megatron.testing.tokenizer import save_tokenizer
 VOCAB_SIZE = 512  # tokenizer uses fewer ids; the rest are never produced by it
 ARCHITECTURES = (
     "llama", "qwen2", "qwen3", "mistral", "qwen3_moe", "deepseek_v3", "glm4_moe", "mixtral",
-    "olmoe", "gemma3", "gemma2",
+    "olmoe", "gemma3", "gemma2", "gpt_oss",
 )  # fmt: skip
 # Shared by every model here: the offline tokenizer's ids and vocabulary (testing/tokenizer.py)
 # and the RMSNorm epsilon.
@@ -30,6 +30,7 @@ def tiny_config(arch: str, num_layers: int = 4):
         Gemma2Config,
         Gemma3TextConfig,
         Glm4MoeConfig,
+        GptOssConfig,
         LlamaConfig,
         MistralConfig,
         MixtralConfig,
@@ -111,6 +112,13 @@ def tiny_config(arch: str, num_layers: int = 4):
             query_pre_attn_scalar=24, attn_logit_softcapping=2.0, final_logit_softcapping=3.0,
             hidden_activation="gelu_pytorch_tanh", architectures=["Gemma2ForCausalLM"],
         )  # fmt: skip
+    if arch == "gpt_oss":  # attention sinks, windows of 8 on every 2nd layer, biased experts
+        # with the clamped SwiGLU (gate/up not square: Bridge tells their orientation by
+        # shape), YaRN rotary embedding (the published scaling)
+        return GptOssConfig(
+            **{**common, "intermediate_size": 48}, head_dim=16, num_local_experts=4,
+            num_experts_per_tok=2, sliding_window=8, architectures=["GptOssForCausalLM"],
+        )  # fmt: skip
     raise ValueError(f"arch must be one of {ARCHITECTURES}, got {arch!r}")
 
 
@@ -131,6 +139,9 @@ def build_tiny_model(arch: str, directory: str | Path, seed: int = 0, num_layers
                 param.normal_(0.0, 0.08)
             elif arch.startswith("gemma"):  # zero-centred norm scales: away from 0 too
                 param.normal_(0.0, 0.2)
+        for name, param in model.named_parameters():
+            if arch == "gpt_oss" and name.endswith(("sinks", "bias")):  # sinks, biases that matter
+                param.normal_(0.0, 0.5)
     return _write_checkpoint(model, directory)
 
 
