@@ -1,8 +1,10 @@
-"""torchrun worker: HF ⇄ Megatron parity for every fixture and layout in one launch.
+"""torchrun worker: HF ⇄ Megatron parity for every fixture and layout.
 
-Re-building Megatron's groups per layout inside one 4-process world keeps the heavy imports
-(Megatron, Bridge: ~20 s per process on 2 cores) to one per process for the whole matrix.
-Writes one JSON line per (fixture, layout) to the file named by argv[2] (rank 0).
+Re-building Megatron's groups per layout inside one world keeps the heavy imports (Megatron,
+Bridge: ~20 s per process on 2 cores) to one per process for many layouts. A launch runs the
+cases that need more than half its ranks (all of them at 2 ranks): the test launches 2 ranks
+for the 1- and 2-rank layouts and 4 for the rest, so no process waits on an idle core's
+neighbour needlessly. Writes one JSON line per (fixture, layout) to argv[2] (rank 0).
 """
 
 from __future__ import annotations
@@ -88,7 +90,6 @@ CASES = [
     ("gpt_oss", ParallelLayout(pp=2)),
     ("gpt_oss", ParallelLayout(ep=2)),
 ]
-DENSE = ("llama", "qwen2", "qwen3", "mistral", "gemma3", "gemma2")
 
 
 @functools.cache
@@ -174,23 +175,30 @@ def stale_checkpoint_case(fixtures: Path, out_root: Path) -> dict:
     }
 
 
+def ranks_needed(layout: ParallelLayout) -> int:
+    return max(layout.model_parallel_size, layout.ep * (layout.etp or layout.tp) * layout.pp)
+
+
 def main() -> None:
+    """``parity_worker.py FIXTURES RESULTS [ARCHS|all] [CONVERTED_DIR]``. The stale-checkpoint
+    case runs at 4 ranks, after the others."""
     fixtures, results_path = Path(sys.argv[1]), Path(sys.argv[2])
-    selected = set(sys.argv[3].split(",")) if len(sys.argv) > 3 else None
+    selected = set(sys.argv[3].split(",")) if len(sys.argv) > 3 and sys.argv[3] != "all" else None
     init_distributed()
-    out_root = results_path.parent / "parity_runs"
+    # Shared by launches of different world sizes: converted once, reused by the others.
+    out_root = Path(sys.argv[4]) if len(sys.argv) > 4 else results_path.parent / "parity_runs"
     gathered_lines = []
     world = dist.get_world_size()
     for arch, layout in CASES:
-        expert_grid = layout.ep * (layout.etp or layout.tp) * layout.pp
-        fits = world % layout.model_parallel_size == 0 and world % expert_grid == 0
-        if (selected and arch not in selected) or not fits:
+        needed = ranks_needed(layout)
+        runs_here = world % needed == 0 and (needed > world // 2 or world <= 2)
+        if (selected and arch not in selected) or not runs_here:
             continue
         local = run_case(arch, layout, fixtures, out_root)
         per_rank: list[dict] = [{} for _ in range(dist.get_world_size())]
         dist.all_gather_object(per_rank, local)
         gathered_lines.append(json.dumps({"case": f"{arch}-{layout}", "ranks": per_rank}))
-    if (selected is None or {"llama", "qwen2"} <= selected) and world % 2 == 0:
+    if (selected is None or {"llama", "qwen2"} <= selected) and world == 4:
         gathered_lines.append(json.dumps(stale_checkpoint_case(fixtures, out_root)))
     if dist.get_rank() == 0:
         results_path.write_text("\n".join(gathered_lines) + "\n")

@@ -1,7 +1,6 @@
-"""HF ⇄ Megatron on 4 gloo processes: logits parity, exact export, convert-once reuse.
+"""HF ⇄ Megatron on gloo processes: logits parity, exact export, convert-once reuse.
 
-Two torchrun launches (the dense families, then the MoE ones) cover every fixture × layout
-(see parity_worker.CASES).
+Two torchrun launches (2 and 4 ranks) cover every fixture × layout (parity_worker.CASES).
 """
 
 from __future__ import annotations
@@ -18,14 +17,14 @@ LOGIT_TOLERANCE = 1e-5
 
 @pytest.fixture(scope="module")
 def parity_results(tiny_models, tmp_path_factory) -> dict[str, dict]:
-    from parity_worker import CASES, DENSE
-
-    moe = sorted({arch for arch, _ in CASES} - set(DENSE))
+    """Two launches sharing the converted checkpoints: 2 ranks (the 1- and 2-rank layouts),
+    then 4 ranks (the rest, and the stale-source case)."""
+    root = tmp_path_factory.mktemp("parity")
     results: dict[str, dict] = {}
-    for group in (DENSE, moe):
-        results_path = tmp_path_factory.mktemp("parity") / "results.jsonl"
-        torchrun(4, WORKER, str(tiny_models), str(results_path), ",".join(group))
-        lines = [json.loads(line) for line in results_path.read_text().splitlines()]
+    for ranks in (2, 4):
+        path = root / f"results_{ranks}.jsonl"
+        torchrun(ranks, WORKER, str(tiny_models), str(path), "all", str(root / "parity_runs"))
+        lines = [json.loads(line) for line in path.read_text().splitlines()]
         results.update({line["case"]: line for line in lines})
     return results
 

@@ -54,6 +54,13 @@ def configure_provider(
     provider.batch_p2p_comm = layout.vpp is None
     for name in _TE_ONLY_FUSIONS:
         setattr(provider, name, False)
+    # Transformer Engine's attention choice, which Megatron writes into NVTE_* environment
+    # variables once per process and asserts on later: Bridge picks "flash" for Gemma 3 and
+    # "auto" elsewhere. Our core attention ignores it; one value lets models of different
+    # families be built in one process.
+    from megatron.core.transformer.enums import AttnBackend
+
+    provider.attention_backend = AttnBackend.auto
     provider.self_attention_module = bridge_self_attention(provider.transformer_layer_spec)
     provider.transformer_layer_spec = torch_layer_spec
     provider.params_dtype = params_dtype
