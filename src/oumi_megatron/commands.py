@@ -131,7 +131,7 @@ def verify(args) -> int:
 def _hf_logits(setup: RunSetup, input_ids: torch.Tensor) -> torch.Tensor:
     from transformers import AutoModelForCausalLM
 
-    from oumi_megatron.model.hf_attention import hf_attn_implementation_of
+    from oumi_megatron.rollout.hf_attention import hf_attn_implementation_of
 
     model = AutoModelForCausalLM.from_pretrained(
         setup.hf_dir, dtype=setup.params_dtype, trust_remote_code=setup.cfg.model.trust_remote_code,

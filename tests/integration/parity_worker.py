@@ -105,7 +105,7 @@ def case_tokens() -> torch.Tensor:
 def hf_reference(model_dir: Path, input_ids: torch.Tensor) -> torch.Tensor:
     from transformers import AutoModelForCausalLM
 
-    from oumi_megatron.model.hf_attention import hf_attn_implementation_of
+    from oumi_megatron.rollout.hf_attention import hf_attn_implementation_of
 
     model = AutoModelForCausalLM.from_pretrained(
         model_dir, dtype=torch.float32, attn_implementation=hf_attn_implementation_of(model_dir)
@@ -148,12 +148,46 @@ def run_case(arch: str, layout: ParallelLayout, fixtures: Path, out_root: Path) 
         result["argmax_equal"] = bool(
             torch.equal(logits[..., : reference.shape[-1]].argmax(-1), reference.argmax(-1))
         )
+    if layout.model_parallel_size == 1 and layout.ep == 1:
+        result.update(sync_case(loaded, model_dir, case_dir / "weight_sync"))
     if dist.get_rank() == 0 and not SKIP_EXPORT:
         identical, mismatched = exported_tensors_identical(model_dir, hf_dir)
         reloaded = hf_reference(hf_dir, input_ids)
         result["export_identical"] = identical
         result["export_mismatched"] = mismatched[:5]
         result["export_logits_diff"] = (reloaded - source_reference(model_dir)).abs().max().item()
+    return result
+
+
+def sync_case(loaded, model_dir: Path, directory: Path) -> dict:
+    """The trainer's colocated weight sync into a CPU rollout engine whose weights were zeroed:
+    the first sync goes through Bridge's export, the second copies straight from the
+    parameters (``step/direct_copy.py``); after each, the engine's weights must be the
+    source's, bit for bit (this family's names, fused and tied tensors, stacked experts)."""
+    from oumi_megatron.model.export_index import index_export
+    from oumi_megatron.rollout.torch_engine import TorchRolloutEngine
+    from oumi_megatron.step.sync import build_weight_sync
+
+    engine = TorchRolloutEngine(model_dir)
+    source = {k: v.clone() for k, v in engine.model.state_dict().items()}  # as loaded by HF
+
+    def export():
+        return loaded.bridge.export_hf_weights(loaded.chunks, cpu=True, show_progress=False)
+
+    sync = build_weight_sync(
+        "auto", export, engine, enabled=True, is_writer=dist.get_rank() == 0,
+        bucket_bytes=1 << 16, directory=directory,
+        index_export=lambda: index_export(loaded.bridge, loaded.chunks),
+    )  # fmt: skip
+    result = {}
+    for round_ in ("sync_export", "sync_direct"):
+        with torch.no_grad():
+            for param in engine.model.parameters():
+                param.zero_()
+        direct = sync.sync()["sync/direct"]
+        state = engine.model.state_dict()
+        result[round_] = direct
+        result[f"{round_}_identical"] = all(torch.equal(state[k], v) for k, v in source.items())
     return result
 
 

@@ -51,6 +51,18 @@ def test_export_round_trip_is_bit_identical(parity_results, case):
     assert rank0["export_logits_diff"] == 0.0
 
 
+@pytest.mark.parametrize("case", [c for c in _case_ids() if c.endswith("-TP1×PP1")])
+def test_rollout_engine_receives_the_weights(parity_results, case):
+    """Every family's weights reach the CPU rollout engine exactly: through the export on the
+    first sync, by direct copies from the parameters after it (each rank, DP2)."""
+    # GPT-OSS exports each expert bias stacked over the experts and re-interleaved: no view
+    # of one parameter, so its syncs stay on the export path (still exact).
+    direct = 0.0 if case.startswith("gpt_oss") else 1.0
+    for rank in parity_results[case]["ranks"]:
+        assert (rank["sync_export"], rank["sync_direct"]) == (0.0, direct), rank
+        assert rank["sync_export_identical"] and rank["sync_direct_identical"], rank
+
+
 def test_other_layouts_reuse_converted_checkpoint(parity_results):
     """Converted once (at the first layout), then loaded into every other layout.
 

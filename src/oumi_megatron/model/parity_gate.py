@@ -161,7 +161,7 @@ def _hf_layer_outputs(hf_dir: Path, count: int, tokens: torch.Tensor, dtype) -> 
     from transformers import AutoConfig, AutoModelForCausalLM
     from transformers.utils import logging as hf_logging
 
-    from oumi_megatron.model.hf_attention import hf_attn_implementation
+    from oumi_megatron.rollout.hf_attention import hf_attn_implementation
 
     config = AutoConfig.from_pretrained(hf_dir, trust_remote_code=False, local_files_only=True)
     text = config.get_text_config() if hasattr(config, "get_text_config") else config

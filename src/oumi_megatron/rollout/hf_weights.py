@@ -1,9 +1,11 @@
 """Copy ``(hf_name, tensor)`` pairs into a transformers model, by ``state_dict()`` name.
 
-Checkpoint names are accepted too where transformers 5 keeps a different in-memory layout:
-MoE experts live fused as ``...experts.gate_up_proj`` [E, 2I, H] (gate rows first) and
-``...experts.down_proj`` [E, H, I], while checkpoints, HF exports and vLLM use per-expert
-``...experts.{e}.{gate,up,down}_proj.weight``. Such a name is copied into its slice.
+Checkpoint names are accepted too where transformers 5 keeps a different in-memory layout
+(MoE experts fused as ``...experts.gate_up_proj`` [E, 2I, H] and ``...experts.down_proj``;
+Mixtral's ``block_sparse_moe`` renamed ``mlp``), while checkpoints, HF exports and vLLM use
+per-expert names such as ``...experts.{e}.gate_proj.weight``. The model's own checkpoint
+conversions (transformers' ``conversion_mapping``: renamings, then expert merges and
+concatenations) tell which slice of which tensor such a name is copied into.
 """
 
 from __future__ import annotations
@@ -19,14 +21,21 @@ class WeightUpdateError(ValueError):
     """A pushed weight does not fit the rollout model (unknown name or wrong shape)."""
 
 
-def named_targets(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+class Targets(dict):
+    """Name → tensor to copy into, with the model's checkpoint conversions."""
+
+    conversions: tuple[list, list] = ([], [])
+
+
+def named_targets(model: torch.nn.Module) -> Targets:
     """Every name a weight can arrive under, mapped to the tensor to copy into.
 
     ``remove_duplicate=False`` keeps aliases: with tied embeddings both
     ``model.embed_tokens.weight`` and ``lm_head.weight`` resolve to the one shared parameter,
     so either name (or both) may be pushed.
     """
-    targets: dict[str, torch.Tensor] = dict(model.named_parameters(remove_duplicate=False))
+    targets = Targets(model.named_parameters(remove_duplicate=False))
+    targets.conversions = _conversions(model)
     # Persistent buffers are part of a checkpoint too (non-persistent ones, e.g. rotary
     # inv_freq, are derived from the config and never sent).
     state_names = set(model.state_dict(keep_vars=True))
@@ -36,22 +45,51 @@ def named_targets(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     return targets
 
 
-_EXPERT = re.compile(r"^(.+\.experts)\.(\d+)\.(gate_proj|up_proj|down_proj)\.weight$")
+def _conversions(model: torch.nn.Module) -> tuple[list, list]:
+    """transformers' checkpoint → model conversions for ``model``: (renamings, converters)."""
+    from transformers.conversion_mapping import extract_weight_conversions_for_model
+    from transformers.core_model_loading import WeightConverter, WeightRenaming
+
+    transforms = extract_weight_conversions_for_model(model) or []
+    return (
+        [t for t in transforms if isinstance(t, WeightRenaming)],
+        [t for t in transforms if isinstance(t, WeightConverter)],
+    )
 
 
-def _fused_expert_slice(targets: dict[str, torch.Tensor], name: str) -> torch.Tensor | None:
-    """The view of a fused expert tensor that checkpoint name ``name`` maps to, if any."""
-    match = _EXPERT.match(name)
-    if match is None:
-        return None
-    prefix, expert, proj = match.group(1), int(match.group(2)), match.group(3)
-    fused = targets.get(f"{prefix}.{'down_proj' if proj == 'down_proj' else 'gate_up_proj'}")
-    if fused is None or fused.dim() != 3 or expert >= fused.shape[0]:
-        return None
-    if proj == "down_proj":
-        return fused[expert]
-    half = fused.shape[1] // 2
-    return fused[expert, :half] if proj == "gate_proj" else fused[expert, half:]
+_EXPERT_INDEX = re.compile(r"\.experts\.(\d+)\.")
+
+
+def _checkpoint_slice(targets: dict[str, torch.Tensor], name: str) -> torch.Tensor | None:
+    """The view of a model tensor that checkpoint name ``name`` loads into, if any: renamed,
+    then, for an expert merged into a fused tensor, its row (and its part of a concatenation,
+    such as gate or up)."""
+    from transformers.core_model_loading import Concatenate, MergeModulelist
+
+    renamings, converters = getattr(targets, "conversions", ([], []))
+    for renaming in renamings:
+        name, _ = renaming.rename_source_key(name)
+    if name in targets:
+        return targets[name]
+    expert = _EXPERT_INDEX.search(name)
+    for converter in converters:
+        key, pattern = converter.rename_source_key(name)
+        if pattern is None:
+            continue
+        ops = converter.operations
+        fused = targets.get(key)
+        if fused is None or expert is None or not isinstance(ops[0], MergeModulelist):
+            return None
+        if int(expert.group(1)) >= fused.shape[0]:
+            return None
+        view = fused[int(expert.group(1))]
+        for op in ops[1:]:
+            if not isinstance(op, Concatenate):
+                return None
+            parts = len(converter.source_patterns)
+            view = view.chunk(parts, dim=op.dim - 1)[converter.source_patterns.index(pattern)]
+        return view
+    return None
 
 
 def copy_named_tensors(
@@ -63,7 +101,7 @@ def copy_named_tensors(
         for name, tensor in named_tensors:
             target = targets.get(name)
             if target is None:
-                target = _fused_expert_slice(targets, name)
+                target = _checkpoint_slice(targets, name)
             if target is None:
                 close = difflib.get_close_matches(name, list(targets), n=3)
                 hint = f"; closest names: {close}" if close else ""

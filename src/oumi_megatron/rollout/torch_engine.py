@@ -61,7 +61,7 @@ class TorchRolloutEngine(RolloutEngine):
         if isinstance(model, (str, Path)):
             from transformers import AutoModelForCausalLM
 
-            from oumi_megatron.model.hf_attention import hf_attn_implementation_of
+            from oumi_megatron.rollout.hf_attention import hf_attn_implementation_of
 
             model = AutoModelForCausalLM.from_pretrained(
                 str(model),
