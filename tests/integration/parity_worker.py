@@ -68,11 +68,12 @@ CASES = [
     ("mixtral", ParallelLayout(ep=2)),
     ("mixtral", ParallelLayout(pp=2)),
     ("mixtral", ParallelLayout(tp=2)),
-    # OLMoE: Megatron-Bridge's own attention module (Q/K norms over the whole width, which
-    # tensor parallelism would split: TP1 only).
+    # OLMoE: Megatron-Bridge's own attention module (Q/K norms over the whole width; at TP2
+    # the norm's mean square is summed over the ranks: model/split_norm.py).
     ("olmoe", ParallelLayout(tp=1)),
     ("olmoe", ParallelLayout(ep=2)),
     ("olmoe", ParallelLayout(pp=2)),
+    ("olmoe", ParallelLayout(tp=2)),
     # Gemma 3: zero-centred and sandwich norms, sliding windows (also split by context
     # parallelism), local and global rotary bases, tied embeddings (model/gemma.py).
     ("gemma3", ParallelLayout(tp=1)),

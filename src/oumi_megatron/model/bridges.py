@@ -130,9 +130,11 @@ def register_bridges() -> None:
 
 def register_module_types() -> None:
     """How our torch modules are split over tensor-parallel ranks, for Bridge's mappings: the
-    core attention's sinks by head (GPT-OSS), Gemma's norms and post-normed projections."""
+    core attention's sinks by head (GPT-OSS), OLMoE's Q/K norms by feature, Gemma's norms and
+    post-normed projections."""
     from megatron.bridge.models.conversion.param_mapping import AutoMapping
 
     AutoMapping.register_module_type("TorchCoreAttention", "column")
+    AutoMapping.register_module_type("SplitRMSNorm", "column")
     AutoMapping.register_module_type("ZeroCenteredRMSNorm", "replicated")
     AutoMapping.register_module_type("RowParallelLinearPostNorm", "row")

@@ -37,6 +37,11 @@ def torch_layer_spec(config, vp_stage: int | None = None):
     attention = getattr(config, "self_attention_module", None)
     if attention is not None:  # a family's own attention (``bridge_self_attention``)
         spec.submodules.self_attention.module = attention
+        if attention.__name__ == "OLMoESelfAttention":  # Q/K norms over all heads, TP-split
+            from oumi_megatron.model.split_norm import SplitRMSNorm
+
+            submodules = spec.submodules.self_attention.submodules
+            submodules.q_layernorm = submodules.k_layernorm = SplitRMSNorm
     if getattr(config, "sandwich_norms", False):  # Gemma (``model.gemma``)
         from oumi_megatron.model.gemma import gemma_block_spec
 

@@ -64,8 +64,9 @@ FAMILIES: tuple[Family, ...] = (
         "Mixtral", ("MixtralForCausalLM",), "mixtral",
         (_TP1, _TP2, _PP2, ParallelLayout(ep=2)), moe=True,
     ),
-    Family(  # Q/K norms over the whole width: not split by tensor parallelism
-        "OLMoE", ("OlmoeForCausalLM",), "olmoe", (_TP1, _PP2, ParallelLayout(ep=2)), moe=True,
+    Family(  # Q/K norms over the whole width (summed over tensor-parallel ranks)
+        "OLMoE", ("OlmoeForCausalLM",), "olmoe", (_TP1, _TP2, _PP2, ParallelLayout(ep=2)),
+        moe=True,
     ),
     Family(
         "GLM-4.5 / GLM-4-MoE", ("Glm4MoeForCausalLM",), "glm4_moe",
