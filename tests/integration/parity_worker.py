@@ -54,6 +54,8 @@ CASES = [
     ("qwen3_moe", ParallelLayout(tp=1)),
     ("qwen3_moe", ParallelLayout(ep=2)),
     ("qwen3_moe", ParallelLayout(tp=2, ep=2)),
+    ("qwen3_moe", ParallelLayout(tp=2)),
+    ("qwen3_moe", ParallelLayout(pp=2)),
     # Dense first layer, shared expert, expert bias; DeepSeek-V3: multi-latent attention.
     ("deepseek_v3", ParallelLayout(tp=1)),
     ("deepseek_v3", ParallelLayout(ep=2)),

@@ -54,7 +54,7 @@ FAMILIES: tuple[Family, ...] = (
     Family("Mistral", ("MistralForCausalLM",), "mistral", (_TP1, _TP2, _PP2)),
     Family(
         "Qwen3-MoE", ("Qwen3MoeForCausalLM",), "qwen3_moe",
-        (_TP1, ParallelLayout(ep=2)), trained=("EP2_moe",), moe=True,
+        (_TP1, _TP2, _PP2, ParallelLayout(ep=2)), trained=("EP2_moe",), moe=True,
     ),
     Family(
         "DeepSeek-V3", ("DeepseekV3ForCausalLM",), "deepseek_v3",
