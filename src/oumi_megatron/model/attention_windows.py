@@ -50,7 +50,9 @@ def interleaved_pattern(flags: list[int]) -> tuple[int, int]:
     if full != list(range(period, len(flags) + 1, period)):
         raise ValueError(
             f"layer_types puts full attention at layers {full} (1-based): only a repeating "
-            f"pattern (every Nth layer) is supported for Gemma 3's local/global rotary bases"
+            f"pattern (every Nth layer) is supported for Gemma 3's local/global rotary bases. "
+            f"Fix: use a config whose full-attention layers repeat, as the published Gemma 3 "
+            f"models' do."
         )
     return (period - 1, 1)
 

@@ -43,7 +43,7 @@ FAMILIES: tuple[Family, ...] = (
         "Llama", ("LlamaForCausalLM",), "llama",
         (_TP1, _TP2, _PP2, ParallelLayout(tp=2, pp=2), ParallelLayout(pp=2, vpp=2),
          ParallelLayout(cp=2), ParallelLayout(cp=4), ParallelLayout(tp=2, cp=2)),
-        trained=("DP2", "TP2", "PP2", "PP2xVPP2", "CP2", "TP2_gloo_2workers"),
+        trained=("DP2", "PP2xVPP2", "CP2", "TP2_gloo_2workers", "TP2_topp_topk"),
     ),
     Family(
         "Qwen2 / Qwen2.5", ("Qwen2ForCausalLM",), "qwen2",
