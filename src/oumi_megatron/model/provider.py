@@ -61,6 +61,12 @@ def configure_provider(
     from megatron.core.transformer.enums import AttnBackend
 
     provider.attention_backend = AttnBackend.auto
+    if not torch.cuda.is_available():
+        # Megatron compiles some activations with torch.compile (Gemma's GELU, GPT-OSS's
+        # quick GELU): on a CPU that is a C++ build in every new process, ~30 s before the
+        # first update. The eager function computes the same.
+        activation = provider.activation_func
+        provider.activation_func = getattr(activation, "_torchdynamo_orig_callable", activation)
     provider.self_attention_module = bridge_self_attention(provider.transformer_layer_spec)
     provider.transformer_layer_spec = torch_layer_spec
     provider.params_dtype = params_dtype
