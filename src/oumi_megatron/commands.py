@@ -131,11 +131,13 @@ def verify(args) -> int:
 def _hf_logits(setup: RunSetup, input_ids: torch.Tensor) -> torch.Tensor:
     from transformers import AutoModelForCausalLM
 
-    from oumi_megatron.rollout.hf_attention import hf_attn_implementation_of
+    from oumi_megatron.rollout.hf_attention import hf_config_and_attention
 
+    remote_code = setup.cfg.model.trust_remote_code
+    config, attention = hf_config_and_attention(setup.hf_dir, trust_remote_code=remote_code)
     model = AutoModelForCausalLM.from_pretrained(
-        setup.hf_dir, dtype=setup.params_dtype, trust_remote_code=setup.cfg.model.trust_remote_code,
-        attn_implementation=hf_attn_implementation_of(setup.hf_dir),
+        setup.hf_dir, config=config, dtype=setup.params_dtype, trust_remote_code=remote_code,
+        attn_implementation=attention,
     ).eval()  # fmt: skip
     with torch.no_grad():
         return model(input_ids).logits.float()

@@ -108,10 +108,11 @@ def case_tokens() -> torch.Tensor:
 def hf_reference(model_dir: Path, input_ids: torch.Tensor) -> torch.Tensor:
     from transformers import AutoModelForCausalLM
 
-    from oumi_megatron.rollout.hf_attention import hf_attn_implementation_of
+    from oumi_megatron.rollout.hf_attention import hf_config_and_attention
 
+    config, attention = hf_config_and_attention(model_dir)
     model = AutoModelForCausalLM.from_pretrained(
-        model_dir, dtype=torch.float32, attn_implementation=hf_attn_implementation_of(model_dir)
+        model_dir, config=config, dtype=torch.float32, attn_implementation=attention
     ).eval()
     with torch.no_grad():
         return model(input_ids).logits

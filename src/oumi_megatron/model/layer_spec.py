@@ -42,9 +42,9 @@ def torch_layer_spec(config, vp_stage: int | None = None):
 
             submodules = spec.submodules.self_attention.submodules
             submodules.q_layernorm = submodules.k_layernorm = SplitRMSNorm
-    if getattr(config, "sandwich_norms", False):  # Gemma (``model.gemma``)
-        from oumi_megatron.model.gemma import gemma_block_spec
+    from oumi_megatron.model.gemma import gemma_block_spec, is_gemma
 
+    if is_gemma(config):  # the provider itself: sandwich and zero-centred norms
         return gemma_block_spec(config, spec, vp_stage)
     return spec
 

@@ -25,14 +25,12 @@ def configure_provider(
     """Apply `layout`, dtype and the TE-free layer spec to a Bridge `GPTModelProvider`;
     with `hf_config`, also its sliding windows (``model.attention_windows``)."""
     from oumi_megatron.model.attention_windows import apply_windows
-    from oumi_megatron.model.gemma import is_gemma
     from oumi_megatron.model.layer_spec import bridge_self_attention, torch_layer_spec
     from oumi_megatron.model.rope import install_packed_rope
 
     install_packed_rope()
     if hf_config is not None:
         apply_windows(provider, hf_config)
-    provider.sandwich_norms = is_gemma(provider)
     scalar = getattr(provider, "query_pre_attn_scalar", None)  # Gemma 2: its own query scale
     if scalar and provider.softmax_scale is None:
         provider.softmax_scale = float(scalar) ** -0.5

@@ -1,9 +1,9 @@
 """Which Hugging Face attention implementation computes a model as published.
 
 Hugging Face's SDPA path drops Gemma 2's attention-logit soft-capping (SDPA has no such step;
-its eager path applies it, as vLLM and our core attention do); GPT-OSS has no SDPA path. Wherever this project runs a
-Hugging Face model to compare with or to sample from (the parity gate, ``verify``, the CPU
-rollout engine, the tests' references), it asks here.
+its eager path applies it, as vLLM and our core attention do); GPT-OSS has no SDPA path.
+Wherever this project runs a Hugging Face model to compare with or to sample from (the parity
+gate, ``verify``, the CPU rollout engine, the tests' references), it asks here.
 """
 
 from __future__ import annotations
@@ -22,12 +22,14 @@ def hf_attn_implementation(config, preferred: str = "sdpa") -> str:
     return "eager" if softcap or text.model_type in EAGER_ONLY else preferred
 
 
-def hf_attn_implementation_of(
+def hf_config_and_attention(
     model_dir: str | Path, preferred: str = "sdpa", trust_remote_code: bool = False
-) -> str:
+):
+    """The model's config (read once, to pass on as ``from_pretrained(config=...)``) and the
+    attention implementation to load it with."""
     from transformers import AutoConfig
 
     config = AutoConfig.from_pretrained(
         model_dir, local_files_only=True, trust_remote_code=trust_remote_code
     )
-    return hf_attn_implementation(config, preferred)
+    return config, hf_attn_implementation(config, preferred)

@@ -71,7 +71,8 @@ def _checkpoint_slice(targets: dict[str, torch.Tensor], name: str) -> torch.Tens
         name, _ = renaming.rename_source_key(name)
     if name in targets:
         return targets[name]
-    expert = _EXPERT_INDEX.search(name)
+    match = _EXPERT_INDEX.search(name)
+    expert = int(match.group(1)) if match else None
     for converter in converters:
         key, pattern = converter.rename_source_key(name)
         if pattern is None:
@@ -80,9 +81,9 @@ def _checkpoint_slice(targets: dict[str, torch.Tensor], name: str) -> torch.Tens
         fused = targets.get(key)
         if fused is None or expert is None or not isinstance(ops[0], MergeModulelist):
             return None
-        if int(expert.group(1)) >= fused.shape[0]:
+        if expert >= fused.shape[0]:
             return None
-        view = fused[int(expert.group(1))]
+        view = fused[expert]
         for op in ops[1:]:
             if not isinstance(op, Concatenate):
                 return None

@@ -61,16 +61,18 @@ class TorchRolloutEngine(RolloutEngine):
         if isinstance(model, (str, Path)):
             from transformers import AutoModelForCausalLM
 
-            from oumi_megatron.rollout.hf_attention import hf_attn_implementation_of
+            from oumi_megatron.rollout.hf_attention import hf_config_and_attention
 
+            config, attention = hf_config_and_attention(
+                model, attn_implementation, trust_remote_code
+            )
             model = AutoModelForCausalLM.from_pretrained(
                 str(model),
+                config=config,
                 dtype=dtype,
                 trust_remote_code=trust_remote_code,
                 use_safetensors=True,
-                attn_implementation=hf_attn_implementation_of(
-                    model, attn_implementation, trust_remote_code
-                ),
+                attn_implementation=attention,
             )
         self.model = model.to(device=self.device, dtype=dtype).eval().requires_grad_(False)
         self.eos_token_ids = _eos_ids(self.model)
