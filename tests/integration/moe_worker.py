@@ -1,11 +1,13 @@
 """torchrun worker: the MoE router's aux losses in a GRPO update, at EP1 and EP2.
 
-For each case (expert-parallel size, micro-batch size, packing) on the tiny Qwen3-MoE model:
+For each case (expert-parallel size, micro-batch size, packing) on a tiny MoE model (Qwen3-MoE
+unless the case names another fixture: DeepSeek-V3's per-sequence loss with sigmoid scores):
 
 1. Hand computation: every micro-batch of this rank is run forward with the router's own aux
-   losses off, the router logits are captured, and the Switch load-balancing loss and the
-   z-loss are computed from them by their formulas, weighted by the micro-batch's share of
-   the step's routed tokens; back-propagated and reduced over data-parallel ranks.
+   losses off, the router logits are captured, and the load-balancing loss (Switch over the
+   micro-batch, or its mean over the micro-batch's rows for ``seq_aux_loss``) and the z-loss
+   are computed from them by their formulas, weighted by the micro-batch's share of the
+   step's routed tokens; back-propagated and reduced over data-parallel ranks.
 2. The trainer's path: `MegatronPolicy.train_step` with zero advantages (the policy loss has
    zero gradient), so its gradients are the aux terms alone.
 3. A GRPO step with random advantages; its loss, gradient norm and exported weights.
@@ -37,16 +39,33 @@ from oumi_megatron.training.step_batches import BatchingSettings, build_microbat
 AUX_COEFF, Z_COEFF = 0.1, 0.01
 
 
-def _hand_aux_terms(logits: torch.Tensor, topk: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Switch load balancing, E · Σ_e f_e · P_e, and the z-loss, mean_t logsumexp(l_t)²."""
-    logits = logits.float().reshape(-1, logits.shape[-1])
+def _switch_balance(logits: torch.Tensor, topk: int, score: str) -> torch.Tensor:
+    """Switch load balancing over `logits`' tokens, E · Σ_e f_e · P_e: f_e the fraction of the
+    tokens' top-k picks that go to e, P_e the mean score of e (softmax, or sigmoid normalised
+    over the experts)."""
     tokens, experts = logits.shape
-    probs = torch.softmax(logits, dim=-1)
+    if score == "softmax":
+        probs = torch.softmax(logits, dim=-1)
+    else:
+        probs = torch.sigmoid(logits)
+        probs = probs / probs.sum(-1, keepdim=True)
     chosen = torch.zeros_like(probs).scatter(1, probs.topk(topk, dim=-1).indices, 1.0)
     fraction = chosen.sum(0) / (tokens * topk)
-    mean_prob = probs.mean(0)
-    balance = experts * (fraction * mean_prob).sum()
-    z = torch.logsumexp(logits, dim=-1).square().mean()
+    return experts * (fraction * probs.mean(0)).sum()
+
+
+def _hand_aux_terms(logits: torch.Tensor, config) -> tuple[torch.Tensor, torch.Tensor]:
+    """The load-balancing loss and the z-loss, mean_t logsumexp(l_t)², of one micro-batch's
+    router logits [s, b, E]: Switch over all its tokens (``aux_loss``) or per row, averaged
+    over the rows (``seq_aux_loss``: a padded row is one sequence, a packed row too)."""
+    logits = logits.float()
+    topk, score = config.moe_router_topk, config.moe_router_score_function
+    if config.moe_router_load_balancing_type == "seq_aux_loss":
+        rows = logits.reshape(logits.shape[0], -1, logits.shape[-1]).unbind(1)
+        balance = torch.stack([_switch_balance(row, topk, score) for row in rows]).mean()
+    else:
+        balance = _switch_balance(logits.reshape(-1, logits.shape[-1]), topk, score)
+    z = torch.logsumexp(logits.reshape(-1, logits.shape[-1]), dim=-1).square().mean()
     return balance, z
 
 
@@ -79,7 +98,7 @@ def hand_gradients(policy, batches, config) -> tuple[dict[str, torch.Tensor], fl
     for batch in batches:
         captured.clear()
         policy._forward(policy.model[0], batch.to(policy.device))
-        terms = [_hand_aux_terms(logits, config.moe_router_topk) for logits in captured]
+        terms = [_hand_aux_terms(logits, config) for logits in captured]
         weight = batch.input_ids.numel() / total
         loss = sum(AUX_COEFF * b + Z_COEFF * z for b, z in terms) * weight
         loss.backward()
@@ -110,7 +129,13 @@ def run_case(case: dict, model_dir: str, out_dir: Path) -> dict:
     def configure(provider):
         provider.calculate_per_token_loss = True
         provider.moe_aux_loss_coeff, provider.moe_z_loss_coeff = AUX_COEFF, Z_COEFF
+        # DeepSeek's expert bias moves at every gradient finalize and with it the routing of
+        # the next forward: held still, so the hand and the trainer's passes route alike.
+        provider.moe_router_bias_update_rate = 0.0
 
+    from oumi_megatron.training.moe_loss import tracked_names
+
+    model_dir = str(Path(model_dir).parent / case.get("arch", Path(model_dir).name))
     layout = ParallelLayout(**case["layout"])
     init_model_parallel(layout, seed=5)
     loaded = load_megatron_model(
@@ -162,7 +187,8 @@ def run_case(case: dict, model_dir: str, out_dir: Path) -> dict:
         "name": case["name"],
         "aux_grad_max_abs_diff": worst_t[0].item(),
         "aux_grad_max_abs": worst_t[1].item(),
-        "logged_balance_loss": out["moe"].get("moe/load_balancing_loss"),
+        "balancing": config.moe_router_load_balancing_type,
+        "logged_balance_loss": out["moe"].get(f"moe/{tracked_names(config)[0]}"),
         "logged_z_loss": out["moe"].get("moe/z_loss"),
         "hand_balance_loss": hand_balance,
         "metrics": metrics,

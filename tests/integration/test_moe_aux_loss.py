@@ -1,7 +1,9 @@
-"""MoE router aux losses in a GRPO update (tiny Qwen3-MoE, 2 processes): the load-balancing and
-z-loss gradients equal a hand computation from the router logits at EP1 and EP2 with one or
-several micro-batches, padded or packed; the logged aux loss is the hand one; and a GRPO step at
-EP2 gives EP1's loss, gradient norm and weights."""
+"""MoE router aux losses in a GRPO update (2 processes): the load-balancing and z-loss gradients
+equal a hand computation from the router logits at EP1 and EP2 with one or several
+micro-batches, padded or packed; the logged aux loss is the hand one; and a GRPO step at EP2
+gives EP1's loss, gradient norm and weights. Tiny Qwen3-MoE (Switch loss over each micro-batch,
+softmax scores) and tiny DeepSeek-V3 (per-sequence loss averaged over a micro-batch's rows,
+sigmoid scores, a dense first layer)."""
 
 from __future__ import annotations
 
@@ -20,8 +22,16 @@ CASES = [
     {"name": "ep1_packed", "layout": {}, "mbs": 4, "packing": True, "fixed": True},
     {"name": "ep2_mbs1", "layout": {"ep": 2}, "mbs": 1, "packing": False},
     {"name": "ep2_packed", "layout": {"ep": 2}, "mbs": 4, "packing": True},
+    {"name": "deepseek_ep1_mbs3", "arch": "deepseek_v3", "layout": {}, "mbs": 3,
+     "packing": False, "fixed": True},
+    {"name": "deepseek_ep2_mbs3", "arch": "deepseek_v3", "layout": {"ep": 2}, "mbs": 3,
+     "packing": False},
+]  # fmt: skip
+SAME_STEP = [
+    ("ep2_mbs1", "ep1_mbs1"),
+    ("ep2_packed", "ep1_packed"),
+    ("deepseek_ep2_mbs3", "deepseek_ep1_mbs3"),
 ]
-SAME_STEP = [("ep2_mbs1", "ep1_mbs1"), ("ep2_packed", "ep1_packed")]
 
 
 @pytest.fixture(scope="module")
@@ -37,6 +47,8 @@ def moe_results(tiny_models, tmp_path_factory) -> tuple[dict[str, dict], Path]:
 @pytest.mark.parametrize("case", [c["name"] for c in CASES])
 def test_aux_gradient_matches_hand_computation(moe_results, case):
     result = moe_results[0][case]
+    expected = "seq_aux_loss" if case.startswith("deepseek") else "aux_loss"
+    assert result["balancing"] == expected
     # Without the router's divisor the aux gradient is ~global-token-count times too large.
     assert result["aux_grad_max_abs"] > 1e-4
     assert result["aux_grad_max_abs_diff"] <= 1e-6, result

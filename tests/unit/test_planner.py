@@ -13,6 +13,7 @@ from oumi_megatron.planner.hardware import GiB, hardware
 from oumi_megatron.planner.memory import Candidate, Options, Workload, estimate_memory
 from oumi_megatron.planner.report import render
 from oumi_megatron.planner.search import plan, rollout_tp_for
+from oumi_megatron.testing.tiny_models import ARCHITECTURES
 
 
 def test_published_parameter_counts() -> None:
@@ -25,6 +26,24 @@ def test_published_parameter_counts() -> None:
     }
     for name, published in counts.items():
         assert load_architecture(name).total_params == pytest.approx(published, rel=1e-3), name
+
+
+@pytest.mark.parametrize("arch", ARCHITECTURES)
+def test_parameter_count_of_every_family_is_exact(arch) -> None:
+    """The planner's count from config.json alone equals the Hugging Face model's, for every
+    supported family: multi-latent attention, experts sized by intermediate_size (Mixtral,
+    OLMoE, GPT-OSS), Q/K and sandwich norms, sinks and biases."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from oumi_megatron.planner.architecture import from_hf_dict
+    from oumi_megatron.testing.tiny_models import tiny_config
+
+    config = tiny_config(arch)
+    with torch.device("meta"):
+        model = AutoModelForCausalLM.from_config(config)
+    expected = sum(p.numel() for p in model.parameters())
+    assert from_hf_dict(config.to_dict(), arch).total_params == expected
 
 
 def test_llama_8b_tp2_memory_by_hand() -> None:

@@ -8,11 +8,11 @@ from oumi_megatron.parallel.layout import ParallelLayout
 
 # Fusions that need Transformer Engine or Apex kernels (or change numerics: the fused
 # cross-entropy casts gradients to bf16). Off everywhere so CPU and GPU give the same results.
+# (The fused SwiGLU is plain torch: `fused_swiglu` decides it.)
 _TE_ONLY_FUSIONS = (
     "persist_layer_norm",
     "apply_rope_fusion",
     "gradient_accumulation_fusion",
-    "bias_activation_fusion",
     "bias_dropout_fusion",
     "masked_softmax_fusion",
     "cross_entropy_loss_fusion",
@@ -52,6 +52,7 @@ def configure_provider(
     provider.batch_p2p_comm = layout.vpp is None
     for name in _TE_ONLY_FUSIONS:
         setattr(provider, name, False)
+    provider.bias_activation_fusion = fused_swiglu(provider, torch.cuda.is_available())
     # Transformer Engine's attention choice, which Megatron writes into NVTE_* environment
     # variables once per process and asserts on later: Bridge picks "flash" for Gemma 3 and
     # "auto" elsewhere. Our core attention ignores it; one value lets models of different
@@ -81,8 +82,31 @@ def configure_provider(
         # Bridge turns it on for DeepSeek/GLM; it runs shared experts on a side CUDA stream
         # and needs the all-to-all dispatcher (same results without it).
         provider.moe_shared_expert_overlap = False
+    # DeepSeek-V3 and GLM-4.5 publish multi-token-prediction layers (num_nextn_predict_layers),
+    # which Bridge would build with Transformer Engine's spec. Hugging Face's forward, vLLM's
+    # sampling and the GRPO loss never use them: they are not built, trained or exported.
+    provider.mtp_num_layers = None
     provider.finalize()
     return provider
+
+
+def fused_swiglu(provider, cuda: bool) -> bool:
+    """Whether Megatron's fused SwiGLU applies: its forward and its backward are each one
+    `torch.compile`'d kernel (no Transformer Engine), instead of SiLU, a multiply and, in the
+    backward, a concatenation of the two halves' gradients, each a pass over the whole MLP
+    width; it also keeps only the MLP's input for the backward. On CUDA only (on a CPU each
+    process would first build C++ for it) and only for plain SwiGLU: Megatron's fused path has
+    no clamp, linear offset or other gated activation (Gemma's GELU, GPT-OSS's clamped one)."""
+    import torch.nn.functional as F
+
+    return (
+        cuda
+        and bool(provider.gated_linear_unit)
+        and provider.activation_func is F.silu
+        and provider.activation_func_clamp_value is None
+        and not provider.glu_linear_offset
+        and not getattr(provider, "use_te_activation_func", False)
+    )
 
 
 def token_dispatcher(layout: ParallelLayout) -> str:

@@ -31,7 +31,8 @@ class Family:
     """Layouts of the GRPO training test (``tests/integration/test_grpo_train.py``) that
     train this family end to end (rollout, update, weight sync, export)."""
     vllm_sync: bool = False
-    """Trained with vLLM and GPU weight sync in the GPU checks (``scripts/gpu/``)."""
+    """Megatron's weights synced into a colocated vLLM engine on GPU, which then samples as
+    Hugging Face's model of those weights (``tests/gpu/test_family_vllm_sync.py``)."""
     moe: bool = False
     model_type: str | None = None
 
@@ -43,18 +44,18 @@ FAMILIES: tuple[Family, ...] = (
         "Llama", ("LlamaForCausalLM",), "llama",
         (_TP1, _TP2, _PP2, ParallelLayout(tp=2, pp=2), ParallelLayout(pp=2, vpp=2),
          ParallelLayout(cp=2), ParallelLayout(cp=4), ParallelLayout(tp=2, cp=2)),
-        trained=("DP2", "PP2xVPP2", "CP2", "TP2_gloo_2workers", "TP2_topp_topk"),
+        trained=("DP2", "PP2xVPP2", "CP2", "TP2_gloo_2workers", "TP2_topp_topk"), vllm_sync=True,
     ),
     Family(
         "Qwen2 / Qwen2.5", ("Qwen2ForCausalLM",), "qwen2",
         (_TP1, _TP2, _PP2, ParallelLayout(tp=2, pp=2), ParallelLayout(pp=2, cp=2)),
         vllm_sync=True,
     ),
-    Family("Qwen3", ("Qwen3ForCausalLM",), "qwen3", (_TP1, _TP2, _PP2)),
-    Family("Mistral", ("MistralForCausalLM",), "mistral", (_TP1, _TP2, _PP2)),
+    Family("Qwen3", ("Qwen3ForCausalLM",), "qwen3", (_TP1, _TP2, _PP2), vllm_sync=True),
+    Family("Mistral", ("MistralForCausalLM",), "mistral", (_TP1, _TP2, _PP2), vllm_sync=True),
     Family(
         "Qwen3-MoE", ("Qwen3MoeForCausalLM",), "qwen3_moe",
-        (_TP1, _TP2, _PP2, ParallelLayout(ep=2)), trained=("EP2_moe",), moe=True,
+        (_TP1, _TP2, _PP2, ParallelLayout(ep=2)), trained=("EP2_moe",), moe=True, vllm_sync=True,
     ),
     Family(
         "DeepSeek-V3", ("DeepseekV3ForCausalLM",), "deepseek_v3",
@@ -62,11 +63,11 @@ FAMILIES: tuple[Family, ...] = (
     ),
     Family(
         "Mixtral", ("MixtralForCausalLM",), "mixtral",
-        (_TP1, _TP2, _PP2, ParallelLayout(ep=2)), moe=True,
+        (_TP1, _TP2, _PP2, ParallelLayout(ep=2)), moe=True, vllm_sync=True,
     ),
     Family(  # Q/K norms over the whole width (summed over tensor-parallel ranks)
         "OLMoE", ("OlmoeForCausalLM",), "olmoe", (_TP1, _TP2, _PP2, ParallelLayout(ep=2)),
-        moe=True,
+        moe=True, vllm_sync=True,
     ),
     Family(
         "GLM-4.5 / GLM-4-MoE", ("Glm4MoeForCausalLM",), "glm4_moe",
@@ -75,7 +76,7 @@ FAMILIES: tuple[Family, ...] = (
     Family(  # zero-centred and sandwich norms, sliding windows, local/global rotary bases
         "Gemma 3 (text)", ("Gemma3ForCausalLM",), "gemma3",
         (_TP1, _TP2, _PP2, ParallelLayout(cp=2)), trained=("PP2_gemma3",),
-        model_type="gemma3_text",
+        model_type="gemma3_text", vllm_sync=True,
     ),
     Family(  # attention sinks, biased experts with the clamped SwiGLU (expert TP 1), YaRN
         "GPT-OSS", ("GptOssForCausalLM",), "gpt_oss",
@@ -83,6 +84,7 @@ FAMILIES: tuple[Family, ...] = (
     ),
     Family(  # as Gemma 3 with soft-capped attention and final logits, one rotary base
         "Gemma 2", ("Gemma2ForCausalLM",), "gemma2", (_TP1, _TP2, _PP2, ParallelLayout(cp=2)),
+        vllm_sync=True,
     ),
 )  # fmt: skip
 

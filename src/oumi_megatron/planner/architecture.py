@@ -68,13 +68,39 @@ class Architecture:
     shared_expert_ffn_hidden_size: int = 0
     moe_layers: int = 0
     max_positions: int | None = None
+    # Multi-latent attention (DeepSeek-V3): queries and keys/values through low-rank latents;
+    # ``head_dim`` is then the query/key width per head (no-RoPE + RoPE parts).
+    q_lora_rank: int = 0
+    kv_lora_rank: int = 0
+    qk_rope_head_dim: int = 0
+    v_head_dim: int = 0
+    layer_extra_params: int = 0
+    """Small per-layer tensors besides the projections and the two norms: Q/K norms, Gemma's
+    extra norms, output-projection, router and expert biases, attention sinks."""
 
     @property
     def attention_params(self) -> int:
         """Q, K, V and output projections of one layer (+ Q/K/V biases)."""
+        if self.kv_lora_rank:
+            return self._mla_params
         q, kv = self.num_attention_heads * self.head_dim, self.num_kv_heads * self.head_dim
         bias = (q + 2 * kv) if self.qkv_bias else 0
         return 2 * self.hidden_size * q + 2 * self.hidden_size * kv + bias
+
+    @property
+    def _mla_params(self) -> int:
+        """Multi-latent attention: Q through its latent (or one projection), the shared K/V
+        latent with the RoPE key, its expansion to every head's no-RoPE key and value, the
+        output projection, and the two latents' norms."""
+        h, heads = self.hidden_size, self.num_attention_heads
+        nope = self.head_dim - self.qk_rope_head_dim
+        if self.q_lora_rank:
+            q = h * self.q_lora_rank + self.q_lora_rank + self.q_lora_rank * heads * self.head_dim
+        else:
+            q = h * heads * self.head_dim
+        kv = h * (self.kv_lora_rank + self.qk_rope_head_dim) + self.kv_lora_rank
+        kv += self.kv_lora_rank * heads * (nope + self.v_head_dim)
+        return q + kv + heads * self.v_head_dim * h
 
     @property
     def dense_mlp_params(self) -> int:
@@ -97,7 +123,8 @@ class Architecture:
             + self.hidden_size * (self.num_experts or 0)
             + 3 * self.hidden_size * self.shared_expert_ffn_hidden_size
         )
-        layers = self.num_layers * (self.attention_params + 2 * self.hidden_size)
+        layer = self.attention_params + 2 * self.hidden_size + self.layer_extra_params
+        layers = self.num_layers * layer
         layers += dense_layers * self.dense_mlp_params + self.moe_layers * moe_layer
         heads = 1 if self.tied_embeddings else 2
         return layers + heads * self.embedding_params + self.hidden_size
@@ -144,14 +171,23 @@ def from_hf_dict(config: dict[str, Any], name: str = "model") -> Architecture:
         hidden = int(text["hidden_size"])
         layers = int(text["num_hidden_layers"])
         experts = next((int(text[k]) for k in _EXPERT_KEYS if text.get(k)), None)
+        ffn = int(text.get("intermediate_size") or 4 * hidden)
+        # Mixtral, OLMoE, GPT-OSS: experts of intermediate_size (no separate moe_ size)
+        moe_ffn = int(text.get("moe_intermediate_size") or ffn) if experts else 0
+        mla = _mla_fields(text)
+        head_dim = int(text.get("head_dim") or hidden // heads)
+        kv_heads = int(text.get("num_key_value_heads") or heads)
+        if mla:
+            head_dim = int(text["qk_nope_head_dim"]) + mla["qk_rope_head_dim"]
+            kv_heads = heads  # every head has its own key and value after the expansion
         return Architecture(
             name=name,
             num_layers=layers,
             hidden_size=hidden,
-            ffn_hidden_size=int(text.get("intermediate_size") or 4 * hidden),
+            ffn_hidden_size=ffn,
             num_attention_heads=heads,
-            num_kv_heads=int(text.get("num_key_value_heads") or heads),
-            head_dim=int(text.get("head_dim") or hidden // heads),
+            num_kv_heads=kv_heads,
+            head_dim=head_dim,
             vocab_size=int(text["vocab_size"]),
             tied_embeddings=bool(text.get("tie_word_embeddings", False)),
             qkv_bias=bool(
@@ -159,15 +195,50 @@ def from_hf_dict(config: dict[str, Any], name: str = "model") -> Architecture:
             ),
             num_experts=experts,
             moe_top_k=int(text.get("num_experts_per_tok") or 0) if experts else 0,
-            moe_ffn_hidden_size=int(text.get("moe_intermediate_size") or 0) if experts else 0,
+            moe_ffn_hidden_size=moe_ffn,
             shared_expert_ffn_hidden_size=_shared_expert_ffn(text) if experts else 0,
             moe_layers=_moe_layer_count(text, layers) if experts else 0,
             max_positions=text.get("max_position_embeddings"),
+            **mla,
+            layer_extra_params=_layer_extras(
+                text, hidden, heads, kv_heads, head_dim, experts, moe_ffn
+            ),
         )
     except (KeyError, TypeError, ValueError) as error:
         raise ArchitectureError(
             f"{name}: config lacks a decoder-only transformer field ({error})."
         ) from None
+
+
+def _mla_fields(text: dict[str, Any]) -> dict[str, int]:
+    if not text.get("kv_lora_rank"):
+        return {}
+    return {
+        "q_lora_rank": int(text.get("q_lora_rank") or 0),
+        "kv_lora_rank": int(text["kv_lora_rank"]),
+        "qk_rope_head_dim": int(text["qk_rope_head_dim"]),
+        "v_head_dim": int(text["v_head_dim"]),
+    }
+
+
+def _layer_extras(
+    text: dict[str, Any], hidden: int, heads: int, kv_heads: int, head_dim: int,
+    experts: int | None, moe_ffn: int,
+) -> int:  # fmt: skip
+    """Per-layer parameters outside the projections, the MLP and the two pre-norms."""
+    model_type = text.get("model_type", "")
+    extra = 0
+    if model_type in ("qwen3", "qwen3_moe", "gemma3_text", "gemma3"):  # per-head Q/K norms
+        extra += 2 * head_dim
+    if model_type == "olmoe":  # Q/K norms over the whole width
+        extra += (heads + kv_heads) * head_dim
+    if model_type.startswith("gemma2") or model_type.startswith("gemma3"):  # sandwich norms
+        extra += 2 * hidden
+    if text.get("attention_bias") and not text.get("kv_lora_rank"):
+        extra += hidden  # the output projection's bias (Q/K/V biases: ``qkv_bias``)
+    if model_type == "gpt_oss":  # sinks, router bias, expert biases
+        extra += heads + (experts or 0) * (1 + 2 * moe_ffn + hidden)
+    return extra
 
 
 def _shared_expert_ffn(text: dict[str, Any]) -> int:

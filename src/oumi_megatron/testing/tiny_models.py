@@ -71,8 +71,10 @@ def tiny_config(arch: str, num_layers: int = 4):
         )
     # DeepSeek-V3 and GLM-4-MoE: a dense first layer, then MoE layers with a shared expert and
     # sigmoid routing with an expert bias; DeepSeek-V3 with multi-latent attention.
+    # One multi-token-prediction layer in the config, as published (not built: model/provider.py).
     moe = dict(moe_intermediate_size=32, n_routed_experts=4, num_experts_per_tok=2,
-               n_shared_experts=1, n_group=1, topk_group=1, first_k_dense_replace=1)  # fmt: skip
+               n_shared_experts=1, n_group=1, topk_group=1, first_k_dense_replace=1,
+               num_nextn_predict_layers=1)  # fmt: skip
     if arch == "deepseek_v3":  # multi-latent attention: one K/V per head, as published
         return DeepseekV3Config(
             **{**common, "num_key_value_heads": 4}, **moe, q_lora_rank=32, kv_lora_rank=16, qk_rope_head_dim=8,

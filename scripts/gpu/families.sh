@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# One device command (scripts/gpu/README.md): every supported family's weight sync from
+# Megatron into a colocated vLLM engine (tests/gpu/test_family_vllm_sync.py), PARALLEL families
+# at a time on the one GPU (each its own process and vLLM engine), plus the GPU tests named in
+# GPU_TESTS. Needs the vLLM, Megatron and Oumi sets.
+# Writes into $OUT: env.log families.jsonl family_logs.tar.gz gpu_tests.log
+set -u
+OUT=${OUT:-/tmp/out}
+source scripts/gpu/setup_env.sh
+FAMILIES=${FAMILIES:-llama qwen2 qwen3 mistral qwen3_moe deepseek_v3 glm4_moe mixtral olmoe gemma3 gemma2 gpt_oss}
+
+if [ -n "${GPU_TESTS:-}" ]; then
+  stage "gpu tests: $GPU_TESTS"
+  timeout ${TESTS_TIMEOUT:-150} python3 -m pytest -q -m gpu -p no:cacheprovider $GPU_TESTS >"$OUT/gpu_tests.log" 2>&1
+  echo "gpu tests rc=$? $(tail -1 "$OUT/gpu_tests.log")" | tee -a "$OUT/env.log"
+fi
+
+stage "family sync into vLLM: $FAMILIES (${PARALLEL:-3} at a time)"
+mkdir -p /tmp/family_logs
+export FAMILY_VLLM_MEMORY=${FAMILY_VLLM_MEMORY:-0.12}
+printf '%s\n' $FAMILIES | xargs -P ${PARALLEL:-3} -I{} sh -c \
+  "timeout ${FAMILY_TIMEOUT:-240} python3 -m pytest -q -s -m gpu -p no:cacheprovider \
+   'tests/gpu/test_family_vllm_sync.py::test_sync_into_vllm[{}]' >/tmp/family_logs/{}.log 2>&1; \
+   echo \"{} rc=\$? \$(tail -1 /tmp/family_logs/{}.log)\" >>$OUT/env.log"
+cat /tmp/family_logs/*.log | grep -o '{"arch".*}' >"$OUT/families.jsonl"
+tar czf "$OUT/family_logs.tar.gz" -C /tmp family_logs
+stage "done"
