@@ -16,6 +16,8 @@ warm-up steps. Modes:
 - ``*_local``: Megatron's own local `DotProductAttention` instead of ours (padded only: it
   refuses packed sequences).
 - ``*_compiled``: every transformer layer under `torch.compile`.
+- ``*_plainglu``: SwiGLU as SiLU, multiply and (backward) concatenation instead of
+  Megatron's fused kernels (``model.provider.fused_swiglu``, the default on GPU).
 - ``*_eagerlp``: the log-prob / entropy / gradient chunk kernels uncompiled (eager torch,
   ``OUMI_MEGATRON_COMPILE_LOGPROBS=0``); the other modes compile them (the trainer's default
   on GPU).
@@ -41,7 +43,8 @@ from pathlib import Path
 import torch
 
 REPO = Path(__file__).resolve().parents[1]
-MODES = ("packed", "padded", "packed_eagerlp", "padded_local", "packed_compiled", "padded_compiled")
+MODES = ("packed", "padded", "packed_eagerlp", "packed_plainglu", "padded_local", "packed_compiled",
+         "padded_compiled")  # fmt: skip
 
 
 def grpo_lengths(args) -> tuple[list[int], list[int]]:
@@ -87,6 +90,8 @@ def load_policy(args, mode: str):
 
     def configure(provider):
         provider.calculate_per_token_loss = True
+        if "_plainglu" in mode:
+            provider.bias_activation_fusion = False
         if "_local" in mode:
             from megatron.core.models.gpt.gpt_layer_specs import get_gpt_layer_local_spec
 
@@ -247,6 +252,7 @@ def ratios(results: dict) -> dict:
         "packed_over_padded": ("padded", "packed"),
         "ours_over_local_attention": ("padded_local", "padded"),
         "fused_over_eager_logprobs": ("packed_eagerlp", "packed"),
+        "fused_over_plain_swiglu": ("packed_plainglu", "packed"),
         "compiled_over_eager_packed": ("packed", "packed_compiled"),
         "compiled_over_eager_padded": ("padded", "padded_compiled"),
         "packed_compiled_over_padded_compiled": ("padded_compiled", "packed_compiled"),

@@ -1,6 +1,8 @@
 """`torch.compile` of each transformer layer (GPU): fuses the norms, RoPE, SwiGLU and residual
 element-wise work that Transformer Engine would otherwise fuse. Layers are compiled one by one
-(not the whole model), so Megatron's pipeline schedule, hooks and collectives stay eager."""
+(not the whole model), so Megatron's pipeline schedule, hooks and collectives stay eager. The
+core attention stays eager too: it is one opaque flash kernel already, and its packed path
+reads the sequences' boundaries (a graph break either way)."""
 
 from __future__ import annotations
 
@@ -18,6 +20,9 @@ def compile_transformer_layers(chunks: list[torch.nn.Module], dynamic: bool | No
     for chunk in chunks:
         for module in chunk.modules():
             if isinstance(module, TransformerLayer):
+                core = getattr(getattr(module, "self_attention", None), "core_attention", None)
+                if core is not None:
+                    core.forward = torch.compiler.disable(core.forward)
                 module.compile(dynamic=dynamic)
                 count += 1
     return count

@@ -19,6 +19,7 @@ from megatron.core.models.common.embeddings import rope_utils
 _MEGATRON_THD = rope_utils._apply_rotary_pos_emb_thd
 
 
+@torch.compiler.disable  # inductor (torch 2.11) cannot lower bucketize over a slice view
 def positions_in_sequence(cu_seqlens: torch.Tensor, total: int) -> torch.Tensor:
     """For each of `total` packed tokens, its index inside its own sequence."""
     tokens = torch.arange(total, device=cu_seqlens.device)
