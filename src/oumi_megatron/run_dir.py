@@ -21,8 +21,8 @@ import uuid
 from pathlib import Path
 
 RUN_FILE = "run.json"
-RESULTS = ("checkpoints", "hf_model", "metrics.jsonl", "reward_curve.png", "tensorboard",
-           "weight_sync", RUN_FILE)  # fmt: skip
+RESULTS = ("checkpoints", "hf_model", "metrics.jsonl", "completions.jsonl", "reward_curve.png",
+           "tensorboard", "weight_sync", RUN_FILE)  # fmt: skip
 
 
 def previous_results(output_dir: Path) -> list[str]:
@@ -34,9 +34,10 @@ def previous_results(output_dir: Path) -> list[str]:
                         if p.name.startswith(("step_", ".step_")))  # fmt: skip
     if output_dir.is_dir():
         found += sorted(p.name for p in output_dir.glob("hf_model*") if p.is_dir())
-    metrics = output_dir / "metrics.jsonl"
-    if metrics.exists() and metrics.stat().st_size > 0:
-        found.append("metrics.jsonl")
+    for name in ("metrics.jsonl", "completions.jsonl"):
+        logged = output_dir / name
+        if logged.exists() and logged.stat().st_size > 0:
+            found.append(name)
     return found
 
 

@@ -256,13 +256,15 @@ class OumiMegatronGrpoTrainer(BaseTrainer):
         self._last_metrics.update(evaluation)
         self._last_metrics.update(sampling)
         self._check_rewards(generated[1])
+        logging_step = self._is_logging_step(max_steps)
+        if logging_step:  # before the save: a checkpoint's steps have their completions on disk
+            self._log_completions(rollouts, scored)
         self._save_if_due()
         self._history.append({k: v for k, v in self._last_metrics.items()
                               if k.startswith("time/") or k == "reward/mean"})  # fmt: skip
-        if self._is_logging_step(max_steps):
+        if logging_step:
             self.metrics_logger.log(self.step, self._last_metrics)
             progress.update(self.step, self._last_metrics)
-            self._log_completions(rollouts, scored)
         if self.step < max_steps and self._stop_requested():
             self._stop_for_preemption()
 
@@ -318,9 +320,14 @@ class OumiMegatronGrpoTrainer(BaseTrainer):
 
     def _open_metrics(self) -> MetricsLogger:
         training = self.cfg.training
-        jsonl = self.setup.output_dir / "metrics.jsonl"
-        if self.is_main and jsonl.exists():
-            _truncate_history(jsonl, before_step=self.step)
+        # A resumed run drops what was logged after its checkpoint (steps it trains again). The
+        # checkpoint's own metrics row is logged again from the checkpoint; its completions were
+        # written before it was saved.
+        history = {"metrics.jsonl": self.step, "completions.jsonl": self.step + 1}
+        for name, before_step in history.items():
+            path = self.setup.output_dir / name
+            if self.is_main and path.exists():
+                _truncate_history(path, before_step=before_step)
         sink = MetricsLogger(
             self.setup.output_dir,
             run_name=training.run_name or "oumi-megatron-grpo",
@@ -552,7 +559,7 @@ def _prepare(config) -> RunSetup:
 
 
 def _truncate_history(jsonl: Path, before_step: int) -> None:
-    """Keep metric rows of steps before `before_step` (0 = a fresh run keeps nothing)."""
+    """Keep the rows of steps before `before_step` (0 = a fresh run keeps nothing)."""
     rows = [line for line in jsonl.read_text().splitlines() if line]
     kept = [line for line in rows if json.loads(line).get("step", 0) < before_step]
     jsonl.write_text("".join(line + "\n" for line in kept))

@@ -158,22 +158,29 @@ def test_layout_trains_syncs_and_exports(layout, tiny_models, tmp_path, request)
 
 # One-step off-policy GRPO: a rollout process generates step k+1 during step k's update.
 ASYNC = ("grpo.max_off_policy_steps=1", "megatron.weight_sync_method=gloo")
+COMPLETIONS = ("grpo.log_completions=true",)
+
+
+def completions(run: Path) -> list[dict]:
+    return [json.loads(x) for x in (run / "completions.jsonl").read_text().splitlines() if x]
 
 
 def test_resume_after_kill_equals_straight_run(tiny_models, tmp_path):
     """Async GRPO (the sigterm test below covers on-policy): the checkpoint after step 3 holds
-    step 4's batch, generated during step 3; the resumed run trains on it."""
+    step 4's batch, generated during step 3; the resumed run trains on it. The logged
+    completions of the resumed run are the straight run's, each step once."""
     model_dir = tiny_models / "llama"
     straight, resumed = tmp_path / "straight", tmp_path / "resumed"
     fresh = train(1, model_dir, straight, "training.max_steps=6", "training.save_steps=3",
-                  "training.resume_from_checkpoint=latest", *ASYNC)  # fmt: skip
+                  "training.resume_from_checkpoint=latest", *ASYNC, *COMPLETIONS)  # fmt: skip
     assert "resume 'latest': no checkpoint in" in fresh.stdout + fresh.stderr
     assert "starting fresh (step 0)" in fresh.stdout + fresh.stderr
     rows = metrics(straight)
     assert [r["async/staleness"] for r in rows] == [0.0] + [1.0] * 5
     assert any(r["mismatch/max_abs_logprob_diff"] > 1e-3 for r in rows), "stale rollouts"
     killed = train(1, model_dir, resumed, "training.max_steps=6", "training.save_steps=3",
-                   *ASYNC, env={"OUMI_MEGATRON_FAULT": "after_save:3"}, check=False)  # fmt: skip
+                   *ASYNC, *COMPLETIONS, env={"OUMI_MEGATRON_FAULT": "after_save:3"},
+                   check=False)  # fmt: skip
     assert killed.returncode != 0, "the fault injection must kill the run after step 3"
     # Killed right after writing step_3, before logging it: the checkpoint carries that row.
     assert [r["step"] for r in metrics(resumed)] == [1, 2]
@@ -181,10 +188,13 @@ def test_resume_after_kill_equals_straight_run(tiny_models, tmp_path):
     assert (
         state["in_flight"]["version"] == 2 and len(state["in_flight"]["batch"]["sample_ids"]) == 16
     )
+    assert {r["step"] for r in completions(resumed)} == {1, 2, 3}  # logged before the save
     train(1, model_dir, resumed, "training.max_steps=6", "training.save_steps=3",
-          "training.resume_from_checkpoint=latest", *ASYNC)  # fmt: skip
+          "training.resume_from_checkpoint=latest", *ASYNC, *COMPLETIONS)  # fmt: skip
     assert [r["step"] for r in metrics(resumed)] == [1, 2, 3, 4, 5, 6]
     assert_same_run(straight, resumed)
+    assert completions(resumed) == completions(straight)
+    assert [r["step"] for r in completions(straight)] == [s for s in range(1, 7) for _ in range(16)]
 
 
 def test_kill_while_saving_keeps_previous_checkpoint(tiny_models, tmp_path):

@@ -13,15 +13,19 @@ def _old_run(root):
     (root / "checkpoints" / "latest").write_text("step_10")
     (root / "hf_model").mkdir()
     (root / "metrics.jsonl").write_text('{"step": 10}\n')
+    (root / "completions.jsonl").write_text('{"step": 10, "completion": "42"}\n')
+    (root / "tensorboard").mkdir()
+    (root / "reward_curve.png").write_bytes(b"png")
     (root / "megatron_checkpoint").mkdir()
     (root / "megatron_checkpoint" / "weights").write_text("converted")
 
 
 def test_a_fresh_run_in_a_used_directory_is_refused_with_the_choices(tmp_path):
     _old_run(tmp_path)
-    assert previous_results(tmp_path) == ["checkpoints/step_10", "hf_model", "metrics.jsonl"]
+    found = ["checkpoints/step_10", "hf_model", "metrics.jsonl", "completions.jsonl"]
+    assert previous_results(tmp_path) == found
     problem = check_fresh_run(tmp_path, resuming=False, overwrite=False)
-    assert "holds another run's results (checkpoints/step_10, hf_model, metrics.jsonl)" in problem
+    assert f"holds another run's results ({', '.join(found)})" in problem
     for choice in ("--resume latest", "new training.output_dir", "overwrite_output_dir=true"):
         assert choice in problem
     assert check_fresh_run(tmp_path, resuming=True, overwrite=False) is None
