@@ -7,7 +7,8 @@ mix the two runs' step numbers, and a later ``--resume latest`` would continue t
 The choices are in the message: resume it, pick another ``training.output_dir``, or
 ``megatron.overwrite_output_dir: true``, which deletes the old run's results first. The
 converted model (``megatron_checkpoint/``) is a cache of the source checkpoint, not a result: it
-is kept. Checkpoints record the run id; a resume keeps the id of the run it continues.
+is kept. A resume keeps the id of the run it continues; resuming an earlier step sets the
+later checkpoints aside (``training.checkpoint.set_aside_later``).
 """
 
 from __future__ import annotations

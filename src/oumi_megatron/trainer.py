@@ -501,6 +501,15 @@ class OumiMegatronGrpoTrainer(BaseTrainer):
         state = checkpoint.load_checkpoint(
             path, self.policy.model, self.policy.optimizer, self.policy.scheduler
         )
+        if self.is_main:
+            moved = checkpoint.set_aside_later(self.checkpoint_root, path)
+            if moved:
+                logger.warning(
+                    "resuming from %s: the later checkpoints (%s) were set aside in %s; latest "
+                    "and pruning no longer see them (delete them when not needed)", path.name,
+                    ", ".join(p.name for p in moved), moved[0].parent,
+                )  # fmt: skip
+        barrier()
         self.loader.load_state_dict(state["loader"])
         if "in_flight" in state:
             self._in_flight = async_rollout.InFlight.from_state_dict(

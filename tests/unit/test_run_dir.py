@@ -87,3 +87,35 @@ def test_a_resume_with_another_layout_is_refused_by_name(tmp_path):
     )
     (step / "trainer_state.json").write_text(json.dumps({"step": 4}))  # older checkpoints
     assert layout_mismatch(step, layout_record(_setup(tp=2, world=2))) is None
+
+
+def _checkpoint(root, step):
+    path = root / f"step_{step}"
+    path.mkdir(parents=True)
+    (path / "trainer_state.json").write_text(json.dumps({"step": step}))
+    return path
+
+
+def test_resuming_an_earlier_step_sets_the_later_ones_aside(tmp_path):
+    """`latest` and pruning never cross branches: after --resume step_3 with step_5 and step_6
+    saved, the resumed run's own step_4 is what `latest` finds and what pruning keeps."""
+    from oumi_megatron.training import checkpoint as ck
+
+    root = tmp_path / "checkpoints"
+    for step in (3, 5, 6):
+        _checkpoint(root, step)
+    (root / ck.LATEST).write_text("step_6")
+    resumed = ck.resolve_resume_path(root, "step_3")
+    moved = ck.set_aside_later(root, resumed)
+    assert [p.relative_to(root).as_posix() for p in moved] == [
+        "abandoned/step_5",
+        "abandoned/step_6",
+    ]
+    assert (root / "abandoned" / "step_6" / "trainer_state.json").exists()  # kept, not deleted
+    assert [p.name for p in ck.list_checkpoints(root)] == ["step_3"]
+    assert (root / ck.LATEST).read_text() == "step_3"
+    _checkpoint(root, 4)  # the resumed run's next save, then its pruning
+    ck._prune(root, keep_last=1)
+    assert [p.name for p in ck.list_checkpoints(root)] == ["step_4"]
+    assert ck.resolve_resume_path(root, "latest") == root / "step_4"
+    assert ck.set_aside_later(root, root / "step_4") == []  # nothing later: nothing moves

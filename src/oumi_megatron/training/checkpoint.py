@@ -100,6 +100,30 @@ def resolve_resume_path(root: Path, resume: str | None) -> Path | None:
     return path
 
 
+def set_aside_later(root: Path, resumed: Path) -> list[Path]:
+    """Rank 0, when a run resumes from `resumed`: checkpoints of later steps under `root`
+    belong to the branch the run leaves. They move to ``root/abandoned/`` (kept, not deleted),
+    where neither ``latest`` nor pruning sees them, and ``latest`` names `resumed`; otherwise
+    the resumed run's next save would be pruned in favour of the old higher steps, and a later
+    ``--resume latest`` would continue the abandoned branch. Returns the new locations."""
+    match = STEP_DIR.match(resumed.name)
+    if match is None or resumed.parent.resolve() != root.resolve():
+        return []
+    step = int(match.group(1))
+    later = [p for p in root.iterdir() if (m := STEP_DIR.match(p.name)) and int(m.group(1)) > step]
+    moved = []
+    for path in sorted(later):
+        target = root / "abandoned" / path.name
+        suffix = 1
+        while target.exists():
+            target, suffix = root / "abandoned" / f"{path.name}.{suffix}", suffix + 1
+        target.parent.mkdir(exist_ok=True)
+        os.replace(path, target)
+        moved.append(target)
+    (root / LATEST).write_text(resumed.name)
+    return moved
+
+
 _OPTIMIZER_METADATA = {"distrib_optim_sharding_type": "dp_reshardable"}
 
 
