@@ -15,10 +15,13 @@ def die_with_parent() -> None:
     GPUs or ports). Call it first thing in the child, then check ``os.getppid()`` against the
     parent's pid: the parent may have died before the call.
 
-    Ctrl-C is left to the trainer (SIGINT ignored here): it reaches the whole process group,
-    and the trainer finishes its step, saves, and then stops its processes itself.
+    Ctrl-C and a scheduler's SIGTERM are left to the trainer (both ignored here): they may
+    reach the whole process group (Slurm signals every process of the job), and the trainer
+    finishes its step, lets a save still being written complete, and then stops its processes
+    itself (by message, or SIGKILL).
     """
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     if sys.platform.startswith("linux"):
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)
 
