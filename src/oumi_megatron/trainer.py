@@ -172,11 +172,12 @@ class OumiMegatronGrpoTrainer(BaseTrainer):
         return training_steps(training.max_steps, training.num_train_epochs, prompts, per_step)
 
     def _check_rewards(self, scored) -> None:
-        """Stop (exit code 3) when a reward function fails too often (`step/reward_guard.py`);
-        the step's metrics are logged first."""
+        """Stop (exit code 3) when a reward function fails too often or the completions come
+        back empty (`step/reward_guard.py`); the step's metrics are logged first."""
         try:
             failed = scored.result.failed if scored.result is not None else []
             self.reward_guard.check(self.step, self._last_metrics, failed)
+            self.reward_guard.check_rollout(self.step, self._last_metrics)
         except FailurePolicyStop:
             self.metrics_logger.log(self.step, self._last_metrics)
             raise

@@ -10,7 +10,7 @@ import pytest
 from oumi_megatron.parallel import preemption
 from oumi_megatron.parallel.preemption import PreemptionWatch
 from oumi_megatron.rewards.scoring import RewardFailure
-from oumi_megatron.step.reward_guard import RewardFailureGuard
+from oumi_megatron.step.reward_guard import EMPTY_FRAC, RewardFailureGuard
 from oumi_megatron.stops import EXIT_FAILURE_POLICY, EXIT_PREEMPTED, FailurePolicyStop, Preempted
 
 
@@ -48,6 +48,37 @@ def test_a_lower_bound_stops_earlier():
     guard.check(1, _metrics(f=0.2), [])
     with pytest.raises(FailurePolicyStop, match="25%"):
         guard.check(2, _metrics(f=0.25), [])
+
+
+def test_empty_completions_stop_the_run_at_the_same_bounds():
+    """All of a step's completions empty stops at once; more than half over the window too;
+    a few empty ones (a model may stop at once now and then) do not."""
+    guard = RewardFailureGuard([], stop_frac=1.0, window=3)
+    for step, frac in enumerate([0.1, 0.6, 0.7], start=1):
+        guard.check_rollout(step, {EMPTY_FRAC: frac})
+    with pytest.raises(FailurePolicyStop, match="empty in each of the last 3 steps") as stop:
+        guard.check_rollout(4, {EMPTY_FRAC: 0.9})
+    assert stop.value.exit_code == EXIT_FAILURE_POLICY
+    guard = RewardFailureGuard([], stop_frac=1.0, window=3)
+    with pytest.raises(FailurePolicyStop, match="100% of the completions of step 1 are empty"):
+        guard.check_rollout(1, {EMPTY_FRAC: 1.0})
+
+
+def test_empty_completions_are_counted_in_the_step_metrics():
+    from oumi_megatron.step.metrics import reduce_tally, rollout_tally
+    from oumi_megatron.step.reward import ScoredBatch
+    from oumi_megatron.step.rollout import RolloutBatch
+
+    n = 4
+    batch = RolloutBatch(
+        sequence_ids=list(range(n)), prompt_ids=[[1]] * n, completion_ids=[[], [5], [], [5, 6]],
+        rollout_logprobs=[[], [0.0], [], [0.0, 0.0]], finish_reasons=["stop"] * n,
+        sample_ids=[f"p0/g{i}" for i in range(n)], prompts_text=["p"] * n,
+        completions_text=["", "a", "", "ab"], columns=[{}] * n,
+    )  # fmt: skip
+    scored = ScoredBatch(rewards=[0.0] * n, advantages=[0.0] * n)
+    metrics = reduce_tally(rollout_tally(batch, scored, [], "none"), num_generations=4)
+    assert metrics[EMPTY_FRAC] == 0.5
 
 
 def test_first_signal_sets_the_flag_and_a_quick_repeat_is_ignored(monkeypatch):

@@ -270,7 +270,8 @@ class GrpoParams(StrictModel):
         description=(
             "Stop the run (exit code 3) when one reward function fails on at least this "
             "fraction of a step's samples; 1.0: on all of them. A sample a function cannot "
-            "score gets 0 for it and is counted in reward/<name>/failures."
+            "score gets 0 for it and is counted in reward/<name>/failures. The same bound "
+            "applies to completions with no token (response_length/empty_frac)."
         ),
     )
     reward_failure_window: int = Field(
@@ -278,7 +279,8 @@ class GrpoParams(StrictModel):
         ge=1,
         description=(
             "Also stop when one reward function fails on more than half of the samples in "
-            "each of this many consecutive steps."
+            "each of this many consecutive steps (or more than half of the completions are "
+            "empty in each)."
         ),
     )
     log_completions: bool = Field(

@@ -50,6 +50,7 @@ def rollout_tally(
         "length_sum": ("sum", float(rollouts.num_completion_tokens)),
         "length_max": ("max", float(max(map(len, rollouts.completion_ids), default=0))),
         "truncated": ("sum", float(sum(f == "length" for f in rollouts.finish_reasons))),
+        "empty": ("sum", float(sum(not c for c in rollouts.completion_ids))),
         "tokens": ("sum", float(rollouts.num_tokens)),
         "seq_len_sq": (
             "sum",
@@ -97,6 +98,7 @@ def reduce_tally(tally: dict[str, tuple[str, float]], num_generations: int) -> d
         "response_length/mean": totals["length_sum"] / n,
         "response_length/max": totals["length_max"],
         "response_length/truncated_frac": totals["truncated"] / n,
+        "response_length/empty_frac": totals["empty"] / n,
     }
     if "overlong_penalty" in totals:
         metrics["reward/overlong_penalty_mean"] = totals["overlong_penalty"] / n

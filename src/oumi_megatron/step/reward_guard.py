@@ -8,6 +8,11 @@ advantage from it is 0 and the run would learn nothing while looking healthy. Pe
   (default 1.0: all of them) stops the run;
 - so do ``grpo.reward_failure_window`` consecutive steps where it fails on more than half.
 
+The same bounds apply to the rollout engines' output: completions with no token at all
+(``response_length/empty_frac``), which an engine or rollout process that has gone wrong returns
+(a model that only ever emits its stop token has gone wrong too: nothing is left to learn).
+Malformed output fails the step at once (`step/rollout.py`).
+
 The decision uses the globally reduced counts, so every rank stops at the same step.
 """
 
@@ -18,11 +23,33 @@ from collections import deque
 from oumi_megatron.rewards.scoring import RewardFailure, metric_name
 from oumi_megatron.stops import FailurePolicyStop
 
+EMPTY_FRAC = "response_length/empty_frac"
+
 
 class RewardFailureGuard:
     def __init__(self, names: list[str], stop_frac: float, window: int) -> None:
         self.stop_frac, self.window = stop_frac, window
         self.recent = {name: deque(maxlen=window) for name in names}
+        self.recent_empty: deque[float] = deque(maxlen=window)
+
+    def check_rollout(self, step: int, metrics: dict[str, float]) -> None:
+        """Raise `FailurePolicyStop` if the step's empty completions crossed a bound."""
+        frac = metrics.get(EMPTY_FRAC, 0.0)
+        self.recent_empty.append(frac)
+        if frac >= self.stop_frac:
+            reason = f"{frac:.0%} of the completions of step {step} are empty"
+            fix = f"raise grpo.reward_failure_stop_frac (now {self.stop_frac})"
+        elif len(self.recent_empty) == self.window and min(self.recent_empty) > 0.5:
+            reason = (f"more than half of the completions are empty in each of the last "
+                      f"{self.window} steps (up to step {step})")  # fmt: skip
+            fix = f"raise grpo.reward_failure_window (now {self.window})"
+        else:
+            return
+        raise FailurePolicyStop(
+            f"the rollout engines returned no tokens: {reason}. Check the rollout log (an engine "
+            f"or rollout process failing) and the sampling settings (stop tokens, "
+            f"grpo.max_completion_length), or {fix} to keep going."
+        )
 
     def check(self, step: int, metrics: dict[str, float], failed: list[RewardFailure]) -> None:
         """Raise `FailurePolicyStop` if a function crossed a bound at `step`; `metrics` holds
