@@ -9,11 +9,13 @@ How an Oumi ``DatasetParams`` entry of ``data.train.datasets`` maps to a source:
 ``countdown_sample``              unset              shipped ``files/countdown_sample.jsonl`` (20)
 ``arithmetic_synthetic``          unset              ``synthetic.generate_arithmetic`` (demo task)
 ``jsonl`` / ``json`` / ``parquet``  a file (needed)  that file, in that format
+an Oumi GRPO dataset name        either             Oumi's registered class (``oumi_datasets``)
+(``openai/gsm8k``, ...)
 anything                          ``*.jsonl`` etc.   that file (format from the extension)
 anything                          a saved dataset    ``datasets.load_from_disk`` (+ ``split``)
 anything                          other directory    ``datasets.load_dataset(path, subset)``
 an existing local path            unset              as if it were ``dataset_path``
-a Hub id (e.g. ``openai/gsm8k``)  unset              ``datasets.load_dataset(name, subset)``
+a Hub id (e.g. ``allenai/c4``)    unset              ``datasets.load_dataset(name, subset)``
 ================================  =================  ===========================================
 
 ``split`` selects the split of HF datasets (files have none; it is ignored). ``subset`` is the
@@ -188,6 +190,30 @@ def _load_hf(spec: DatasetSpec, path_or_name: str, extra: dict[str, Any]) -> Row
     return RowSource(label, _hf_rows(label, loaded, spec.split))
 
 
+def _registered_grpo_class(spec: DatasetSpec) -> type | None:
+    if Path(spec.dataset_name).exists():  # a local path, not a registered name
+        return None
+    from oumi_megatron.data.oumi_datasets import registered_grpo_class
+
+    return registered_grpo_class(spec.dataset_name, spec.subset)
+
+
+def _load_registered(oumi_class: type, spec: DatasetSpec, extra: dict[str, Any]) -> RowSource:
+    from oumi_megatron.data.oumi_datasets import read_registered
+
+    label = f"{spec.dataset_name}[{spec.split}]"
+    try:
+        records = read_registered(oumi_class, spec, extra)
+    except Exception as error:  # offline hub, missing file, bad kwargs: say what was tried
+        where = spec.dataset_path or "the Hugging Face Hub"
+        raise PromptDataError(
+            f"cannot load dataset {spec.dataset_name!r} (split {spec.split!r}) with Oumi's "
+            f"registered {oumi_class.__name__} from {where}: {type(error).__name__}: {error}. "
+            f"Fix: set dataset_path to a local copy of it, or check dataset_kwargs."
+        ) from error
+    return RowSource(label, _rows(label, records))
+
+
 def _no_extra(label: str, extra: Mapping[str, Any]) -> None:
     if extra:
         raise PromptDataError(f"{label}: unknown dataset_kwargs {sorted(extra)} for a file dataset")
@@ -217,6 +243,8 @@ def load_source(spec: DatasetSpec, extra_kwargs: Mapping[str, Any] | None = None
             raise PromptDataError(f"dataset_name {name!r} needs dataset_path (the file to read)")
         _no_extra(Path(path).name, extra)
         source = RowSource(Path(path).stem, _read_file(Path(path), name))
+    elif (oumi_class := _registered_grpo_class(spec)) is not None:
+        source = _load_registered(oumi_class, spec, extra)
     else:
         target = path if path is not None else name
         fmt = FILE_FORMATS.get(Path(target).suffix.lower())
