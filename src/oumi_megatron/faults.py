@@ -2,8 +2,9 @@
 
 ``OUMI_MEGATRON_FAULT=<point>:<step>[:<signal>[:<rank>]]``, e.g. ``after_save:3`` (SIGKILL at
 the end of step 3's save, every rank) or ``rollout:2:TERM:1`` (SIGTERM during step 2's rollout,
-rank 1 only). Points: ``rollout``, ``before_rename``, ``after_save``, ``after_schedule`` (an
-asynchronous save just handed to its writer). Never set in normal runs.
+rank 1 only). Points: ``rollout``, ``update`` (before the policy update), ``before_rename``,
+``after_save``, ``after_schedule`` (an asynchronous save just handed to its writer). Never set
+in normal runs.
 """
 
 from __future__ import annotations

@@ -239,6 +239,7 @@ class OumiMegatronGrpoTrainer(BaseTrainer):
             )
         self._submit_next(max_steps)  # async GRPO: the next step generates during the update
         with self.timer.phase("update"):
+            fault_point("update", self.step + 1)
             update = run_update(self.policy, self.reference, sequences, self.update_settings)
         if self._in_flight is not None:
             with self.timer.phase("rollout_wait"):  # the engines must be idle for the sync

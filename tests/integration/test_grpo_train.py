@@ -90,13 +90,14 @@ MOE = ("EP2_moe", "EP2_deepseek")  # the layouts above not in MODELS train llama
 
 @pytest.fixture(scope="module")
 def dp2_run(tiny_models, tmp_path_factory) -> Path:
-    """A straight 3-step DP2 run: a layout case here and the reference of the preemption test.
+    """A straight 4-step DP2 run: a layout case here and the reference of the preemption test.
 
     DP2 is a model-parallel group of one rank: the sync after step 1 records the copies, the
-    one after step 2 copies straight from the parameters, step 3 samples from that engine.
+    ones after steps 2 and 3 copy straight from the parameters, steps 3 and 4 sample from that
+    engine.
     """
     out = tmp_path_factory.mktemp("dp2") / "DP2"
-    train(2, tiny_models / "llama", out, "training.max_steps=3")
+    train(2, tiny_models / "llama", out, "training.max_steps=4")
     return out
 
 
@@ -104,7 +105,7 @@ def dp2_run(tiny_models, tmp_path_factory) -> Path:
 def test_layout_trains_syncs_and_exports(layout, tiny_models, tmp_path, request):
     nproc, overrides = LAYOUTS[layout]
     out = tmp_path / layout
-    steps = 3 if layout == "DP2" else 2
+    steps = 4 if layout == "DP2" else 2
     if layout == "DP2":
         out = request.getfixturevalue("dp2_run")
     else:
@@ -113,7 +114,7 @@ def test_layout_trains_syncs_and_exports(layout, tiny_models, tmp_path, request)
     rows = metrics(out)
     assert [r["step"] for r in rows] == list(range(1, steps + 1))
     direct = [r["sync/direct"] for r in rows]
-    assert direct == ([0.0, 1.0, 1.0] if layout == "DP2" else [0.0] * steps), direct
+    assert direct == ([0.0, 1.0, 1.0, 1.0] if layout == "DP2" else [0.0] * steps), direct
     first = rows[0]
     # Step 0, identical weights in trainer and engine (fp32); with two optimizer steps the
     # second mini-batch's ratio is to the weights before the first.
@@ -223,11 +224,12 @@ def test_kill_while_saving_keeps_previous_checkpoint(tiny_models, tmp_path):
 
 
 def test_sigterm_saves_the_step_and_resume_equals_the_straight_run(dp2_run, tiny_models, tmp_path):
-    """SIGTERM during a save (rank 0), then during a rollout (rank 1 only): each time every
-    rank finishes the step, saves it and exits 75; resuming gives the straight run."""
+    """SIGTERM during a save (rank 0), during a rollout (rank 1 only), then in the middle of
+    the update (rank 0): each time every rank finishes the step, saves it and exits 75 within
+    torchrun's grace period; resuming gives the straight run."""
     out, model_dir = tmp_path / "preempted", tiny_models / "llama"
     args = (
-        "training.max_steps=3",
+        "training.max_steps=4",
         "training.save_steps=1",
         "training.resume_from_checkpoint=latest",
     )
@@ -244,6 +246,13 @@ def test_sigterm_saves_the_step_and_resume_equals_the_straight_run(dp2_run, tiny
     log = during_rollout.stdout + during_rollout.stderr
     assert "after step 2" in log and "exitcode" in log, log[-3000:]
     assert (out / "checkpoints" / "latest").read_text() == "step_2"
+    during_update = train(2, model_dir, out, *args, env={"OUMI_MEGATRON_FAULT": "update:3:TERM:0"},
+                          check=False)  # fmt: skip
+    log = during_update.stdout + during_update.stderr
+    assert "exitcode  : 75" in log or "exitcode: 75" in log, log[-3000:]
+    stopped = re.search(r"preempted by SIGTERM after step 3 \(([\d.]+) s after the signal\)", log)
+    assert stopped and float(stopped.group(1)) < 30, log[-3000:]
+    assert (out / "checkpoints" / "latest").read_text() == "step_3"
     train(2, model_dir, out, *args)
     assert_same_run(dp2_run, out)
 
