@@ -46,8 +46,8 @@ class RewardFailureGuard:
         else:
             return
         raise FailurePolicyStop(
-            f"the rollout engines returned no tokens: {reason}. Check the rollout log (an engine "
-            f"or rollout process failing) and the sampling settings (stop tokens, "
+            f"the rollout engines returned no tokens: {reason}. Fix: check the rollout log (an "
+            f"engine or rollout process failing) and the sampling settings (stop tokens, "
             f"grpo.max_completion_length), or {fix} to keep going."
         )
 
