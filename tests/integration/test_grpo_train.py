@@ -257,6 +257,29 @@ def test_sigterm_saves_the_step_and_resume_equals_the_straight_run(dp2_run, tiny
     assert_same_run(dp2_run, out)
 
 
+def test_sigterm_to_torchrun_stops_every_worker_gracefully(dp2_run, tiny_models, tmp_path):
+    """SIGTERM to the torchrun agent (what a scheduler signals) during step 2's rollout: the
+    agent passes it on to both workers, which finish the step, save it and exit 75 before the
+    agent's grace period ends; resuming gives the straight run."""
+    out, model_dir = tmp_path / "run", tiny_models / "llama"
+    args = (
+        "training.max_steps=4",
+        "training.save_steps=1",
+        "training.resume_from_checkpoint=latest",
+    )
+    stopped = train(2, model_dir, out, *args, check=False,
+                    env={"OUMI_MEGATRON_FAULT": "rollout:2:TERM:0:launcher"})  # fmt: skip
+    log = stopped.stdout + stopped.stderr
+    assert stopped.returncode != 0 and "fault injection: SIGTERM to the launcher" in log, log[
+        -3000:
+    ]
+    assert "preempted by SIGTERM after step 2" in log, log[-3000:]
+    assert (out / "checkpoints" / "latest").read_text() == "step_2"
+    assert [r["step"] for r in metrics(out)] == [1, 2] and not (out / "hf_model").exists()
+    train(2, model_dir, out, *args)
+    assert_same_run(dp2_run, out)
+
+
 def test_a_reward_that_always_fails_stops_the_run(tiny_models, tmp_path):
     reward_file = tmp_path / "my_rewards.py"
     reward_file.write_text(
