@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -24,7 +25,7 @@ from oumi_megatron.metrics import MetricsLogger, PhaseTimer, TrainingProgress
 from oumi_megatron.metrics.summary import LayoutFacts, layout_lines, run_lines
 from oumi_megatron.metrics.timers import STANDARD_PHASES
 from oumi_megatron.model.provider import needs_equal_microbatch_shapes
-from oumi_megatron.parallel.preemption import PreemptionWatch
+from oumi_megatron.parallel.preemption import PreemptionWatch, exit_during_startup
 from oumi_megatron.parallel.ranks import all_reduce_host, barrier, is_rank0, rank
 from oumi_megatron.rollout.base import SamplingParams
 from oumi_megatron.step import async_rollout, components, dynamic_sampling
@@ -63,6 +64,8 @@ class OumiMegatronGrpoTrainer(BaseTrainer):
         Raises:
             ConfigError: for bad input, before any model is built.
         """
+        # Until train()'s PreemptionWatch (the process group may not exist yet: torchrun's RANK).
+        exit_during_startup(announce=os.environ.get("RANK", "0") == "0")
         if setup is None:
             setup = _prepare(config)
         start_processes(setup)

@@ -98,3 +98,20 @@ def test_first_signal_sets_the_flag_and_a_quick_repeat_is_ignored(monkeypatch):
         watch.close()
     assert signal.getsignal(signal.SIGTERM) != watch._handle
     assert Preempted("x").exit_code == EXIT_PREEMPTED == 75
+
+
+def test_a_signal_before_the_first_step_exits_at_once_with_the_preemption_code():
+    """Conversion, engine start, resume: nothing trained yet, so exit 75 at once, one line."""
+    import subprocess
+    import sys
+
+    script = ("import sys, time\n"
+              "from oumi_megatron.parallel.preemption import exit_during_startup\n"
+              "exit_during_startup()\nprint('ready', flush=True)\ntime.sleep(30)\n")  # fmt: skip
+    proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)  # fmt: skip
+    assert proc.stdout.readline().strip() == "ready"
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=20)
+    assert proc.returncode == 75
+    assert "SIGTERM before the first step: exiting (nothing trained yet, nothing to save)" in err

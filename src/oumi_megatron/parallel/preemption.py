@@ -9,6 +9,11 @@ every rank stops after the same step), the step is checkpointed and the run exit
 A second signal at least `REPEAT_AFTER_S` after the first exits at once (code 128 + signal):
 the same signal arriving again within that time is the launcher forwarding the one the whole
 process group already got (torchrun after a Ctrl-C), not an operator insisting.
+
+Before the first step (conversion, engine start, resume) nothing has been trained, so nothing
+can be lost: `exit_during_startup` makes a scheduler's signals exit at once, code 75, with one
+line (files being written then are temporary until renamed). `PreemptionWatch` takes over when
+the training loop starts.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ from __future__ import annotations
 import logging
 import os
 import signal
+import sys
 import threading
 import time
 
@@ -62,3 +68,22 @@ class PreemptionWatch:
         for number, previous in self._previous.items():
             signal.signal(number, previous)
         self._previous = {}
+
+
+def exit_during_startup(announce: bool = True) -> None:
+    """Until a `PreemptionWatch` replaces them: a scheduler's SIGTERM / SIGUSR1 exit at once
+    with the preemption code, saying so on rank 0 (`announce`). Ctrl-C keeps Python's
+    KeyboardInterrupt (an interactive session must not lose its process). Main thread only."""
+    from oumi_megatron.stops import EXIT_PREEMPTED
+
+    if threading.current_thread() is not threading.main_thread():
+        return
+
+    def handle(number: int, frame) -> None:
+        if announce:
+            print(f"oumi-megatron: {signal.Signals(number).name} before the first step: exiting "
+                  f"(nothing trained yet, nothing to save)", file=sys.stderr, flush=True)  # fmt: skip
+        os._exit(EXIT_PREEMPTED)
+
+    for name in ("SIGTERM", "SIGUSR1"):
+        signal.signal(getattr(signal, name), handle)
