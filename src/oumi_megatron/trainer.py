@@ -201,7 +201,15 @@ class OumiMegatronGrpoTrainer(BaseTrainer):
         self.metrics_logger = self._open_metrics()
         max_steps = self.max_steps
         progress = TrainingProgress(max_steps, initial_step=self.step, is_main_process=self.is_main)
+        # Held to the end: a signal in the last step or the export lets the run finish.
         self.preemption = PreemptionWatch(announce=self.is_main)
+        try:
+            self._train_steps(max_steps, progress)
+            self._finish(started)
+        finally:
+            self.preemption.close()
+
+    def _train_steps(self, max_steps: int, progress: TrainingProgress) -> None:
         try:
             while self.step < max_steps:
                 self._train_step(max_steps, progress)
@@ -209,9 +217,10 @@ class OumiMegatronGrpoTrainer(BaseTrainer):
             progress.close()
             self._close_after_stop()
             raise
-        finally:
-            self.preemption.close()
         progress.close()
+
+    def _finish(self, started: float) -> None:
+        """Stop the rollout processes, complete an async save, export, summarise."""
         self.weight_sync.close()  # stops rollout processes, if any
         self.checkpointer.close()  # waits for a save still being written (async)
         if self.cfg.training.save_final_model:

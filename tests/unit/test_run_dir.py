@@ -57,7 +57,7 @@ def test_a_resume_keeps_the_run_identity(tmp_path):
     assert (tmp_path / "checkpoints" / "step_2").exists()
 
 
-def _setup(tp: int, world: int, distopt: bool = True):
+def _setup(tp: int, world: int, distopt: bool = True, **layout):
     from types import SimpleNamespace
 
     import torch
@@ -65,7 +65,7 @@ def _setup(tp: int, world: int, distopt: bool = True):
     from oumi_megatron.parallel.layout import ParallelLayout
 
     ddp = SimpleNamespace(use_distributed_optimizer=distopt)
-    return SimpleNamespace(layout=ParallelLayout(tp=tp), world_size=world,
+    return SimpleNamespace(layout=ParallelLayout(tp=tp, **layout), world_size=world,
                            cfg=SimpleNamespace(megatron=SimpleNamespace(ddp_config=ddp)),
                            params_dtype=torch.float32)  # fmt: skip
 
@@ -85,8 +85,21 @@ def test_a_resume_with_another_layout_is_refused_by_name(tmp_path):
     assert "use_distributed_optimizer" in layout_mismatch(
         step, layout_record(_setup(tp=1, world=2, distopt=False))
     )
+    from oumi_megatron.parallel.pipeline_split import PipelineSplit
+
+    saved = layout_record(_setup(tp=1, world=2, pp=2, split=PipelineSplit(first_stage_layers=1)))
+    (step / "trainer_state.json").write_text(json.dumps({"step": 4, "layout": saved}))
+    even = layout_mismatch(step, layout_record(_setup(tp=1, world=2, pp=2)))
+    assert (
+        "megatron.transformer_config.num_layers_in_first_pipeline_stage: saved 1, now None" in even
+    )
     (step / "trainer_state.json").write_text(json.dumps({"step": 4}))  # older checkpoints
     assert layout_mismatch(step, layout_record(_setup(tp=2, world=2))) is None
+    for key in [k for k in saved if k.startswith("transformer_config.")]:
+        del saved[key]  # recorded only later, as expert TP
+    del saved["expert_tensor_parallel_size"]
+    (step / "trainer_state.json").write_text(json.dumps({"step": 4, "layout": saved}))
+    assert layout_mismatch(step, layout_record(_setup(tp=1, world=2, pp=2))) is None
 
 
 def _checkpoint(root, step):

@@ -47,6 +47,8 @@ def layout_record(setup) -> dict:
         "virtual_pipeline_model_parallel_size": layout.vpp,
         "context_parallel_size": layout.cp,
         "expert_model_parallel_size": layout.ep,
+        "expert_tensor_parallel_size": layout.etp,
+        **{f"transformer_config.{k}": v for k, v in layout.split.megatron_fields().items()},
         "data_parallel_size": layout.data_parallel_size(setup.world_size),
         "use_distributed_optimizer": setup.cfg.megatron.ddp_config.use_distributed_optimizer,
         "params_dtype": str(setup.params_dtype).removeprefix("torch."),
@@ -60,8 +62,9 @@ def layout_mismatch(path: Path, record: dict) -> str | None:
     saved = json.loads((path / TRAINER_STATE).read_text()).get("layout")
     if saved is None:
         return None  # written before layouts were recorded
-    changed = [f"megatron.{k}: saved {saved.get(k)}, now {v}" for k, v in record.items()
-               if saved.get(k) != v]  # fmt: skip
+    # Keys a checkpoint lacks were recorded only later (expert TP, the pipeline split).
+    changed = [f"megatron.{k}: saved {saved[k]}, now {v}" for k, v in record.items()
+               if k in saved and saved[k] != v]  # fmt: skip
     if not changed:
         return None
     return (
