@@ -3,9 +3,9 @@
 ``OUMI_MEGATRON_FAULT=<point>:<step>[:<signal>[:<rank>[:launcher]]]``, e.g. ``after_save:3``
 (SIGKILL at the end of step 3's save, every rank), ``rollout:2:TERM:1`` (SIGTERM during step
 2's rollout, rank 1 only) or ``rollout:2:TERM:0:launcher`` (rank 0 sends SIGTERM to its parent,
-the torchrun agent, as a scheduler would: the agent passes it on to every worker). Points: ``rollout``, ``update`` (before the policy update), ``before_rename``,
-``after_save``, ``after_schedule`` (an asynchronous save just handed to its writer). Never set
-in normal runs.
+the torchrun agent, as a scheduler would: the agent passes it on to every worker). Points:
+``rollout``, ``update`` (before the policy update), ``before_rename``, ``after_save``,
+``after_schedule`` (an asynchronous save just handed to its writer). Never set in normal runs.
 """
 
 from __future__ import annotations

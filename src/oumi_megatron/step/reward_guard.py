@@ -32,19 +32,33 @@ class RewardFailureGuard:
         self.recent = {name: deque(maxlen=window) for name in names}
         self.recent_empty: deque[float] = deque(maxlen=window)
 
+    def _crossed(self, recent: deque[float], frac: float) -> str | None:
+        """Records this step's failure fraction; which bound it crossed (``"step"``: this
+        step alone, ``"window"``: more than half in each of the last steps), or None."""
+        recent.append(frac)
+        if frac >= self.stop_frac:
+            return "step"
+        if len(recent) == self.window and min(recent) > 0.5:
+            return "window"
+        return None
+
+    def _fix(self, bound: str) -> str:
+        if bound == "step":
+            return f"raise grpo.reward_failure_stop_frac (now {self.stop_frac})"
+        return f"raise grpo.reward_failure_window (now {self.window})"
+
     def check_rollout(self, step: int, metrics: dict[str, float]) -> None:
         """Raise `FailurePolicyStop` if the step's empty completions crossed a bound."""
         frac = metrics.get(EMPTY_FRAC, 0.0)
-        self.recent_empty.append(frac)
-        if frac >= self.stop_frac:
-            reason = f"{frac:.0%} of the completions of step {step} are empty"
-            fix = f"raise grpo.reward_failure_stop_frac (now {self.stop_frac})"
-        elif len(self.recent_empty) == self.window and min(self.recent_empty) > 0.5:
-            reason = (f"more than half of the completions are empty in each of the last "
-                      f"{self.window} steps (up to step {step})")  # fmt: skip
-            fix = f"raise grpo.reward_failure_window (now {self.window})"
-        else:
+        bound = self._crossed(self.recent_empty, frac)
+        if bound is None:
             return
+        fix = self._fix(bound)
+        reason = (
+            f"{frac:.0%} of the completions of step {step} are empty" if bound == "step"
+            else f"more than half of the completions are empty in each of the last "
+                 f"{self.window} steps (up to step {step})"
+        )  # fmt: skip
         raise FailurePolicyStop(
             f"the rollout engines returned no tokens: {reason}. Fix: check the rollout log (an "
             f"engine or rollout process failing) and the sampling settings (stop tokens, "
@@ -58,17 +72,16 @@ class RewardFailureGuard:
         for name, recent in self.recent.items():
             key = f"reward/{metric_name(name)}"
             frac = metrics.get(f"{key}/failure_frac", 0.0)
-            recent.append(frac)
-            if frac >= self.stop_frac:
-                reason = (f"failed on {metrics[f'{key}/failures']:.0f} samples "
-                          f"({frac:.0%}) at step {step}")  # fmt: skip
-                fix = f"raise grpo.reward_failure_stop_frac (now {self.stop_frac})"
-            elif len(recent) == self.window and min(recent) > 0.5:
-                reason = (f"failed on more than half of the samples in each of the last "
-                          f"{self.window} steps (up to step {step})")  # fmt: skip
-                fix = f"raise grpo.reward_failure_window (now {self.window})"
-            else:
+            bound = self._crossed(recent, frac)
+            if bound is None:
                 continue
+            fix = self._fix(bound)
+            reason = (
+                f"failed on {metrics[f'{key}/failures']:.0f} samples ({frac:.0%}) at step {step}"
+                if bound == "step"
+                else f"failed on more than half of the samples in each of the last "
+                     f"{self.window} steps (up to step {step})"
+            )  # fmt: skip
             first = next((f for f in failed if f.function == name), None)
             error = f" First error (sample {first.sample_id}): {first.error}." if first else ""
             raise FailurePolicyStop(

@@ -113,9 +113,9 @@ def set_aside_later(root: Path, resumed: Path) -> list[Path]:
     if match is None or resumed.parent.resolve() != root.resolve():
         return []
     step = int(match.group(1))
-    later = [p for p in root.iterdir() if (m := STEP_DIR.match(p.name)) and int(m.group(1)) > step]
+    by_step = sorted((int(m.group(1)), p) for p in root.iterdir() if (m := STEP_DIR.match(p.name)))
     moved = []
-    for path in sorted(later):
+    for _, path in (item for item in by_step if item[0] > step):
         target = root / "abandoned" / path.name
         suffix = 1
         while target.exists():
