@@ -85,7 +85,7 @@ def run(arch: str, root: Path) -> dict:
     from oumi_megatron.testing.tiny_models import build_tiny_pair
 
     torch.backends.cuda.matmul.allow_tf32 = False
-    a, b = build_tiny_pair(arch, root)
+    a, b = build_tiny_pair(arch, root, vllm_kernels=True)
     init_distributed("nccl")
     init_model_parallel(ParallelLayout())
     start = time.perf_counter()

@@ -60,6 +60,7 @@ FAMILIES: tuple[Family, ...] = (
     Family(
         "DeepSeek-V3", ("DeepseekV3ForCausalLM",), "deepseek_v3",
         (_TP1, _TP2, _PP2, ParallelLayout(ep=2)), trained=("EP2_deepseek",), moe=True,
+        vllm_sync=True,
     ),
     Family(
         "Mixtral", ("MixtralForCausalLM",), "mixtral",
@@ -71,7 +72,7 @@ FAMILIES: tuple[Family, ...] = (
     ),
     Family(
         "GLM-4.5 / GLM-4-MoE", ("Glm4MoeForCausalLM",), "glm4_moe",
-        (_TP1, _TP2, _PP2, ParallelLayout(ep=2)), moe=True,
+        (_TP1, _TP2, _PP2, ParallelLayout(ep=2)), moe=True, vllm_sync=True,
     ),
     Family(  # zero-centred and sandwich norms, sliding windows, local/global rotary bases
         "Gemma 3 (text)", ("Gemma3ForCausalLM",), "gemma3",
@@ -81,6 +82,7 @@ FAMILIES: tuple[Family, ...] = (
     Family(  # attention sinks, biased experts with the clamped SwiGLU (expert TP 1), YaRN
         "GPT-OSS", ("GptOssForCausalLM",), "gpt_oss",
         (_TP1, ParallelLayout(tp=2, etp=1), _PP2, ParallelLayout(ep=2)), moe=True,
+        vllm_sync=True,
     ),
     Family(  # as Gemma 3 with soft-capped attention and final logits, one rotary base
         "Gemma 2", ("Gemma2ForCausalLM",), "gemma2", (_TP1, _TP2, _PP2, ParallelLayout(cp=2)),

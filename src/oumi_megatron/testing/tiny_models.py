@@ -21,10 +21,17 @@ _SHARED_FIELDS = dict(
     vocab_size=VOCAB_SIZE, tie_word_embeddings=False, bos_token_id=0, eos_token_id=2,
     pad_token_id=0, rms_norm_eps=1e-6,
 )  # fmt: skip
+# DeepSeek-V3's multi-latent attention: tiny head sizes for CPU tests, and the published ones,
+# the only ones vLLM's MLA kernels accept.
+_TINY_MLA = dict(kv_lora_rank=16, qk_rope_head_dim=8, qk_nope_head_dim=16, v_head_dim=16)
+_PUBLISHED_MLA = dict(kv_lora_rank=512, qk_rope_head_dim=64, qk_nope_head_dim=128, v_head_dim=128)
 
 
-def tiny_config(arch: str, num_layers: int = 4):
-    """A small config of a real architecture: GQA (4 heads / 2 KV heads), tied embeddings off."""
+def tiny_config(arch: str, num_layers: int = 4, vllm_kernels: bool = False):
+    """A small config of a real architecture: GQA (4 heads / 2 KV heads), tied embeddings off.
+
+    ``vllm_kernels``: head sizes that vLLM's attention kernels accept (DeepSeek-V3's published
+    MLA sizes; the other families' tiny sizes already are)."""
     from transformers import (
         DeepseekV3Config,
         Gemma2Config,
@@ -76,9 +83,12 @@ def tiny_config(arch: str, num_layers: int = 4):
                n_shared_experts=1, n_group=1, topk_group=1, first_k_dense_replace=1,
                num_nextn_predict_layers=1)  # fmt: skip
     if arch == "deepseek_v3":  # multi-latent attention: one K/V per head, as published
+        mla = _PUBLISHED_MLA if vllm_kernels else _TINY_MLA
         return DeepseekV3Config(
-            **{**common, "num_key_value_heads": 4}, **moe, q_lora_rank=32, kv_lora_rank=16, qk_rope_head_dim=8,
-            qk_nope_head_dim=16, v_head_dim=16, head_dim=8, rope_scaling=None,
+            **{**common, "num_key_value_heads": 4}, **moe, **mla, q_lora_rank=32,
+            head_dim=mla["qk_rope_head_dim"], rope_scaling=None,
+            # the published routing fields: vLLM reads them (transformers' class does not)
+            topk_method="noaux_tc", scoring_func="sigmoid",
             architectures=["DeepseekV3ForCausalLM"],
         )  # fmt: skip
     if arch == "glm4_moe":
@@ -124,7 +134,9 @@ def tiny_config(arch: str, num_layers: int = 4):
     raise ValueError(f"arch must be one of {ARCHITECTURES}, got {arch!r}")
 
 
-def build_tiny_model(arch: str, directory: str | Path, seed: int = 0, num_layers: int = 4) -> Path:
+def build_tiny_model(
+    arch: str, directory: str | Path, seed: int = 0, num_layers: int = 4, vllm_kernels: bool = False
+) -> Path:
     """Write a random-weight fp32 model (safetensors), tokenizer and generation config."""
     import torch
     from transformers import AutoModelForCausalLM
@@ -132,7 +144,7 @@ def build_tiny_model(arch: str, directory: str | Path, seed: int = 0, num_layers
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(seed)
-    config = tiny_config(arch, num_layers=num_layers)
+    config = tiny_config(arch, num_layers=num_layers, vllm_kernels=vllm_kernels)
     model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
     # Random init has ~0.02 std; a larger spread gives logits that actually test parity.
     with torch.no_grad():
@@ -157,12 +169,14 @@ def _write_checkpoint(model, directory: Path) -> Path:
     return directory
 
 
-def build_tiny_pair(arch: str, root: str | Path, num_layers: int = 4) -> tuple[Path, Path]:
+def build_tiny_pair(
+    arch: str, root: str | Path, num_layers: int = 4, vllm_kernels: bool = False
+) -> tuple[Path, Path]:
     """Two models of one architecture under ``root/a`` and ``root/b`` with different random
     weights (seeds 0 and 1): weight-sync tests send one and check the other becomes it."""
     root = Path(root)
     return tuple(  # type: ignore[return-value]
-        build_tiny_model(arch, root / name, seed=seed, num_layers=num_layers)
+        build_tiny_model(arch, root / name, seed, num_layers, vllm_kernels)
         for name, seed in (("a", 0), ("b", 1))
     )
 
