@@ -19,11 +19,13 @@ import torch
 import torch.distributed as dist
 
 from oumi_megatron.model.bridge import export_hf_model, load_megatron_model
-from oumi_megatron.model.forward import forward_logits
+from oumi_megatron.model.forward import forward_logits, packed_logits
 from oumi_megatron.parallel.layout import ParallelLayout
 from oumi_megatron.parallel.pipeline_split import PipelineSplit
 from oumi_megatron.parallel.startup import init_distributed, init_model_parallel
 
+# Lengths of the packed case's sequences (cut from the case's 24-token rows).
+PACKED_LENGTHS = (24, 11, 17, 6)
 # The GPU image lacks nvidia-modelopt, which Bridge's safetensors export imports.
 SKIP_EXPORT = os.environ.get("PARITY_SKIP_EXPORT") == "1"
 
@@ -152,6 +154,10 @@ def run_case(arch: str, layout: ParallelLayout, fixtures: Path, out_root: Path) 
         result["argmax_equal"] = bool(
             torch.equal(logits[..., : reference.shape[-1]].argmax(-1), reference.argmax(-1))
         )
+    if layout.cp == 1:
+        result.update(
+            packed_case(loaded.chunks, model_dir, input_ids, rows=layout.pp if layout.vpp else 1)
+        )
     if layout.model_parallel_size == 1 and layout.ep == 1:
         result.update(sync_case(loaded, model_dir, case_dir / "weight_sync"))
     if dist.get_rank() == 0 and not SKIP_EXPORT:
@@ -161,6 +167,23 @@ def run_case(arch: str, layout: ParallelLayout, fixtures: Path, out_root: Path) 
         result["export_mismatched"] = mismatched[:5]
         result["export_logits_diff"] = (reloaded - source_reference(model_dir)).abs().max().item()
     return result
+
+
+def packed_case(chunks, model_dir: Path, input_ids: torch.Tensor, rows: int) -> dict:
+    """The case's rows cut to different lengths and packed end to end in one row (THD, as
+    training packs them): each sequence's logits must be the padded row's prefix (causal),
+    i.e. Hugging Face's. Windows (8 tokens) are shorter than the sequences."""
+    lengths = PACKED_LENGTHS[: input_ids.shape[0]]
+    sequences = [row[:n] for row, n in zip(input_ids, lengths, strict=True)]
+    logits = packed_logits(chunks, sequences, rows)  # interleaved pipelines: PP micro-batches
+    if logits is None:
+        return {}
+    reference = source_reference(model_dir)
+    diffs = [
+        (out[:, : reference.shape[-1]] - ref[:n]).abs().max().item()
+        for out, ref, n in zip(logits, reference, lengths, strict=True)
+    ]
+    return {"packed_max_abs_diff": max(diffs)}
 
 
 def sync_case(loaded, model_dir: Path, directory: Path) -> dict:

@@ -44,6 +44,19 @@ def test_logits_match_hf(parity_results, case):
     assert all(r["argmax_equal"] for r in ranks if "argmax_equal" in r)
 
 
+@pytest.mark.parametrize("case", [c for c in _case_ids() if "CP" not in c])
+def test_packed_rows_match_hf(parity_results, case):
+    """Sequences of different lengths packed in one row (THD): each one's logits equal Hugging
+    Face's on it alone (packed attention with this family's windows, sinks, soft-caps, MLA)."""
+    diffs = [
+        r["packed_max_abs_diff"]
+        for r in parity_results[case]["ranks"]
+        if r.get("packed_max_abs_diff") is not None
+    ]
+    assert diffs, "no rank produced packed logits (the last pipeline stage must)"
+    assert max(diffs) <= LOGIT_TOLERANCE, f"{case}: packed max |Δ| {max(diffs):.3g}"
+
+
 @pytest.mark.parametrize("case", _case_ids())
 def test_export_round_trip_is_bit_identical(parity_results, case):
     rank0 = parity_results[case]["ranks"][0]

@@ -6,6 +6,7 @@ from collections.abc import Callable
 
 import torch
 from megatron.core import parallel_state
+from megatron.core.packed_seq_params import PackedSeqParams
 from megatron.core.pipeline_parallel import get_forward_backward_func
 from megatron.core.tensor_parallel import gather_from_tensor_model_parallel_region
 
@@ -27,16 +28,23 @@ def run_forward_only(
     on_output: Callable[[torch.Tensor, dict[str, torch.Tensor]], object],
 ) -> list[object]:
     """Run every micro-batch through the pipeline; `on_output(logits_shard, batch)` runs on the
-    last stage for each micro-batch and its results are returned there (empty list elsewhere)."""
+    last stage for each micro-batch and its results are returned there (empty list elsewhere).
+    A batch's optional ``packed_seq_params`` (the keyword arguments of Megatron's
+    ``PackedSeqParams``) makes its row a packed one (THD)."""
     # The whole sequence length: the schedule divides it by the context-parallel size.
     seq_length = batches[0]["input_ids"].shape[1] * parallel_state.get_context_parallel_world_size()
     device = next(model[0].parameters()).device
 
     def forward_step(data_iterator, chunk):
-        batch = {k: v.to(device) for k, v in next(data_iterator).items()}
+        batch = next(data_iterator)
+        packed = batch.get("packed_seq_params")
+        if packed is not None:
+            packed = PackedSeqParams(**{k: _to(v, device) for k, v in packed.items()})
+        batch = {k: v.to(device) for k, v in batch.items() if isinstance(v, torch.Tensor)}
         output = chunk(
-            input_ids=batch["input_ids"], position_ids=batch["position_ids"], attention_mask=None
-        )
+            input_ids=batch["input_ids"], position_ids=batch["position_ids"], attention_mask=None,
+            packed_seq_params=packed,
+        )  # fmt: skip
 
         def collect(output_tensor, non_loss_data=True):
             return on_output(output_tensor, batch)
@@ -83,6 +91,42 @@ def forward_logits(
     if cp_size > 1:
         logits = _gather_cp(logits, cp_size)
     return logits[:, :seq]
+
+
+def packed_logits(
+    model: list[torch.nn.Module], sequences: list[torch.Tensor], rows: int = 1
+) -> list | None:
+    """Each sequence's full-vocabulary logits ``[n_i, V_padded]`` from ``rows`` packed rows
+    (THD; one micro-batch each, equal lengths as the pipeline needs), packed as training packs
+    them (``data.packing.pack_bin``); None off the last pipeline stage. For checks and small
+    models, without context parallelism."""
+    from oumi_megatron.data.packing import pack_bin
+
+    bins = [list(range(len(sequences)))[r::rows] for r in range(rows)]
+    width = max(sum(len(sequences[i]) for i in indices) for indices in bins)
+    batches = [pack_bin(indices, sequences, pad_to_multiple=width) for indices in bins]
+    inputs = [
+        {"input_ids": b.input_ids, "position_ids": b.position_ids,
+         "packed_seq_params": b.packed_seq_kwargs()}
+        for b in batches
+    ]  # fmt: skip
+    outputs = run_forward_only(
+        model, inputs, lambda logits, _: gather_from_tensor_model_parallel_region(logits).float()
+    )
+    if not parallel_state.is_pipeline_last_stage(ignore_virtual=True):
+        return None
+    found: dict[int, torch.Tensor] = {}
+    for batch, logits in zip(batches, outputs, strict=True):
+        flat = logits.reshape(-1, logits.shape[-1]).cpu()
+        for i, start, n in zip(
+            batch.sequence_indices, batch.seq_starts, batch.seq_lengths, strict=True
+        ):
+            found[i] = flat[start : start + n]
+    return [found[i] for i in range(len(sequences))]
+
+
+def _to(value, device):
+    return value.to(device) if isinstance(value, torch.Tensor) else value
 
 
 def _pad_for_cp(input_ids: torch.Tensor, cp_size: int) -> torch.Tensor:
