@@ -10,7 +10,7 @@ import pytest
 from oumi_megatron.parallel import preemption
 from oumi_megatron.parallel.preemption import PreemptionWatch
 from oumi_megatron.rewards.scoring import RewardFailure
-from oumi_megatron.step.reward_guard import EMPTY_FRAC, RewardFailureGuard
+from oumi_megatron.step.reward_guard import EMPTY_FRAC, MALFORMED_FRAC, RewardFailureGuard
 from oumi_megatron.stops import EXIT_FAILURE_POLICY, EXIT_PREEMPTED, FailurePolicyStop, Preempted
 
 
@@ -62,6 +62,19 @@ def test_empty_completions_stop_the_run_at_the_same_bounds():
     guard = RewardFailureGuard([], stop_frac=1.0, window=3)
     with pytest.raises(FailurePolicyStop, match="100% of the completions of step 1 are empty"):
         guard.check_rollout(1, {EMPTY_FRAC: 1.0})
+
+
+def test_malformed_completions_have_their_own_bounds():
+    """Malformed and empty completions are bounded apart: a step with half of each stops on
+    neither; all malformed stops at once, naming them."""
+    guard = RewardFailureGuard([], stop_frac=1.0, window=2)
+    guard.check_rollout(1, {EMPTY_FRAC: 0.5, MALFORMED_FRAC: 0.5})
+    guard.check_rollout(2, {EMPTY_FRAC: 0.4, MALFORMED_FRAC: 0.6})
+    with pytest.raises(FailurePolicyStop, match="malformed in each of the last 2 steps"):
+        guard.check_rollout(3, {MALFORMED_FRAC: 0.7})
+    guard = RewardFailureGuard([], stop_frac=0.5, window=5)
+    with pytest.raises(FailurePolicyStop, match=r"malformed output \(see the rollout log\): 50%"):
+        guard.check_rollout(1, {MALFORMED_FRAC: 0.5})
 
 
 def test_empty_completions_are_counted_in_the_step_metrics():

@@ -1,4 +1,5 @@
-"""generate_share: per-prompt seeds, global sequence ids, malformed engine output refused."""
+"""generate_share: per-prompt seeds, global sequence ids, malformed engine output emptied and
+counted (a sample) or refused (the batch)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,8 @@ from dataclasses import dataclass
 import pytest
 
 from oumi_megatron.rollout.base import RolloutEngine, RolloutSample, SamplingParams
-from oumi_megatron.step.rollout import generate_share, prompt_seeds
+from oumi_megatron.step.rollout import MALFORMED, generate_share, prompt_seeds
+from oumi_megatron.stops import FailurePolicyStop
 
 
 @dataclass(frozen=True)
@@ -36,12 +38,17 @@ class SeedEchoEngine:
         out = []
         for i, ids in enumerate(prompt_token_ids):
             for j in range(params.n):
-                logprobs = [-1.0, -2.0] if self.broken != "logprobs" else [-1.0]
+                logprobs = (
+                    BROKEN.get(self.broken, [-1.0, -2.0]) if (i, j) == (1, 0) else [-1.0, -2.0]
+                )
                 out.append(RolloutSample(i, list(ids), [prompt_seeds[i] % 1000, j], logprobs,
                                          "stop", j))  # fmt: skip
         return out[:-1] if self.broken == "missing" else out
 
 
+# One sample's log-probs (prompt 1, generation 0), by kind of damage.
+BROKEN = {"logprobs": [-1.0], "nan": [-1.0, float("nan")], "positive": [0.5, -1.0],
+          "inf": [float("-inf"), -1.0]}  # fmt: skip
 PROMPTS = [Prompt(f"s{i}", (i + 3,)) for i in range(6)]
 PARAMS = SamplingParams(n=2, max_new_tokens=4, seed=7)
 
@@ -63,8 +70,24 @@ def test_an_empty_share_calls_no_engine():
     assert engine.calls == []
 
 
-@pytest.mark.parametrize(("broken", "message"), [("missing", "returned 3 samples for 2 prompts"),
-                                                 ("logprobs", "1 log-probs for 2 completion")])  # fmt: skip
-def test_malformed_engine_output_fails_the_step(broken, message):
-    with pytest.raises(RuntimeError, match=message):
-        generate_share(SeedEchoEngine(broken), Tokenizer(), PROMPTS, [0, 1], PARAMS, step=0)
+def test_a_batch_without_the_steps_groups_stops_the_run():
+    with pytest.raises(FailurePolicyStop, match="returned 3 samples for 2 prompts x n=2"):
+        generate_share(SeedEchoEngine("missing"), Tokenizer(), PROMPTS, [0, 1], PARAMS, step=0)
+
+
+@pytest.mark.parametrize(("broken", "message"), [("logprobs", "1 log-probs for 2 tokens"),
+                                                 ("nan", "log-prob nan"), ("inf", "log-prob -inf"),
+                                                 ("positive", "log-prob 0.5")])  # fmt: skip
+def test_a_malformed_sample_is_emptied_and_counted(broken, message, caplog):
+    from oumi_megatron.step.metrics import reduce_tally, rollout_tally
+    from oumi_megatron.step.reward import ScoredBatch
+    from oumi_megatron.step.reward_guard import EMPTY_FRAC, MALFORMED_FRAC
+
+    batch = generate_share(SeedEchoEngine(broken), Tokenizer(), PROMPTS, [0, 1], PARAMS, step=0)
+    assert [len(c) for c in batch.completion_ids] == [2, 2, 0, 2]  # prompt 1's first sample
+    assert batch.rollout_logprobs[2] == [] and batch.completions_text[2] == ""
+    assert batch.finish_reasons == ["stop", "stop", MALFORMED, "stop"]
+    assert message in caplog.text and "sample 0 of prompt 1 is malformed" in caplog.text
+    scored = ScoredBatch(rewards=[0.0] * 4, advantages=[0.0] * 4)
+    metrics = reduce_tally(rollout_tally(batch, scored, [], "none"), num_generations=2)
+    assert (metrics[MALFORMED_FRAC], metrics[EMPTY_FRAC]) == (0.25, 0.0)

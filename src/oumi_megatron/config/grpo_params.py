@@ -271,7 +271,9 @@ class GrpoParams(StrictModel):
             "Stop the run (exit code 3) when one reward function fails on at least this "
             "fraction of a step's samples; 1.0: on all of them. A sample a function cannot "
             "score gets 0 for it and is counted in reward/<name>/failures. The same bound "
-            "applies to completions with no token (response_length/empty_frac)."
+            "applies to completions with no token (response_length/empty_frac) and to "
+            "malformed ones (response_length/malformed_frac: log-probs that do not match the "
+            "tokens; emptied, not trained on)."
         ),
     )
     reward_failure_window: int = Field(
@@ -280,7 +282,7 @@ class GrpoParams(StrictModel):
         description=(
             "Also stop when one reward function fails on more than half of the samples in "
             "each of this many consecutive steps (or more than half of the completions are "
-            "empty in each)."
+            "empty, or malformed, in each)."
         ),
     )
     log_completions: bool = Field(

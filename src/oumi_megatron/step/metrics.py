@@ -20,7 +20,7 @@ from oumi_megatron.metrics import (
 )
 from oumi_megatron.rewards.scoring import metric_name
 from oumi_megatron.step.reward import ScoredBatch
-from oumi_megatron.step.rollout import RolloutBatch
+from oumi_megatron.step.rollout import MALFORMED, RolloutBatch
 from oumi_megatron.training.metric_reduce import all_reduce_metrics
 
 FULL_MARKS = 1.0 - 1e-6
@@ -50,7 +50,16 @@ def rollout_tally(
         "length_sum": ("sum", float(rollouts.num_completion_tokens)),
         "length_max": ("max", float(max(map(len, rollouts.completion_ids), default=0))),
         "truncated": ("sum", float(sum(f == "length" for f in rollouts.finish_reasons))),
-        "empty": ("sum", float(sum(not c for c in rollouts.completion_ids))),
+        "empty": (
+            "sum",
+            float(
+                sum(
+                    not c and f != MALFORMED
+                    for c, f in zip(rollouts.completion_ids, rollouts.finish_reasons, strict=True)
+                )
+            ),
+        ),  # fmt: skip
+        "malformed": ("sum", float(sum(f == MALFORMED for f in rollouts.finish_reasons))),
         "tokens": ("sum", float(rollouts.num_tokens)),
         "seq_len_sq": (
             "sum",
@@ -99,6 +108,7 @@ def reduce_tally(tally: dict[str, tuple[str, float]], num_generations: int) -> d
         "response_length/max": totals["length_max"],
         "response_length/truncated_frac": totals["truncated"] / n,
         "response_length/empty_frac": totals["empty"] / n,
+        "response_length/malformed_frac": totals["malformed"] / n,
     }
     if "overlong_penalty" in totals:
         metrics["reward/overlong_penalty_mean"] = totals["overlong_penalty"] / n

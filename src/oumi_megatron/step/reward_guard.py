@@ -8,10 +8,12 @@ advantage from it is 0 and the run would learn nothing while looking healthy. Pe
   (default 1.0: all of them) stops the run;
 - so do ``grpo.reward_failure_window`` consecutive steps where it fails on more than half.
 
-The same bounds apply to the rollout engines' output: completions with no token at all
-(``response_length/empty_frac``), which an engine or rollout process that has gone wrong returns
-(a model that only ever emits its stop token has gone wrong too: nothing is left to learn).
-Malformed output fails the step at once (`step/rollout.py`).
+The same bounds apply, each on its own, to the rollout engines' output: completions with no
+token at all (``response_length/empty_frac``), which an engine or rollout process that has gone
+wrong returns (a model that only ever emits its stop token has gone wrong too: nothing is left
+to learn), and malformed completions (``response_length/malformed_frac``: log-probs that do not
+match the tokens, `step/rollout.py` empties them). A batch whose samples do not form the step's
+groups stops the run at once.
 
 The decision uses the globally reduced counts, so every rank stops at the same step.
 """
@@ -24,13 +26,14 @@ from oumi_megatron.rewards.scoring import RewardFailure, metric_name
 from oumi_megatron.stops import FailurePolicyStop
 
 EMPTY_FRAC = "response_length/empty_frac"
+MALFORMED_FRAC = "response_length/malformed_frac"
 
 
 class RewardFailureGuard:
     def __init__(self, names: list[str], stop_frac: float, window: int) -> None:
         self.stop_frac, self.window = stop_frac, window
         self.recent = {name: deque(maxlen=window) for name in names}
-        self.recent_empty: deque[float] = deque(maxlen=window)
+        self.recent_output = {kind: deque(maxlen=window) for kind in ("empty", "malformed")}
 
     def _crossed(self, recent: deque[float], frac: float) -> str | None:
         """Records this step's failure fraction; which bound it crossed (``"step"``: this
@@ -48,22 +51,25 @@ class RewardFailureGuard:
         return f"raise grpo.reward_failure_window (now {self.window})"
 
     def check_rollout(self, step: int, metrics: dict[str, float]) -> None:
-        """Raise `FailurePolicyStop` if the step's empty completions crossed a bound."""
-        frac = metrics.get(EMPTY_FRAC, 0.0)
-        bound = self._crossed(self.recent_empty, frac)
-        if bound is None:
-            return
-        fix = self._fix(bound)
-        reason = (
-            f"{frac:.0%} of the completions of step {step} are empty" if bound == "step"
-            else f"more than half of the completions are empty in each of the last "
-                 f"{self.window} steps (up to step {step})"
-        )  # fmt: skip
-        raise FailurePolicyStop(
-            f"the rollout engines returned no tokens: {reason}. Fix: check the rollout log (an "
-            f"engine or rollout process failing) and the sampling settings (stop tokens, "
-            f"grpo.max_completion_length), or {fix} to keep going."
-        )
+        """Raise `FailurePolicyStop` if the step's empty or malformed completions crossed a
+        bound."""
+        for kind, key in (("empty", EMPTY_FRAC), ("malformed", MALFORMED_FRAC)):
+            frac = metrics.get(key, 0.0)
+            bound = self._crossed(self.recent_output[kind], frac)
+            if bound is None:
+                continue
+            reason = (
+                f"{frac:.0%} of the completions of step {step} are {kind}" if bound == "step"
+                else f"more than half of the completions are {kind} in each of the last "
+                     f"{self.window} steps (up to step {step})"
+            )  # fmt: skip
+            what = "no tokens" if kind == "empty" else "malformed output (see the rollout log)"
+            fix = self._fix(bound)
+            raise FailurePolicyStop(
+                f"the rollout engines returned {what}: {reason}. Fix: check the rollout log (an "
+                f"engine or rollout process failing) and the sampling settings (stop tokens, "
+                f"grpo.max_completion_length), or {fix} to keep going."
+            )
 
     def check(self, step: int, metrics: dict[str, float], failed: list[RewardFailure]) -> None:
         """Raise `FailurePolicyStop` if a function crossed a bound at `step`; `metrics` holds

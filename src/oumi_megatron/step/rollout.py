@@ -9,10 +9,21 @@ uninterrupted one would.
 
 from __future__ import annotations
 
+import logging
+import math
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 
 from oumi_megatron.rollout.base import RolloutEngine, SamplingParams, derive_seed
+from oumi_megatron.stops import FailurePolicyStop
+
+logger = logging.getLogger(__name__)
+
+#: finish_reason of a completion the engine returned malformed: emptied, so none of its tokens
+#: trains (counted in response_length/malformed_frac and bounded like empty completions).
+MALFORMED = "malformed"
+# A sampled token's log-prob is <= 0; vLLM's bf16/fp32 rounding stays far below this.
+_LOGPROB_SLACK = 1e-3
 
 
 @dataclass
@@ -91,28 +102,40 @@ def _batch(samples, mine: list, prompt_indices: list[int], params, tokenizer) ->
     expected = len(mine) * params.n
     if len(samples) != expected or any(
         not 0 <= s.prompt_index < len(mine) or not 0 <= s.sample_index < params.n for s in samples
-    ):
-        raise RuntimeError(
+    ):  # the step's groups cannot be formed: nothing to train on
+        raise FailurePolicyStop(
             f"the rollout engine returned {len(samples)} samples for {len(mine)} prompts x "
-            f"n={params.n} (or indices out of range): malformed output"
+            f"n={params.n} (or indices out of range): malformed output. Fix: check the rollout "
+            f"log (an engine or rollout process failing)."
         )
     for sample in samples:
-        if len(sample.completion_logprobs) != len(sample.completion_ids):
-            raise RuntimeError(
-                f"the rollout engine returned {len(sample.completion_logprobs)} log-probs for "
-                f"{len(sample.completion_ids)} completion tokens: malformed output"
-            )
+        completion, logprobs = list(sample.completion_ids), list(sample.completion_logprobs)
+        finish_reason, problem = sample.finish_reason, _malformed(completion, logprobs)
+        if problem:
+            logger.warning("rollout: sample %d of prompt %d is malformed (%s); it is emptied, "
+                           "counted in response_length/malformed_frac and not trained on",
+                           sample.sample_index, prompt_indices[sample.prompt_index], problem)  # fmt: skip
+            completion, logprobs, finish_reason = [], [], MALFORMED
         prompt = mine[sample.prompt_index]
         global_prompt = prompt_indices[sample.prompt_index]
         batch.sequence_ids.append(global_prompt * params.n + sample.sample_index)
         batch.prompt_ids.append(list(sample.prompt_ids))
-        batch.completion_ids.append(list(sample.completion_ids))
-        batch.rollout_logprobs.append([float(x) for x in sample.completion_logprobs])
-        batch.finish_reasons.append(sample.finish_reason)
+        batch.completion_ids.append(completion)
+        batch.rollout_logprobs.append([float(x) for x in logprobs])
+        batch.finish_reasons.append(finish_reason)
         batch.sample_ids.append(f"{prompt.sample_id}/g{sample.sample_index}")
         batch.prompts_text.append(prompt.prompt_text)
-        batch.completions_text.append(
-            tokenizer.decode(sample.completion_ids, skip_special_tokens=True)
-        )
+        batch.completions_text.append(tokenizer.decode(completion, skip_special_tokens=True))
         batch.columns.append(dict(prompt.columns))
     return batch
+
+
+def _malformed(completion: list[int], logprobs: list[float]) -> str | None:
+    """Why one sample's output cannot be trained on, or None: its log-probs must be one per
+    token, finite and at most 0."""
+    if len(logprobs) != len(completion):
+        return f"{len(logprobs)} log-probs for {len(completion)} tokens"
+    bad = next((x for x in logprobs if not math.isfinite(x) or x > _LOGPROB_SLACK), None)
+    if bad is not None:
+        return f"log-prob {bad} (not finite, or above 0)"
+    return None
