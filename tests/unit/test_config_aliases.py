@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from collections import Counter
 
 import pytest
 from oumi.core.configs.params.grpo_params import GrpoParams as OumiGrpoParams
@@ -158,3 +159,34 @@ def test_every_oumi_grpo_field_is_either_shared_or_rejected() -> None:
     handled = {a.oumi for a in ALIASES} | set(REPLACED_OUMI_FIELDS)
     oumi_fields = {f"training.grpo.{name}" for name, _ in OumiGrpoParams()}
     assert oumi_fields <= handled, sorted(oumi_fields - handled)
+
+
+def _count_validations(monkeypatch) -> Counter:
+    """Counts ``model_validate`` per section model (what validating a section runs)."""
+    calls: Counter = Counter()
+    for model in (MegatronParams, GrpoParams):
+        original = model.model_validate.__func__  # type: ignore[attr-defined]
+
+        def counted(cls, *args, _original=original, **kwargs):
+            calls[cls.__name__] += 1
+            return _original(cls, *args, **kwargs)
+
+        monkeypatch.setattr(model, "model_validate", classmethod(counted))
+    return calls
+
+
+def test_each_section_is_validated_once_from_yaml(load, monkeypatch) -> None:
+    calls = _count_validations(monkeypatch)
+    cfg = load("training.grpo.temperature=0.7", "training.weight_decay=0.1")
+    assert (cfg.grpo.temperature, cfg.megatron.optimizer_config.weight_decay) == (0.7, 0.1)
+    assert calls == {"MegatronParams": 1, "GrpoParams": 1}
+
+
+def test_each_section_is_validated_once_from_python(monkeypatch) -> None:
+    calls = _count_validations(monkeypatch)
+    cfg = MegatronTrainingConfig(training=TrainingParams(weight_decay=0.2),
+                                 grpo={"temperature": 1.2})  # fmt: skip
+    assert (cfg.grpo.temperature, cfg.megatron.optimizer_config.weight_decay) == (1.2, 0.2)
+    assert calls == {"MegatronParams": 1, "GrpoParams": 1}
+    dataclasses.replace(cfg)  # valid instances, nothing to move: kept as they are
+    assert calls == {"MegatronParams": 1, "GrpoParams": 1}

@@ -7,9 +7,10 @@ left at (or reset to) its default, never a copy, so nothing can disagree with it
 YAML reloads as it was, and Oumi's own checks (e.g. "reward_functions only for TRL_GRPO") never
 see it.
 
-Two passes use this table: ``merge_raw_aliases`` on the raw YAML tree (where "set" means
-"present in the file or overrides"), and ``reconcile_aliases`` on built objects (where
-"set" means "differs from the default", the best that programmatic construction offers).
+One merge, ``merge_raw_aliases``, over a raw tree: the YAML's (where "set" means "present in
+the file or overrides"; before Oumi's sections are built, so Oumi never sees these values), or,
+for sections built in Python, the tree ``take_oumi_values`` reads off them (where "set" means
+"differs from the default"). Our sections are validated once, after the merge.
 """
 
 from __future__ import annotations
@@ -17,8 +18,6 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Final
-
-from pydantic import ValidationError
 
 from oumi_megatron.config.errors import ConfigError
 from oumi_megatron.config.schema import field_default
@@ -117,7 +116,7 @@ def _convert(alias: Alias, value: Any) -> Any:
 # --- raw tree pass -------------------------------------------------------------------
 
 
-def _lookup(tree: dict[str, Any], path: str) -> tuple[bool, Any]:
+def lookup(tree: dict[str, Any], path: str) -> tuple[bool, Any]:
     node: Any = tree
     for part in path.split("."):
         if not isinstance(node, dict) or part not in node:
@@ -152,20 +151,20 @@ def merge_raw_aliases(tree: dict[str, Any]) -> None:
     ``training.reward_functions`` for non-TRL trainers and temperatures above 1.
     """
     for alias in ALIASES:
-        has_oumi, oumi_value = _lookup(tree, alias.oumi)
+        has_oumi, oumi_value = lookup(tree, alias.oumi)
         if not has_oumi:
             continue
         _pop(tree, alias.oumi)
         if oumi_value is None and alias.oumi_none_is_unset:
             continue
         converted = _convert(alias, oumi_value)
-        has_ours, ours_value = _lookup(tree, alias.ours)
+        has_ours, ours_value = lookup(tree, alias.ours)
         if has_ours and ours_value != converted:
             raise _conflict(alias, ours_value, oumi_value)
         _put(tree, alias.ours, converted)
 
 
-# --- object pass ---------------------------------------------------------------------
+# --- built objects -------------------------------------------------------------------
 
 
 def _owner(obj: Any, path: str) -> tuple[Any, str]:
@@ -175,29 +174,16 @@ def _owner(obj: Any, path: str) -> tuple[Any, str]:
     return obj, leaf
 
 
-def reconcile_aliases(cfg: Any) -> bool:
-    """Moves Oumi alias values set on ``cfg`` into our sections (Oumi's fields reset);
-    returns whether any of ours changed."""
-    moved = False
+def take_oumi_values(cfg: Any) -> dict[str, Any]:
+    """The alias fields set on ``cfg``'s built Oumi sections, as a raw tree like a YAML's
+    (``{"training": {...}, "model": {...}}``) for ``merge_raw_aliases``; each such field is
+    reset to its default (the setting lives in our section only). "Set" means "differs from
+    the default", the best that programmatic construction offers."""
+    tree: dict[str, Any] = {}
     for alias in ALIASES:
-        ours_owner, ours_name = _owner(cfg, alias.ours)
-        oumi_owner, oumi_name = _owner(cfg, alias.oumi)
-        ours = getattr(ours_owner, ours_name)
-        oumi = getattr(oumi_owner, oumi_name)
-        oumi_is_set = oumi != field_default(oumi_owner, oumi_name) and not (
-            oumi is None and alias.oumi_none_is_unset
-        )
-        if oumi_is_set:
-            converted = _convert(alias, oumi)
-            if ours != field_default(ours_owner, ours_name) and ours != converted:
-                raise _conflict(alias, ours, oumi)
-            moved = moved or ours != converted
-            try:
-                setattr(ours_owner, ours_name, converted)
-            except ValidationError as e:
-                raise ConfigError(
-                    f"Invalid value for '{alias.oumi}': {oumi!r}. {e.errors()[0]['msg']}. "
-                    f"Fix: set a valid value (it is used as '{alias.ours}')."
-                ) from e
-        setattr(oumi_owner, oumi_name, field_default(oumi_owner, oumi_name))  # one place only
-    return moved
+        owner, name = _owner(cfg, alias.oumi)
+        value, default = getattr(owner, name), field_default(owner, name)
+        if value != default:
+            _put(tree, alias.oumi, value)
+            setattr(owner, name, default)
+    return tree

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import logging
 from collections.abc import Iterator
@@ -12,7 +13,7 @@ from typing import Any
 from oumi.core.configs import TrainingConfig
 from oumi.exceptions import OumiConfigError
 
-from oumi_megatron.config.aliases import reconcile_aliases
+from oumi_megatron.config.aliases import ALIASES, lookup, merge_raw_aliases, take_oumi_values
 from oumi_megatron.config.errors import ConfigError
 from oumi_megatron.config.grpo_params import GrpoParams
 from oumi_megatron.config.megatron_params import MegatronParams
@@ -37,12 +38,9 @@ class MegatronTrainingConfig(TrainingConfig):
     """GRPO settings (merged with ``training.grpo``); see ``GrpoParams``."""
 
     def __post_init__(self) -> None:
-        """Validates our sections (given as dicts; instances are valid already), runs Oumi's
-        checks, moves Oumi's twins of our fields into ours."""
-        if not isinstance(self.megatron, MegatronParams):
-            self.megatron = validate_section(self.megatron, MegatronParams, "megatron")
-        if not isinstance(self.grpo, GrpoParams):
-            self.grpo = validate_section(self.grpo, GrpoParams, "grpo")
+        """Moves Oumi's twins of our fields into our sections and validates each section once
+        (an instance nothing moved into is kept as it is), then runs Oumi's checks."""
+        self.megatron, self.grpo = _our_sections(self)
         if self.training.trainer_type in MEGATRON_TRAINER_TYPES:
             # Before Oumi's post-init, whose messages for these are generic or misleading
             # (liger: "Unrecognized trainer type!").
@@ -53,10 +51,6 @@ class MegatronTrainingConfig(TrainingConfig):
             if isinstance(e, ConfigError):
                 raise
             raise ConfigError(f"{e} (raised by Oumi's TrainingConfig checks)") from e
-        if reconcile_aliases(self):
-            # Nested assignment skips the sections' cross-field checks; run them again.
-            self.megatron = validate_section(self.megatron, MegatronParams, "megatron")
-            self.grpo = validate_section(self.grpo, GrpoParams, "grpo")
 
     def __iter__(self) -> Iterator[tuple[str, Any]]:
         """Field name/value pairs, with our sections as plain dicts and Oumi's without the
@@ -124,6 +118,30 @@ class MegatronTrainingConfig(TrainingConfig):
         if config_path is None:
             return load_config_from_str("{}", arg_list)
         return load_config(config_path, arg_list)
+
+
+def _our_sections(cfg: MegatronTrainingConfig) -> tuple[MegatronParams, GrpoParams]:
+    """``megatron`` and ``grpo`` with the Oumi alias values set on ``cfg`` merged in (one raw
+    merge: a value set in both places differently is refused), each validated once."""
+    moved = take_oumi_values(cfg)
+    sections = {"megatron": (cfg.megatron, MegatronParams), "grpo": (cfg.grpo, GrpoParams)}
+    tree = {name: _as_data(value, model) for name, (value, model) in sections.items()}
+    targets = {a.ours.partition(".")[0] for a in ALIASES if lookup(moved, a.oumi)[0]}
+    merge_raw_aliases({**tree, **moved})
+    megatron, grpo = (
+        value if isinstance(value, model) and name not in targets
+        else validate_section(tree[name], model, name)
+        for name, (value, model) in sections.items()
+    )  # fmt: skip
+    return megatron, grpo  # type: ignore[return-value]
+
+
+def _as_data(value: Any, model: type) -> dict:
+    """A section as raw data: the fields set on an instance (so a merged Oumi value conflicts
+    only with what was set), a copy of a dict."""
+    if isinstance(value, model):
+        return value.model_dump(exclude_unset=True)
+    return copy.deepcopy(dict(value or {}))
 
 
 def _without(tree: dict, section: str, paths) -> dict:
