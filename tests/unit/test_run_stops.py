@@ -128,3 +128,18 @@ def test_a_signal_before_the_first_step_exits_at_once_with_the_preemption_code()
     _, err = proc.communicate(timeout=20)
     assert proc.returncode == 75
     assert "SIGTERM before the first step: exiting (nothing trained yet, nothing to save)" in err
+
+
+def test_after_training_the_handlers_before_startup_are_back():
+    """The start-up handlers ("before the first step") end with the run's watch: closing it
+    restores what was there before either, even after a second start-up in one process."""
+    original = signal.getsignal(signal.SIGTERM)
+    try:
+        for _ in range(2):  # e.g. two trainers built in one notebook
+            preemption.exit_during_startup(announce=False)
+            assert signal.getsignal(signal.SIGTERM) is not original
+            watch = PreemptionWatch(announce=False)
+            watch.close()
+            assert signal.getsignal(signal.SIGTERM) is original
+    finally:
+        signal.signal(signal.SIGTERM, original)

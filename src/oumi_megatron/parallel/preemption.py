@@ -18,6 +18,7 @@ the training loop starts.
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import signal
@@ -64,9 +65,10 @@ class PreemptionWatch:
         return None if self.requested is None else time.monotonic() - self._first_at
 
     def close(self) -> None:
-        """Restore the previous handlers."""
+        """Restore the previous handlers; `exit_during_startup`'s are over by now (its
+        message is about the first step), so the ones before it."""
         for number, previous in self._previous.items():
-            signal.signal(number, previous)
+            signal.signal(number, getattr(previous, "before_startup", previous))
         self._previous = {}
 
 
@@ -86,4 +88,8 @@ def exit_during_startup(announce: bool = True) -> None:
         os._exit(EXIT_PREEMPTED)
 
     for name in ("SIGTERM", "SIGUSR1"):
-        signal.signal(getattr(signal, name), handle)
+        number = getattr(signal, name)
+        previous = signal.getsignal(number)
+        own = functools.partial(handle)
+        own.before_startup = getattr(previous, "before_startup", previous)  # type: ignore[attr-defined]
+        signal.signal(number, own)
