@@ -46,6 +46,22 @@ def test_parameter_count_of_every_family_is_exact(arch) -> None:
     assert from_hf_dict(config.to_dict(), arch).total_params == expected
 
 
+@pytest.mark.parametrize("arch", ARCHITECTURES)
+def test_pipeline_ranks_hold_every_parameter_once(arch) -> None:
+    """Without tensor or expert parallelism, the parameters the memory estimate puts on the
+    pipeline ranks add up to the model's (tied embeddings counted once per rank holding them)."""
+    from oumi_megatron.planner.architecture import from_hf_dict
+    from oumi_megatron.planner.memory import rank_params
+    from oumi_megatron.testing.tiny_models import tiny_config
+
+    model = from_hf_dict(tiny_config(arch).to_dict(), arch)
+    for pp, stages in ((1, (4,)), (2, (2, 2))):
+        cand = Candidate(tp=1, pp=pp, cp=1, dp=1, stage_layers=stages)
+        held = sum(sum(rank_params(model, cand, rank)) for rank in range(pp))
+        tied_copy = model.embedding_params if model.tied_embeddings and pp > 1 else 0
+        assert held == pytest.approx(model.total_params + tied_copy)
+
+
 def test_llama_8b_tp2_memory_by_hand() -> None:
     """Llama-3.1-8B, TP2 × DP4, 8,192 tokens per micro-batch, distributed optimizer."""
     arch = load_architecture("llama3.1-8b")

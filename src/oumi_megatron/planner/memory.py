@@ -179,7 +179,7 @@ def rank_params(arch: Architecture, cand: Candidate, rank: int) -> tuple[float, 
     layers = cand.stage_layers[rank]
     moe_fraction = arch.moe_layers / arch.num_layers
     h = arch.hidden_size
-    per_layer = arch.attention_params / cand.tp + 2 * h
+    per_layer = arch.attention_params / cand.tp + 2 * h + arch.layer_extra_params  # extras: whole
     dense = layers * per_layer + layers * (1 - moe_fraction) * arch.dense_mlp_params / cand.tp
     moe_layers = layers * moe_fraction
     dense += moe_layers * (
