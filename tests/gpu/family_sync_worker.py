@@ -85,6 +85,7 @@ def run(arch: str, root: Path) -> dict:
     from oumi_megatron.testing.tiny_models import build_tiny_pair
 
     torch.backends.cuda.matmul.allow_tf32 = False
+    notes = _direct_copy_notes()
     a, b = build_tiny_pair(arch, root, vllm_kernels=True)
     init_distributed("nccl")
     init_model_parallel(ParallelLayout())
@@ -120,7 +121,25 @@ def run(arch: str, root: Path) -> dict:
             "sync_direct": stats.get("sync/direct"),
         }
     engine.shutdown()
+    result["direct_copy_notes"] = notes
     return result
+
+
+def _direct_copy_notes() -> list[str]:
+    """The trainer's INFO lines on the direct copies (why they are off, or how many)."""
+    import logging
+
+    notes: list[str] = []
+
+    class Keep(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            if "direct" in (message := record.getMessage()):
+                notes.append(message)
+
+    step_logger = logging.getLogger("oumi_megatron.step")
+    step_logger.addHandler(Keep(logging.INFO))
+    step_logger.setLevel(logging.INFO)
+    return notes
 
 
 def main() -> None:
