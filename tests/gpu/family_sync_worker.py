@@ -126,19 +126,19 @@ def run(arch: str, root: Path) -> dict:
 
 
 def _direct_copy_notes() -> list[str]:
-    """The trainer's INFO lines on the direct copies (why they are off, or how many)."""
+    """The trainer's INFO lines on the copy plan and the direct copies (why they are off)."""
     import logging
 
     notes: list[str] = []
 
     class Keep(logging.Handler):
         def emit(self, record: logging.LogRecord) -> None:
-            if "direct" in (message := record.getMessage()):
+            if "direct" in (message := record.getMessage()) or "copy plan" in message:
                 notes.append(message)
 
-    step_logger = logging.getLogger("oumi_megatron.step")
-    step_logger.addHandler(Keep(logging.INFO))
-    step_logger.setLevel(logging.INFO)
+    for name in ("oumi_megatron.step", "oumi_megatron.rollout.copy_plan"):
+        logging.getLogger(name).addHandler(Keep(logging.INFO))
+        logging.getLogger(name).setLevel(logging.INFO)
     return notes
 
 

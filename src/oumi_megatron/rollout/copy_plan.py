@@ -12,6 +12,7 @@ keeps it always (and with it the direct copies of `step/direct_copy.py`).
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Callable, Iterable
 
@@ -19,6 +20,7 @@ import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
 Entry = tuple[torch.Tensor, tuple[int, ...], tuple[int, ...], int]
+logger = logging.getLogger(__name__)
 
 
 class _CopyRecorder(TorchDispatchMode):
@@ -80,6 +82,9 @@ class CopyPlan:
             load_weights(iter(weights))
         if recorder.foreign:
             self.usable = False
+            logger.info("weight copy plan off: loading %s writes values that are not plain "
+                        "copies of the incoming tensors (a cast or a computation)",
+                        [name for name, _ in weights][:3])  # fmt: skip
         for name, tensor in weights:  # a name the loader skips (a tied lm_head) replays as nothing
             self.entries[name] = recorder.entries.get(name, [])
             self.shapes[name] = tuple(tensor.shape)
@@ -91,6 +96,7 @@ class CopyPlan:
         self.usable = self.ready = _covers(model, self.entries)
         if not self.usable:
             self.entries.clear()
+            logger.info("weight copy plan off: the recorded copies leave a parameter unwritten")
 
     def _replay(self, weights: list[tuple[str, torch.Tensor]]) -> None:
         destinations, sources = [], []
