@@ -33,8 +33,10 @@ demo: setup
 	  -m oumi_megatron train -c configs/recipes/tiny_grpo_cpu.yaml megatron.overwrite_output_dir=true
 	.venv/bin/python -m oumi_megatron.demo_report runs/tiny_grpo_cpu
 
+# Two pytest workers, one test file each at a time: a multi-process test leaves a core idle
+# while its ranks wait on each other or on start-up, which the other worker fills.
 test: setup
-	.venv/bin/pytest tests -q $(PYTEST_ARGS)
+	.venv/bin/pytest tests -q -n 2 --dist loadfile --durations=30 $(PYTEST_ARGS)
 
 lint: setup
 	.venv/bin/ruff check src tests scripts benchmarks notebooks && .venv/bin/ruff format --check src tests scripts benchmarks notebooks
