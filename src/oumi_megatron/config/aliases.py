@@ -116,7 +116,7 @@ def _convert(alias: Alias, value: Any) -> Any:
 # --- raw tree pass -------------------------------------------------------------------
 
 
-def lookup(tree: dict[str, Any], path: str) -> tuple[bool, Any]:
+def _lookup(tree: dict[str, Any], path: str) -> tuple[bool, Any]:
     node: Any = tree
     for part in path.split("."):
         if not isinstance(node, dict) or part not in node:
@@ -144,24 +144,28 @@ def _put(tree: dict[str, Any], path: str, value: Any) -> None:
     node[leaf] = value
 
 
-def merge_raw_aliases(tree: dict[str, Any]) -> None:
-    """Moves every Oumi alias found in ``tree`` onto our path, raising on conflicts.
+def merge_raw_aliases(tree: dict[str, Any]) -> set[str]:
+    """Moves every Oumi alias found in ``tree`` onto our path, raising on conflicts; returns
+    our paths it wrote.
 
     The Oumi key is removed so Oumi's own constructors never see it: e.g. Oumi rejects
     ``training.reward_functions`` for non-TRL trainers and temperatures above 1.
     """
+    written: set[str] = set()
     for alias in ALIASES:
-        has_oumi, oumi_value = lookup(tree, alias.oumi)
+        has_oumi, oumi_value = _lookup(tree, alias.oumi)
         if not has_oumi:
             continue
         _pop(tree, alias.oumi)
         if oumi_value is None and alias.oumi_none_is_unset:
             continue
         converted = _convert(alias, oumi_value)
-        has_ours, ours_value = lookup(tree, alias.ours)
+        has_ours, ours_value = _lookup(tree, alias.ours)
         if has_ours and ours_value != converted:
             raise _conflict(alias, ours_value, oumi_value)
         _put(tree, alias.ours, converted)
+        written.add(alias.ours)
+    return written
 
 
 # --- built objects -------------------------------------------------------------------

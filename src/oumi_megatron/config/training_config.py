@@ -13,7 +13,7 @@ from typing import Any
 from oumi.core.configs import TrainingConfig
 from oumi.exceptions import OumiConfigError
 
-from oumi_megatron.config.aliases import ALIASES, lookup, merge_raw_aliases, take_oumi_values
+from oumi_megatron.config.aliases import merge_raw_aliases, take_oumi_values
 from oumi_megatron.config.errors import ConfigError
 from oumi_megatron.config.grpo_params import GrpoParams
 from oumi_megatron.config.megatron_params import MegatronParams
@@ -126,8 +126,8 @@ def _our_sections(cfg: MegatronTrainingConfig) -> tuple[MegatronParams, GrpoPara
     moved = take_oumi_values(cfg)
     sections = {"megatron": (cfg.megatron, MegatronParams), "grpo": (cfg.grpo, GrpoParams)}
     tree = {name: _as_data(value, model) for name, (value, model) in sections.items()}
-    targets = {a.ours.partition(".")[0] for a in ALIASES if lookup(moved, a.oumi)[0]}
-    merge_raw_aliases({**tree, **moved})
+    written = merge_raw_aliases({**tree, **moved})
+    targets = {path.partition(".")[0] for path in written}
     megatron, grpo = (
         value if isinstance(value, model) and name not in targets
         else validate_section(tree[name], model, name)

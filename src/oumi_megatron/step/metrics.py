@@ -37,6 +37,7 @@ def rollout_tally(
     ``overlong_buffer``: the rewards hold DAPO's overlong penalty (same on every rank)."""
     result = scored.result
     rewards = scored.rewards
+    malformed = sum(f == MALFORMED for f in rollouts.finish_reasons)  # emptied: not "empty"
     tally: dict[str, tuple[str, float]] = {
         "n": ("sum", float(len(rewards))),
         "reward_sum": ("sum", math.fsum(rewards)),
@@ -50,16 +51,8 @@ def rollout_tally(
         "length_sum": ("sum", float(rollouts.num_completion_tokens)),
         "length_max": ("max", float(max(map(len, rollouts.completion_ids), default=0))),
         "truncated": ("sum", float(sum(f == "length" for f in rollouts.finish_reasons))),
-        "empty": (
-            "sum",
-            float(
-                sum(
-                    not c and f != MALFORMED
-                    for c, f in zip(rollouts.completion_ids, rollouts.finish_reasons, strict=True)
-                )
-            ),
-        ),  # fmt: skip
-        "malformed": ("sum", float(sum(f == MALFORMED for f in rollouts.finish_reasons))),
+        "empty": ("sum", float(sum(not c for c in rollouts.completion_ids) - malformed)),
+        "malformed": ("sum", float(malformed)),
         "tokens": ("sum", float(rollouts.num_tokens)),
         "seq_len_sq": (
             "sum",
