@@ -5,7 +5,8 @@
 DIR holds a Hugging Face checkpoint (random weights of a published config, e.g.
 `python -m oumi_megatron.testing.tiny_models qwen2.5_1.5b DIR`). The batch is GRPO-shaped:
 `--prompts` prompt groups of `--generations` completions each, prompt lengths per group and
-completion lengths skewed (most short, a tail up to `--max-completion`). Each mode runs in a
+completion lengths skewed (most short, a tail up to `--max-completion`), or all
+`--uniform-length` tokens long. Each mode runs in a
 fresh process (a configuration change in one process skews later timings), loads the model in
 bf16 (fp32 on CPU), and times the real update (`step.update.run_update`: one optimizer step,
 forward + backward of the clipped-surrogate loss over every micro-batch, optimizer step) after
@@ -18,6 +19,7 @@ warm-up steps. Modes:
 - ``*_compiled``: every transformer layer under `torch.compile`.
 - ``*_plainglu``: SwiGLU as SiLU, multiply and (backward) concatenation instead of
   Megatron's fused kernels (``model.provider.fused_swiglu``, the default on GPU).
+- ``*_fusedadam``: torch's fused (single-kernel) AdamW instead of its multi-tensor one.
 - ``*_eagerlp``: the log-prob / entropy / gradient chunk kernels uncompiled (eager torch,
   ``OUMI_MEGATRON_COMPILE_LOGPROBS=0``); the other modes compile them (the trainer's default
   on GPU).
@@ -48,7 +50,14 @@ MODES = ("packed", "padded", "packed_eagerlp", "packed_plainglu", "padded_local"
 
 
 def grpo_lengths(args) -> tuple[list[int], list[int]]:
-    """(prompt length, completion length) of every sequence: groups share their prompt."""
+    """(prompt length, completion length) of every sequence: groups share their prompt.
+
+    ``--uniform-length L``: every sequence L tokens (an eighth of them prompt), as in a
+    pretraining-style benchmark, where padded rows hold no padding."""
+    if args.uniform_length:
+        count = args.prompts * args.generations
+        prompt = args.uniform_length // 8
+        return [prompt] * count, [args.uniform_length - prompt] * count
     rng = random.Random(args.seed)
     prompts, completions = [], []
     for _ in range(args.prompts):
@@ -113,6 +122,9 @@ def load_policy(args, mode: str):
         compile_transformer_layers(loaded.chunks)
     settings = OptimizerSettings(learning_rate=1e-6, total_steps=1000, decay_style="constant")
     optimizer, scheduler = build_optimizer(loaded.chunks, settings, dtype)
+    if "_fusedadam" in mode:  # torch's single-kernel AdamW instead of its multi-tensor one
+        for group in optimizer.optimizer.param_groups:
+            group.update(fused=True, foreach=False)
     return MegatronPolicy(loaded.chunks, 1.0, optimizer, scheduler), loaded.provider
 
 
@@ -193,8 +205,14 @@ def run_mode(args) -> dict:
     }
     if torch.cuda.is_available():
         result["peak_memory_gib"] = torch.cuda.max_memory_allocated() / 2**30
+    if "_compiled" in mode:
+        from torch._dynamo.utils import counters
+
+        result["graph_breaks"] = sum(counters["graph_break"].values())
+        result["compiled_graphs"] = counters["stats"]["unique_graphs"]
     if args.profile:
         result["profile"] = profile_update(policy, seqs, settings, args.profile)
+        result["syncs"] = find_syncs(policy, seqs, settings, args.profile + ".syncs")
     return result
 
 
@@ -211,8 +229,42 @@ def profile_update(policy, seqs, settings, path: str) -> str:
         run_update(policy, None, seqs, settings)
         sync()
     key = "cuda_time_total" if torch.cuda.is_available() else "cpu_time_total"
-    Path(path).write_text(prof.key_averages().table(sort_by=key, row_limit=40))
+    averages = prof.key_averages()
+    host = averages.table(sort_by="self_cpu_time_total", row_limit=30)
+    Path(path).write_text(averages.table(sort_by=key, row_limit=40) + "\n\nBy host time:\n" + host)
     return path
+
+
+def find_syncs(policy, seqs, settings, path: str) -> int:
+    """One update with CUDA's sync debug mode: where the host waits for the device, by call
+    stack (each stack once, with its count), to `path`; returns how many waits."""
+    import traceback
+    import warnings
+    from collections import Counter
+
+    from oumi_megatron.step.update import run_update
+
+    if not torch.cuda.is_available():
+        return 0
+    stacks: Counter = Counter()
+
+    def record(message, category, filename, lineno, file=None, line=None):
+        frames = [f for f in traceback.extract_stack()[:-1] if "warnings" not in f.filename]
+        stacks["".join(traceback.format_list(frames[-8:])) + f"  -> {message}\n"] += 1
+
+    shown = warnings.showwarning
+    warnings.showwarning = record
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("always")
+            torch.cuda.set_sync_debug_mode("warn")
+            run_update(policy, None, seqs, settings)
+            torch.cuda.set_sync_debug_mode("default")
+    finally:
+        warnings.showwarning = shown
+    report = [f"{count} x\n{stack}" for stack, count in stacks.most_common()]
+    Path(path).write_text("\n".join(report))
+    return sum(stacks.values())
 
 
 def drive(args) -> dict:
@@ -262,7 +314,8 @@ def ratios(results: dict) -> dict:
 
 def passthrough(args) -> list[str]:
     names = ("model_dir", "work", "prompts", "generations", "min_prompt", "max_prompt",
-             "max_completion", "micro_batch_size", "token_budget", "warmup", "reps", "seed")  # fmt: skip
+             "max_completion", "uniform_length", "micro_batch_size", "token_budget", "warmup",
+             "reps", "seed")  # fmt: skip
     return [item for n in names for item in (f"--{n.replace('_', '-')}", str(getattr(args, n)))]
 
 
@@ -288,6 +341,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--min-prompt", type=int, default=64)
     parser.add_argument("--max-prompt", type=int, default=256)
     parser.add_argument("--max-completion", type=int, default=2048)
+    parser.add_argument("--uniform-length", type=int, default=0, help="all sequences this long")
     parser.add_argument("--micro-batch-size", type=int, default=8)
     parser.add_argument("--token-budget", type=int, default=16384)
     parser.add_argument("--warmup", type=int, default=2)

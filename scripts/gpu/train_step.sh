@@ -23,5 +23,5 @@ timeout $(( ${LIMIT:-570} - $(elapsed) )) python3 benchmarks/train_step.py --mod
   --work /tmp/train_step ${MODES:+--modes $MODES} --profile-modes "${PROFILE:-packed,padded}" \
   --json "$OUT/train_step.json" ${ARGS:-} >"$OUT/train_step.out" 2>"$OUT/train_step.log"
 echo "train_step rc=$?" | tee -a "$OUT/env.log"
-cp /tmp/train_step/profile_*.txt "$OUT/" 2>/dev/null
+cp /tmp/train_step/profile_* "$OUT/" 2>/dev/null
 stage "done"

@@ -73,6 +73,11 @@ PATCHES: tuple[Patch, ...] = (
           "context-parallel layout)",
           ("t", "cu_seqlens", "freqs", "rotary_interleaved", "mla_rotary_interleaved", "mscale",
            "cp_group", "multi_latent_attention")),
+    Patch("quiet-row-linear-group",
+          "megatron.core.tensor_parallel.layers:get_tensor_model_parallel_group_if_none", "all",
+          "model.compile", "RowParallelLinear passes no group and Megatron warns on every "
+          "forward, which splits every compiled layer's graph (only while compiling)",
+          ("tp_group", "is_expert", "check_initialized")),
     Patch("forked-writer-queue",
           "megatron.core.dist_checkpointing.strategies.filesystem_async:_results_queue", "all",
           "model.dist_ckpt", "the async writer's manager is spawned (re-imports the launcher)"),

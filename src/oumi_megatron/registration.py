@@ -3,9 +3,11 @@
 Importing Oumi costs ~20 s on a small machine and Megatron worker processes never need it. So
 ``register_with_oumi()`` (run by ``import oumi_megatron``, and at interpreter start-up by the
 ``oumi_megatron.pth`` file our wheel installs) only arms a post-import hook: when Oumi's
-``training_params``, ``oumi.cli.train`` or ``oumi.train`` module has been executed, the matching
-callback adds our ``TrainerType`` members or routes ``MEGATRON_*`` recipes to our trainers
-(``oumi_entry.py``). Modules already imported are handled at once.
+``training_params``, ``oumi.datasets.grpo.rewards``, ``oumi.cli.train`` or ``oumi.train`` module
+has been executed, the matching callback adds our ``TrainerType`` members, registers our reward
+functions in Oumi's registry (Oumi's reward builder imports its rewards module first), or routes
+``MEGATRON_*`` recipes to our trainers (``oumi_entry.py``). Modules already imported are handled
+at once.
 
 Set ``OUMI_MEGATRON_OUMI_HOOKS=0`` to leave Oumi's CLI untouched (the enum is still extended).
 """
@@ -22,6 +24,7 @@ if TYPE_CHECKING:
     from enum import Enum
 
 _TRAINING_PARAMS = "oumi.core.configs.params.training_params"
+_OUMI_REWARDS = "oumi.datasets.grpo.rewards"  # Oumi's build_reward_functions imports it
 
 # Imports kept to the minimum: this module runs at every interpreter start (oumi_megatron.pth).
 MEGATRON_TRAINER_VALUES: dict[str, str] = {
@@ -87,8 +90,19 @@ def _route_train_api(module) -> None:
     route_train_api(module)
 
 
+def _register_rewards(module) -> None:
+    from oumi.core.registry import REGISTRY
+
+    from oumi_megatron.rewards.registry import register_builtins
+
+    register_builtins(REGISTRY)
+
+
 def _hooks() -> dict[str, Callable]:
-    hooks: dict[str, Callable] = {_TRAINING_PARAMS: lambda _: register_megatron_trainer_types()}
+    hooks: dict[str, Callable] = {
+        _TRAINING_PARAMS: lambda _: register_megatron_trainer_types(),
+        _OUMI_REWARDS: _register_rewards,
+    }
     if os.environ.get("OUMI_MEGATRON_OUMI_HOOKS", "1") != "0":
         hooks["oumi.cli.train"] = _route_cli_train
         hooks["oumi.train"] = _route_train_api

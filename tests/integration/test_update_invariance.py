@@ -1,8 +1,8 @@
 """The same batch gives the same loss and updated weights however it is split or laid out:
 micro-batch 1 vs 4, packing on vs off, TP1 / TP2 / PP2 / PP2×VPP2 / DP2 / TP2×PP2 / CP2 / CP4 /
 TP2×CP2 / PP2×CP2 (each sequence in 2·CP chunks, K/V all-gathered; GSPO and sequence-level
-rollout correction with each sequence's sums over its CP chunks), with and
-without the distributed optimizer, old log-probs from a separate forward pass or (on-policy)
+rollout correction with each sequence's sums over its CP chunks), eager or compiled layers,
+with and without the distributed optimizer, old log-probs from a separate forward pass or (on-policy)
 from the training forward itself (fp32, ≤ 1e-5)."""
 
 from __future__ import annotations
@@ -23,6 +23,8 @@ LAUNCHES = {
         {"name": "tp1_mbs1", "layout": {}, "mbs": 1, "packing": False},
         {"name": "tp1_mbs4", "layout": {}, "mbs": 4, "packing": False},
         {"name": "tp1_packed", "layout": {}, "mbs": 4, "packing": True},
+        # Every layer under torch.compile (one graph each: packed RoPE and attention inside).
+        {"name": "tp1_packed_compiled", "layout": {}, "mbs": 4, "packing": True, "compiled": True},
         # No old-policy forward pass: one optimizer step takes them from its own forward.
         {"name": "tp1_on_policy", "layout": {}, "mbs": 2, "packing": True, "on_policy": True},
         {"name": "tp1_seq_mean", "layout": {}, "mbs": 4, "packing": True, **SEQ_MEAN},
@@ -102,6 +104,12 @@ def test_same_loss_and_weights(updates, case):
     assert ref_w.keys() == other_w.keys()
     worst = max((ref_w[k] - other_w[k]).abs().max().item() for k in ref_w)
     assert worst <= TOLERANCE, f"{case}: max |Δw| = {worst:.3g}"
+
+
+def test_compiled_layers_have_no_graph_break(updates):
+    """One graph per layer: a break costs host time in every layer of every micro-batch."""
+    results, _ = updates
+    assert results["tp1_packed_compiled"]["graph_breaks"] == {}
 
 
 def test_update_moves_weights(updates):

@@ -59,6 +59,10 @@ def run_case(case: dict, model_dir: str, out_dir: Path) -> dict:
             use_distributed_optimizer=case.get("distopt", False)
         ),
     )
+    if case.get("compiled"):
+        from oumi_megatron.model.compile import compile_transformer_layers
+
+        compile_transformer_layers(loaded.chunks)
     settings = OptimizerSettings(learning_rate=1e-3, total_steps=10, adam_eps=1e-6,
                                  use_distributed_optimizer=case.get("distopt", False))  # fmt: skip
     optimizer, scheduler = build_optimizer(loaded.chunks, settings, torch.float32)
@@ -92,7 +96,12 @@ def run_case(case: dict, model_dir: str, out_dir: Path) -> dict:
     out = policy.train_step(batches, loss_cfg, norm)
     metrics = reduce_loss_metrics(out["microbatch_metrics"], names)
     save_weights(policy, loaded.bridge, out_dir / f"{case['name']}.safetensors")
-    return {"name": case["name"], "metrics": metrics, "grad_norm": out["grad_norm"]}
+    result = {"name": case["name"], "metrics": metrics, "grad_norm": out["grad_norm"]}
+    if case.get("compiled"):
+        from torch._dynamo.utils import counters
+
+        result["graph_breaks"] = dict(counters["graph_break"])
+    return result
 
 
 def save_weights(policy, bridge, path: Path) -> None:

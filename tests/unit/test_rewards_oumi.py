@@ -43,3 +43,30 @@ def test_oumi_registry_interop() -> None:
     )
     with pytest.raises(RewardResolutionError, match="Did you mean 'count_letters'"):
         resolve_reward_function("count_leters")
+
+
+_FRESH_PROCESS = """
+import sys
+import oumi_megatron  # arms the post-import hooks, as the installed .pth file does
+from oumi.core.registry import REGISTRY
+from oumi_megatron.rewards import BUILTIN_REWARDS, resolve_reward_function
+
+resolve_reward_function("arithmetic_dense")
+print("oumi.datasets loaded by a built-in:", "oumi.datasets" in sys.modules)
+import oumi.datasets.grpo.rewards  # what Oumi's build_reward_functions does before its lookup
+found = REGISTRY.get_reward_function("arithmetic_dense")
+print("Oumi finds ours:", found is BUILTIN_REWARDS["arithmetic_dense"])
+"""
+
+
+def test_builtin_resolves_without_oumi_datasets_and_oumi_still_finds_it() -> None:
+    """A built-in never loads Oumi's registry (~7 s a rank); the import hook registers ours when
+    Oumi loads its rewards."""
+    import subprocess
+    import sys
+
+    done = subprocess.run(
+        [sys.executable, "-c", _FRESH_PROCESS], capture_output=True, text=True, check=True
+    )
+    assert "oumi.datasets loaded by a built-in: False" in done.stdout, done.stdout + done.stderr
+    assert "Oumi finds ours: True" in done.stdout, done.stdout + done.stderr

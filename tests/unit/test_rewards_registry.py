@@ -56,7 +56,7 @@ def test_import_path_errors(helpers_on_path: None) -> None:
 
 
 def test_unknown_name_lists_names_and_suggests(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(registry_module, "_oumi_registry", lambda: None)  # no 20 s Oumi import
+    monkeypatch.setattr(registry_module, "_oumi_registry", lambda **_: None)  # no 20 s Oumi import
     with pytest.raises(RewardResolutionError) as info:
         resolve_reward_function("gsm8k_acuracy")
     message = str(info.value)

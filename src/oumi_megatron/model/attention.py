@@ -195,12 +195,11 @@ class TorchCoreAttention(MegatronModule):
     ) -> torch.Tensor:
         """Flash attention over the packed sequences (torch's `varlen_attn`): no [t, t] mask,
         which would send SDPA to its math kernel (about 10× slower updates on an H100).
-        ``max_len`` (the longest slot, known on the host) saves a device sync per layer."""
+        ``max_len`` (the longest slot, known on the host) saves a device sync per layer.
+        Grouped-query attention passes its fewer K/V heads as they are: the flash kernel maps
+        each group of query heads to its K/V head (and sums their K/V gradients) itself."""
         from torch.nn.attention.varlen import varlen_attn
 
-        groups = query.shape[1] // key.shape[1]
-        if groups > 1:  # grouped-query attention: one K/V head per group of query heads
-            key, value = (t.repeat_interleave(groups, dim=1) for t in (key, value))
         cu = cu_seqlens.to(device=query.device, dtype=torch.int32)
         if max_len is None:
             max_len = int((cu[1:] - cu[:-1]).max().item())

@@ -19,11 +19,15 @@ from megatron.core.models.common.embeddings import rope_utils
 _MEGATRON_THD = rope_utils._apply_rotary_pos_emb_thd
 
 
-@torch.compiler.disable  # inductor (torch 2.11) cannot lower bucketize over a slice view
 def positions_in_sequence(cu_seqlens: torch.Tensor, total: int) -> torch.Tensor:
-    """For each of `total` packed tokens, its index inside its own sequence."""
+    """For each of `total` packed tokens, its index inside its own sequence.
+
+    A token's sequence is the number of sequence ends at or before it: one comparison per
+    (token, sequence) that `torch.compile` fuses into a single reduction (inductor cannot
+    lower `bucketize` over a slice of the boundaries), so compiled layers need no graph break.
+    """
     tokens = torch.arange(total, device=cu_seqlens.device)
-    sequence = torch.bucketize(tokens, cu_seqlens[1:], right=True)
+    sequence = (tokens.unsqueeze(1) >= cu_seqlens[1:].unsqueeze(0)).sum(dim=1)
     return tokens - cu_seqlens[sequence]
 
 

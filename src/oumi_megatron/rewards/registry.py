@@ -2,12 +2,14 @@
 
 A name in ``grpo.reward_functions`` resolves, case-insensitively, to:
 1. one of our built-ins (``BUILTIN_REWARDS``); these are also registered in Oumi's registry
-   under the same names, so Oumi's TRL_GRPO trainer can use them too;
+   under the same names when Oumi loads its own rewards, so Oumi's TRL_GRPO trainer can use
+   them too;
 2. an import path ``package.module:function`` or ``package.module.function`` (any name with a
    ``.`` or ``:``);
 3. any other entry of Oumi's registry (Oumi's own rewards, or ones users ``@register``).
-Only step 3 imports Oumi (~20 s): built-ins and import paths resolve without it, and our reward
-modules never import it. When Oumi is already loaded, resolving also registers our built-ins.
+Only step 3 looks into Oumi's registry, which imports ``oumi.datasets`` (~7 s per process on a
+small machine): built-ins and import paths resolve without it, and our reward modules never
+import Oumi.
 
 Oumi's ``countdown``/``gsm8k``/``rar_medicine_verl`` use VERL's signature
 (``data_source, solution_str, ground_truth, extra_info``); MEGATRON_GRPO calls rewards TRL-style,
@@ -51,7 +53,6 @@ VERL_STYLE_EQUIVALENTS: Final[dict[str, str | None]] = {
 }
 # Oumi rewards that read TRL's conversational completions (``c[0]["content"]``).
 _CONVERSATIONAL_OUMI_REWARDS: Final = frozenset({"count_letters"})
-_OUMI_REGISTRY_MODULE = "oumi.core.registry"
 
 
 class RewardResolutionError(ValueError):
@@ -94,19 +95,34 @@ def _accepted_params(fn: Callable[..., Any]) -> frozenset[str] | None:
 
 
 def _oumi_registry() -> Any | None:
-    """Oumi's REGISTRY with its GRPO rewards and our built-ins loaded; None without Oumi."""
+    """Oumi's REGISTRY with its GRPO rewards and our built-ins loaded; None without Oumi.
+
+    Costs ~7 s per process on a small machine the first time: any lookup in Oumi's registry
+    imports all of ``oumi.datasets``, ``oumi.models`` and ``oumi.launcher``.
+    """
     try:
         import oumi.datasets.grpo.rewards  # noqa: F401  (registers Oumi's rewards)
-        from oumi.core.registry import REGISTRY, RegistryType
+        from oumi.core.registry import REGISTRY
     except ImportError:
         return None
+    register_builtins(REGISTRY)
+    return REGISTRY
+
+
+def register_builtins(registry: Any) -> None:
+    """Our built-ins into Oumi's ``registry`` under their names (idempotent).
+
+    Also run when Oumi's reward builder loads Oumi's own rewards (a hook in ``registration``),
+    so that Oumi's trainers find ours without anyone calling this.
+    """
+    from oumi.core.registry import RegistryType
+
     for name, fn in BUILTIN_REWARDS.items():
-        current = REGISTRY.get(name, RegistryType.REWARD_FUNCTION)
+        current = registry.get(name, RegistryType.REWARD_FUNCTION)
         if current is None:
-            REGISTRY.register(name, RegistryType.REWARD_FUNCTION, fn)
+            registry.register(name, RegistryType.REWARD_FUNCTION, fn)
         elif current is not fn:
             logger.warning("Oumi registry already has a different reward %r; ours wins here", name)
-    return REGISTRY
 
 
 def register_with_oumi() -> bool:
@@ -228,8 +244,6 @@ def resolve_reward_function(name: str, kwargs: Mapping[str, Any] | None = None) 
     """Resolve one name (see the module docstring) and bind its configured ``kwargs``."""
     key = name.strip().lower()
     kwargs = dict(kwargs or {})
-    if _OUMI_REGISTRY_MODULE in sys.modules:
-        _oumi_registry()  # cheap once Oumi is loaded; keeps both registries in sync
     if key in BUILTIN_REWARDS:
         fn = BUILTIN_REWARDS[key]
         return RewardFunction(key, fn, kwargs, "builtin", accepted=_accepted_params(fn))
