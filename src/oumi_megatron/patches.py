@@ -78,6 +78,16 @@ PATCHES: tuple[Patch, ...] = (
           "model.compile", "RowParallelLinear passes no group and Megatron warns on every "
           "forward, which splits every compiled layer's graph (only while compiling)",
           ("tp_group", "is_expert", "check_initialized")),
+    Patch("multi-tensor-l2norm", "megatron.core.optimizer.clip_grads:l2_norm_impl", "all",
+          "training.multi_tensor", "without TE/Apex the gradient norm syncs the device once "
+          "per parameter", ("chunk_size", "noop_flag", "tensor_lists", "per_tensor", "args")),
+    Patch("multi-tensor-scale-clip", "megatron.core.optimizer.clip_grads:multi_tensor_scale_impl",
+          "all", "training.multi_tensor", "without TE/Apex gradient clipping scales one "
+          "parameter at a time", ("chunk_size", "noop_flag", "tensor_lists", "scale")),
+    Patch("multi-tensor-scale-optimizer",
+          "megatron.core.optimizer.optimizer:multi_tensor_scale_impl", "all",
+          "training.multi_tensor", "without TE/Apex main/model parameter copies go one "
+          "parameter at a time", ("chunk_size", "noop_flag", "tensor_lists", "scale")),
     Patch("forked-writer-queue",
           "megatron.core.dist_checkpointing.strategies.filesystem_async:_results_queue", "all",
           "model.dist_ckpt", "the async writer's manager is spawned (re-imports the launcher)"),

@@ -77,6 +77,9 @@ def build_optimizer(model: list[torch.nn.Module], settings: OptimizerSettings, p
         optimizer_offload_fraction=settings.offload_fraction,
         overlap_cpu_optimizer_d2h_h2d=settings.overlap_cpu_offload,
     )
+    from oumi_megatron.training.multi_tensor import install_foreach_multi_tensor_ops
+
+    install_foreach_multi_tensor_ops()
     optimizer = get_megatron_optimizer(config, model)
     scheduler = OptimizerParamScheduler(
         optimizer,
