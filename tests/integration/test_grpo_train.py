@@ -52,7 +52,7 @@ LAYOUTS = {
         ],
     ),  # fmt: skip
     # Truncated sampling: the trainer's log-probs are of the engine's top-k/top-p distribution;
-    # one rollout replica spanning the model-parallel group (rollout TP2).
+    # one rollout replica spanning the model-parallel group (rollout TP2); compiled layers.
     "TP2_topp_topk": (
         2,
         [
@@ -60,6 +60,7 @@ LAYOUTS = {
             "grpo.top_p=0.9",
             "grpo.top_k=20",
             "megatron.rollout_tensor_parallel_size=2",
+            "training.compile=true",
         ],
     ),  # fmt: skip
     # Each sequence in 4 chunks over 2 ranks (packed), K/V all-gathered in every layer; GSPO
@@ -111,7 +112,8 @@ def test_layout_trains_syncs_and_exports(layout, tiny_models, tmp_path, request)
         out = request.getfixturevalue("dp2_run")
     else:
         model = tiny_models / MODELS.get(layout, "llama")
-        train(nproc, model, out, f"training.max_steps={steps}", *overrides)
+        proc = train(nproc, model, out, f"training.max_steps={steps}", *overrides)
+        log = proc.stdout + proc.stderr
     rows = metrics(out)
     assert [r["step"] for r in rows] == list(range(1, steps + 1))
     direct = [r["sync/direct"] for r in rows]
@@ -126,6 +128,7 @@ def test_layout_trains_syncs_and_exports(layout, tiny_models, tmp_path, request)
     for row in rows:
         assert row["mismatch/max_abs_logprob_diff"] <= 1e-5, row
     if layout == "TP2_topp_topk":
+        assert "training.compile: 4 transformer layer(s) under torch.compile" in log, log[-3000:]
         assert all(row["mismatch/outside_kept_frac"] == 0.0 for row in rows)
         assert all(row["entropy"] < math.log(20) for row in rows), "at most 20 tokens are kept"
     assert rows[1]["grad_norm"] > 0 and math.isfinite(rows[1]["loss/policy"])
@@ -200,8 +203,11 @@ def test_resume_after_kill_equals_straight_run(tiny_models, tmp_path):
 
 
 def test_kill_while_saving_keeps_previous_checkpoint(tiny_models, tmp_path):
+    """Also: a reward that fails on half of the samples is counted every step, stays below
+    both bounds, and the run completes (each process counts its calls from zero)."""
     model_dir, out = tiny_models / "llama", tmp_path / "run"
-    killed = train(1, model_dir, out, "training.max_steps=4", "training.save_steps=2",
+    flaky = f"grpo.reward_functions=[{_reward_file(tmp_path)}:flaky,arithmetic_exact]"
+    killed = train(1, model_dir, out, "training.max_steps=4", "training.save_steps=2", flaky,
                    env={"OUMI_MEGATRON_FAULT": "before_rename:4"}, check=False)  # fmt: skip
     assert killed.returncode != 0
     checkpoints = out / "checkpoints"
@@ -209,10 +215,11 @@ def test_kill_while_saving_keeps_previous_checkpoint(tiny_models, tmp_path):
     assert not (checkpoints / "step_4").exists()
     assert (checkpoints / ".step_4.tmp").exists(), "the interrupted save stays under its temp name"
     assert (checkpoints / "latest").read_text() == "step_2"
-    train(1, model_dir, out, "training.max_steps=4", "training.save_steps=2",
+    train(1, model_dir, out, "training.max_steps=4", "training.save_steps=2", flaky,
           "training.try_resume_from_last_checkpoint=true")  # fmt: skip
     assert (checkpoints / "step_4" / "trainer_state.json").exists()
     assert [r["step"] for r in metrics(out)] == [1, 2, 3, 4]
+    assert [r["reward/my_rewards.py:flaky/failures"] for r in metrics(out)] == [8, 8, 8, 8]
     assert os.listdir(out / "hf_model")
     # `export --checkpoint` writes a training step's policy: step 4's is the final model.
     command = [str(TORCHRUN), "--standalone", "--nproc-per-node=1", "-m", "oumi_megatron",
@@ -270,8 +277,8 @@ def _assert_preempted_in_grace(log: str, step: int, agent_signalled: bool = Fals
     assert stopped and float(stopped.group(1)) < 30, log[-3000:]  # torchrun's grace period
 
 
-def test_a_reward_that_always_fails_stops_the_run(tiny_models, tmp_path):
-    reward_file = tmp_path / "my_rewards.py"
+def _reward_file(directory: Path) -> Path:
+    reward_file = directory / "my_rewards.py"
     reward_file.write_text(
         "def broken(completions, prompts=None, **kwargs):\n"
         "    raise ZeroDivisionError('no score for you')\n"
@@ -284,9 +291,14 @@ def test_a_reward_that_always_fails_stops_the_run(tiny_models, tmp_path):
         "        raise ValueError('odd call')\n"
         "    return [1.0]\n"
     )
+    return reward_file
+
+
+def test_a_reward_that_always_fails_stops_the_run(tiny_models, tmp_path):
+    """(A reward failing on half of the samples: test_kill_while_saving_keeps_previous_checkpoint.)"""
     out = tmp_path / "run"
     proc = train(1, tiny_models / "llama", out, "training.max_steps=3",
-                 f"grpo.reward_functions=[{reward_file}:broken,arithmetic_exact]",
+                 f"grpo.reward_functions=[{_reward_file(tmp_path)}:broken,arithmetic_exact]",
                  check=False)  # fmt: skip
     log = proc.stdout + proc.stderr
     assert proc.returncode != 0 and "exitcode  : 3" in log, log[-3000:]
@@ -295,9 +307,3 @@ def test_a_reward_that_always_fails_stops_the_run(tiny_models, tmp_path):
     assert [r["step"] for r in metrics(out)] == [1]  # the stopping step's metrics are logged
     assert metrics(out)[0]["reward/my_rewards.py:broken/failures"] == 16
     assert not (out / "hf_model").exists()
-    # Half of the samples failing: counted every step, below both bounds, the run completes.
-    out = tmp_path / "flaky_run"
-    train(1, tiny_models / "llama", out, "training.max_steps=2",
-          f"grpo.reward_functions=[{reward_file}:flaky,arithmetic_exact]")  # fmt: skip
-    assert [r["reward/my_rewards.py:flaky/failures"] for r in metrics(out)] == [8, 8]
-    assert (out / "hf_model").exists()

@@ -19,6 +19,7 @@ from oumi_megatron.config.oumi_fields import (
 TESTS = Path(__file__).resolve().parents[1]
 # Read field -> the test that observes its effect.
 OBSERVED = {
+    "training.compile": "integration/test_grpo_train.py::test_layout_trains_syncs_and_exports",
     "model.model_name": "integration/test_grpo_train.py::test_layout_trains_syncs_and_exports",
     "model.tokenizer_name": "unit/test_oumi_field_contract.py::test_tokenizer_name_is_read",
     "model.chat_template": "integration/test_oumi_launch.py::test_epochs_and_chat_template_act",

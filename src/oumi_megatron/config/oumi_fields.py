@@ -51,6 +51,11 @@ READ_OUMI_FIELDS: Final[dict[str, str]] = {
     "training.save_final_model": "Export an HF model at the end.",
     "training.resume_from_checkpoint": "Checkpoint directory to resume from.",
     "training.try_resume_from_last_checkpoint": "Resume from the newest checkpoint in output_dir.",
+    "training.compile": (
+        "Compile every transformer layer with torch.compile (one graph each; compiling takes "
+        "~40 s per process on a GPU). Pays on long uniform rows (1.08x at 2,048 tokens on an "
+        "H100), not on GRPO-shaped packed micro-batches (1.0x)."
+    ),
     "training.seed": "Seed of Megatron's RNGs and, unless grpo.seed is set, of sampling.",
     "training.logging_steps": "Log metrics every N steps.",
     "training.run_name": "Run name for the metric sinks.",
@@ -68,7 +73,6 @@ REPLACED_OUMI_FIELDS: Final[dict[str, str]] = {
     "training.enable_gradient_checkpointing": (
         "use megatron.transformer_config.recompute_granularity instead"
     ),
-    "training.compile": "torch.compile is not supported by Megatron trainers; remove it",
     "training.mixed_precision_dtype": "use megatron.transformer_config.params_dtype instead",
     "model.enable_liger_kernel": "Megatron uses its own fused kernels; remove it",
     "fsdp.enable_fsdp": "Megatron shards the model itself (megatron.*_parallel_size); remove it",

@@ -3,6 +3,7 @@ topology and this rank's engine, prompts, rewards. Collective where Megatron is 
 
 from __future__ import annotations
 
+import logging
 import os
 
 import torch
@@ -12,6 +13,8 @@ from oumi_megatron.launch import RunSetup
 from oumi_megatron.parallel.ranks import local_world_size, rank
 from oumi_megatron.step.topology import RolloutTopology
 from oumi_megatron.training.policy import MegatronPolicy
+
+logger = logging.getLogger(__name__)
 
 
 def build_policy(setup: RunSetup, steps: int):
@@ -43,6 +46,11 @@ def build_policy(setup: RunSetup, steps: int):
         from oumi_megatron.model.parity_gate import check_parity
 
         check_parity(loaded.chunks, setup.hf_dir, setup.params_dtype)
+    if cfg.training.compile:
+        from oumi_megatron.model.compile import compile_transformer_layers
+
+        count = compile_transformer_layers(loaded.chunks)
+        logger.info("training.compile: %d transformer layer(s) under torch.compile", count)
     from oumi_megatron.step.update import optimizer_steps_per_grpo_step
 
     per_step = optimizer_steps_per_grpo_step(cfg, setup.validated)
