@@ -53,8 +53,8 @@ READ_OUMI_FIELDS: Final[dict[str, str]] = {
     "training.try_resume_from_last_checkpoint": "Resume from the newest checkpoint in output_dir.",
     "training.compile": (
         "Compile every transformer layer with torch.compile (one graph each; compiling takes "
-        "~40 s per process on a GPU). Pays on long uniform rows (1.08x at 2,048 tokens on an "
-        "H100), not on GRPO-shaped packed micro-batches (1.0x)."
+        "~40 s per process on a GPU). Pays on long uniform rows, not on GRPO-shaped packed "
+        "micro-batches (docs/performance.md)."
     ),
     "training.seed": "Seed of Megatron's RNGs and, unless grpo.seed is set, of sampling.",
     "training.logging_steps": "Log metrics every N steps.",
