@@ -1,7 +1,8 @@
 """Asynchronous checkpoints (megatron.checkpoint_config.use_async_checkpoint) on 2 gloo ranks.
 
-The async run must train exactly like the synchronous one, publish a checkpoint only once every
-rank's shards are written, and survive a SIGKILL while a save is still being written.
+An async run must train exactly like the synchronous one, publish a checkpoint only once every
+rank's shards are written, and survive a SIGKILL while a save is still being written: the run
+killed during step 6's save, then resumed (each saving asynchronously), equals the sync run.
 """
 
 from __future__ import annotations
@@ -36,9 +37,26 @@ def killed_async_run(tiny_models, tmp_path_factory):
     return out
 
 
-def test_async_run_equals_sync_run(sync_run, tiny_models, tmp_path):
-    out = tmp_path / "async"
-    proc = train(NPROC, tiny_models / "llama", out, *RUN, ASYNC)
+def test_kill_during_async_save_keeps_previous_checkpoint(sync_run, killed_async_run):
+    checkpoints = killed_async_run / "checkpoints"
+    assert (checkpoints / "latest").read_text() == "step_3"
+    assert (checkpoints / "step_3" / "trainer_state.json").exists()
+    assert not (checkpoints / "step_6").exists(), "an unfinished save must not be published"
+    assert (checkpoints / ".step_6.tmp").exists()
+    assert not (checkpoints / ".step_6.tmp" / "trainer_state.json").exists()
+    # Up to the kill, the async run trained exactly like the synchronous one.
+    assert_same_metrics(metrics(sync_run)[:5], metrics(killed_async_run))
+
+
+def test_resume_from_async_checkpoint_equals_sync_run(
+    sync_run, killed_async_run, tiny_models, tmp_path
+):
+    """Async saves on both sides of the kill: step 3's by the killed run, step 6's by the
+    resumed one. The pair trains exactly like the synchronous run and saves the same state."""
+    out = tmp_path / "resumed"
+    shutil.copytree(killed_async_run, out)  # the killed run stays as it was for the test above
+    proc = train(NPROC, tiny_models / "llama", out, *RUN, ASYNC,
+                 "training.resume_from_checkpoint=latest")  # fmt: skip
     assert "finalized 1 async checkpoint save(s)" in proc.stdout + proc.stderr
     assert_same_run(sync_run, out)
     checkpoints = out / "checkpoints"
@@ -62,24 +80,3 @@ def test_async_run_equals_sync_run(sync_run, tiny_models, tmp_path):
             assert expected["tracker"].keys() == actual["tracker"].keys()
             for stream, state in expected["tracker"].items():
                 assert torch.equal(state, actual["tracker"][stream]), (step, name, stream)
-
-
-def test_kill_during_async_save_keeps_previous_checkpoint(sync_run, killed_async_run):
-    checkpoints = killed_async_run / "checkpoints"
-    assert (checkpoints / "latest").read_text() == "step_3"
-    assert (checkpoints / "step_3" / "trainer_state.json").exists()
-    assert not (checkpoints / "step_6").exists(), "an unfinished save must not be published"
-    assert (checkpoints / ".step_6.tmp").exists()
-    assert not (checkpoints / ".step_6.tmp" / "trainer_state.json").exists()
-    # Up to the kill, the async run trained exactly like the synchronous one.
-    assert_same_metrics(metrics(sync_run)[:5], metrics(killed_async_run))
-
-
-def test_resume_from_async_checkpoint_equals_sync_run(
-    sync_run, killed_async_run, tiny_models, tmp_path
-):
-    out = tmp_path / "resumed"
-    shutil.copytree(killed_async_run, out)  # the killed run stays as it was for the test above
-    train(NPROC, tiny_models / "llama", out, *RUN, ASYNC, "training.resume_from_checkpoint=latest")
-    assert (out / "checkpoints" / "latest").read_text() == "step_6"
-    assert_same_run(sync_run, out)
