@@ -252,16 +252,14 @@ def find_syncs(policy, seqs, settings, path: str) -> int:
         frames = [f for f in traceback.extract_stack()[:-1] if "warnings" not in f.filename]
         stacks["".join(traceback.format_list(frames[-8:])) + f"  -> {message}\n"] += 1
 
-    shown = warnings.showwarning
-    warnings.showwarning = record
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("always")
-            torch.cuda.set_sync_debug_mode("warn")
+    with warnings.catch_warnings():  # restores the filters and showwarning on exit
+        warnings.simplefilter("always")
+        warnings.showwarning = record
+        torch.cuda.set_sync_debug_mode("warn")
+        try:
             run_update(policy, None, seqs, settings)
+        finally:
             torch.cuda.set_sync_debug_mode("default")
-    finally:
-        warnings.showwarning = shown
     report = [f"{count} x\n{stack}" for stack, count in stacks.most_common()]
     Path(path).write_text("\n".join(report))
     return sum(stacks.values())

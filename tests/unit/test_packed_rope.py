@@ -35,3 +35,12 @@ def test_equals_megatrons_loop(interleaved: bool, per_token_freqs: bool) -> None
     expected = _MEGATRON_THD(t, cu, freqs, **kwargs)
     got = apply_rotary_pos_emb_thd(t, cu, freqs, **kwargs)
     assert torch.equal(got, expected)
+
+
+@pytest.mark.parametrize("cu", [[0, 3, 4, 8], [0, 3, 3, 8], [0, 5, 5, 5], [0, 1]])
+def test_compiled_positions_equal_eager(cu) -> None:
+    """Compiled code finds the sequences by comparison, eager code by binary search."""
+    boundaries = torch.tensor(cu)
+    compiled = torch.compile(positions_in_sequence, dynamic=True, fullgraph=True)
+    for total in (cu[-1], cu[-1] + 3):  # tokens past the last end: its own last sequence
+        assert torch.equal(compiled(boundaries, total), positions_in_sequence(boundaries, total))

@@ -13,14 +13,14 @@ split the graph (patch ``quiet-row-linear-group``; eager code still warns).
 from __future__ import annotations
 
 import torch
+from megatron.core import parallel_state  # imported only where layers are compiled
+
+from oumi_megatron import patches
 
 
 def _group_if_none(tp_group, is_expert=False, check_initialized=True):
-    """Megatron's default tensor-parallel group lookup, without its warning while compiling."""
-    from megatron.core import parallel_state
-
-    from oumi_megatron import patches
-
+    """Megatron's default tensor-parallel group lookup, without its warning while compiling
+    (called by every row-parallel linear layer's forward, compiled or not)."""
     if tp_group is None and torch.compiler.is_compiling() and parallel_state.is_initialized():
         if is_expert:
             return parallel_state.get_expert_tensor_parallel_group(check_initialized)
@@ -31,8 +31,6 @@ def _group_if_none(tp_group, is_expert=False, check_initialized=True):
 def install_quiet_row_linear_group() -> None:
     """Route the row-parallel linear layers' group lookup through `_group_if_none` (idempotent)."""
     from megatron.core.tensor_parallel import layers
-
-    from oumi_megatron import patches
 
     patches.check("quiet-row-linear-group")
     layers.get_tensor_model_parallel_group_if_none = _group_if_none

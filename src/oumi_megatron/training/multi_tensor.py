@@ -14,8 +14,6 @@ from __future__ import annotations
 
 import torch
 
-_L2 = "multi-tensor-l2norm"
-
 
 def foreach_l2_norm(chunk_size, noop_flag, tensor_lists, per_tensor, *args):
     """Drop-in for ``local_multi_tensor_l2_norm``: (the global L2 norm as a 1-element fp32
@@ -47,7 +45,7 @@ def install_foreach_multi_tensor_ops() -> bool:
 
     from oumi_megatron import patches
 
-    if patches.remember(_L2) not in (utils.local_multi_tensor_l2_norm, foreach_l2_norm):
+    if patches.remember("multi-tensor-l2norm") is not utils.local_multi_tensor_l2_norm:
         return False  # Transformer Engine or Apex provides the fused kernels
     patches.check("multi-tensor-l2norm")
     patches.check("multi-tensor-scale-clip")
