@@ -20,6 +20,9 @@ warm-up steps. Modes:
 - ``*_plainglu``: SwiGLU as SiLU, multiply and (backward) concatenation instead of
   Megatron's fused kernels (``model.provider.fused_swiglu``, the default on GPU).
 - ``*_fusedadam``: torch's fused (single-kernel) AdamW instead of its multi-tensor one.
+- ``*_batchfirst``: the logits as Megatron's ``GPTModel`` returns them by default (a
+  batch-first copy of the whole tokens × vocabulary block) instead of read in their own
+  sequence-first memory (``training.policy.sequence_first_logits``); differs with > 1 row.
 - ``*_eagerlp``: the log-prob / entropy / gradient chunk kernels uncompiled (eager torch,
   ``OUMI_MEGATRON_COMPILE_LOGPROBS=0``); the other modes compile them (the trainer's default
   on GPU).
@@ -125,7 +128,10 @@ def load_policy(args, mode: str):
     if "_fusedadam" in mode:  # torch's single-kernel AdamW instead of its multi-tensor one
         for group in optimizer.optimizer.param_groups:
             group.update(fused=True, foreach=False)
-    return MegatronPolicy(loaded.chunks, 1.0, optimizer, scheduler), loaded.provider
+    policy = MegatronPolicy(loaded.chunks, 1.0, optimizer, scheduler)
+    if "_batchfirst" in mode:
+        policy._sequence_first = False
+    return policy, loaded.provider
 
 
 def update_settings(args, packing: bool):
@@ -225,14 +231,72 @@ def profile_update(policy, seqs, settings, path: str) -> str:
     activities = [ProfilerActivity.CPU] + (
         [ProfilerActivity.CUDA] if torch.cuda.is_available() else []
     )
-    with profile(activities=activities) as prof:
+    with profile(activities=activities, record_shapes=True) as prof:
+        start = time.perf_counter()
         run_update(policy, None, seqs, settings)
         sync()
+        wall = time.perf_counter() - start
     key = "cuda_time_total" if torch.cuda.is_available() else "cpu_time_total"
     averages = prof.key_averages()
     host = averages.table(sort_by="self_cpu_time_total", row_limit=30)
-    Path(path).write_text(averages.table(sort_by=key, row_limit=40) + "\n\nBy host time:\n" + host)
+    busy, gaps = device_busy_seconds(prof)
+    Path(path).write_text(
+        f"Device busy (union of kernels, copies, fills): {busy:.3f} s of {wall:.3f} s (update "
+        f"under the profiler)\n{gaps}\n\n"
+        + averages.table(sort_by=key, row_limit=40)
+        + "\n\nBy host time:\n"
+        + host
+        + "\n\nCopies by shape:\n"
+        + copies_by_shape(prof, key)
+    )
     return path
+
+
+def copies_by_shape(prof, key: str) -> str:
+    """The copy and clone calls of the profiled update, grouped by their input shapes."""
+    rows = [
+        e
+        for e in prof.key_averages(group_by_input_shape=True)
+        if e.key in ("aten::copy_", "aten::clone", "aten::contiguous", "aten::to")
+    ]
+    rows.sort(key=lambda e: -getattr(e, "device_time_total", getattr(e, "cuda_time_total", 0)))
+    return "\n".join(
+        f"{e.key:18} calls {e.count:5}  device "
+        f"{getattr(e, 'device_time_total', getattr(e, 'cuda_time_total', 0)) / 1e3:8.2f} ms  "
+        f"shapes {e.input_shapes}"
+        for e in rows[:25]
+    )
+
+
+def device_busy_seconds(prof) -> tuple[float, str]:
+    """Seconds in which the device ran anything (the union of its activity intervals; the
+    profiler's own "Command Buffer Full" / buffer markers are host waits, left out), and the
+    longest idle gaps with the device work on either side."""
+    events = sorted(
+        (e.start_ns(), e.start_ns() + e.duration_ns(), e.name())
+        for e in prof.profiler.kineto_results.events()
+        if e.device_type() == torch.autograd.DeviceType.CUDA
+        and "Buffer" not in e.name()
+        and e.duration_ns() > 0
+    )
+    busy, end, last, gaps = 0, None, "", []
+    for lo, hi, name in events:
+        if end is not None and lo > end:
+            gaps.append((lo - end, (end - events[0][0]) / 1e6, last, name))
+        if end is None or lo > end:
+            busy += hi - lo
+        elif hi > end:
+            busy += hi - end
+        if end is None or hi > end:
+            end, last = hi, name
+    gaps.sort(reverse=True)
+    idle = sum(g[0] for g in gaps)
+    lines = [f"Idle gaps: {len(gaps)}, {idle / 1e9:.3f} s in all; the longest:"]
+    lines += [
+        f"  {g / 1e6:7.2f} ms at {at:8.1f} ms  after {before[:60]!r}  before {after[:60]!r}"
+        for g, at, before, after in gaps[:15]
+    ]
+    return busy / 1e9, "\n".join(lines)
 
 
 def find_syncs(policy, seqs, settings, path: str) -> int:

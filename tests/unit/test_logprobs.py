@@ -174,3 +174,34 @@ def test_entropy_from_the_logprob_pass_is_the_entropy(top_k, top_p):
     if top_k is None:  # by definition, from log_softmax
         reference = torch.log_softmax(logits.detach() / 0.7, dim=-1)
         torch.testing.assert_close(entropy, -(reference.exp() * reference).sum(-1))
+
+
+@pytest.mark.parametrize(("top_k", "top_p"), [(None, 1.0), (5, 0.9)])
+def test_sequence_first_logits_are_read_in_place_with_the_same_values_and_grads(top_k, top_p):
+    """[B, S, V] logits that are a transposed view of [S, B, V] memory (what the policy's
+    output processor returns) give what contiguous batch-first logits give, values and
+    gradients, and the gradient keeps the sequence-first memory (no copy of the block)."""
+    g = torch.Generator().manual_seed(4)
+    memory = torch.randn(6, 3, 29, generator=g, dtype=torch.float64).requires_grad_()
+    target = torch.randint(0, 29, (3, 6), generator=g)
+    weights = torch.randn(3, 6, generator=g, dtype=torch.float64)
+    view = memory.transpose(0, 1)
+    assert not view.is_contiguous()
+    kwargs = {"temperature": 0.7, "chunk_tokens": 4, "top_k": top_k, "top_p": top_p}
+
+    logprobs, entropy = vocab_parallel_logprobs(view, target, with_entropy=True, **kwargs)
+    (logprobs * weights).sum().backward()
+    assert memory.grad.is_contiguous(), "the gradient arrives in the logits' own layout"
+
+    batch_first = memory.detach().transpose(0, 1).contiguous().requires_grad_()
+    expected, expected_entropy = vocab_parallel_logprobs(
+        batch_first, target, with_entropy=True, **kwargs
+    )
+    (expected * weights).sum().backward()
+    assert logprobs.shape == entropy.shape == target.shape
+    torch.testing.assert_close(logprobs, expected, rtol=0, atol=1e-12)
+    torch.testing.assert_close(entropy, expected_entropy, rtol=0, atol=1e-12)
+    torch.testing.assert_close(memory.grad.transpose(0, 1), batch_first.grad, rtol=0, atol=1e-12)
+    alone = vocab_parallel_entropy(view.detach(), temperature=0.7, chunk_tokens=4, top_k=top_k,
+                                   top_p=top_p)  # fmt: skip
+    torch.testing.assert_close(alone, expected_entropy, rtol=0, atol=1e-12)

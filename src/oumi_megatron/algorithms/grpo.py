@@ -234,7 +234,8 @@ def grpo_loss(
     loss = aggregate(token_loss)
 
     ratio = terms.ratio
-    inf = torch.tensor(float("inf"), dtype=dtype, device=ratio.device)
+    # A fill kernel, not a host copy: the loss runs between queued kernels (no stall).
+    inf = torch.full((), float("inf"), dtype=dtype, device=ratio.device)
     metrics["clip_frac"] = token_mean(terms.clipped)
     metrics["clip_frac/low"] = token_mean(terms.clipped_low)
     metrics["clip_frac/high"] = token_mean(terms.clipped_high)

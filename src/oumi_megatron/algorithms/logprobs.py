@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import os
+from dataclasses import dataclass
 
 import torch
 import torch.distributed as dist
@@ -166,25 +167,59 @@ def vocab_parallel_logprobs(
     ``with_entropy``: also return the entropy of that distribution per token (no gradient),
     from the same pass over the logits on the full-vocabulary path.
     """
-    lead_shape = target.shape
-    flat_logits = logits.reshape(-1, logits.shape[-1])
-    flat_target = target.reshape(-1)
+    flat_logits, order = _token_rows(logits)
+    flat_target, unflatten = order.flatten(target), order.restore
     if _truncates(logits, vocab_start, group, top_k, top_p):
-        logprobs = truncated_logprobs(
-            flat_logits, flat_target, float(temperature), top_k, top_p, group, chunk_tokens
-        ).reshape(lead_shape)
+        logprobs = unflatten(
+            truncated_logprobs(
+                flat_logits, flat_target, float(temperature), top_k, top_p, group, chunk_tokens
+            )
+        )
         if not with_entropy:
             return logprobs
         entropy = truncated_entropy(
             flat_logits.detach(), float(temperature), top_k, top_p, group, chunk_tokens
         )
-        return logprobs, entropy.reshape(lead_shape)
+        return logprobs, unflatten(entropy)
     logprobs, entropy = _ChunkedVocabParallelLogprob.apply(
         flat_logits, flat_target, vocab_start, float(temperature), group, chunk_tokens
     )
     if with_entropy:
-        return logprobs.reshape(lead_shape), entropy.reshape(lead_shape)
-    return logprobs.reshape(lead_shape)
+        return unflatten(logprobs), unflatten(entropy)
+    return unflatten(logprobs)
+
+
+@dataclass(frozen=True)
+class _TokenOrder:
+    """The order in which :func:`_token_rows` reads tokens: batch-first, or sequence-first
+    for [B, S, V] logits that are a transposed view of [S, B, V] memory."""
+
+    shape: torch.Size  # logits.shape[:-1]
+    seq_first: bool
+
+    def flatten(self, values: torch.Tensor) -> torch.Tensor:
+        """Per-position values shaped like ``logits[..., 0]``, flat in the rows' order."""
+        return (values.transpose(0, 1) if self.seq_first else values).reshape(-1)
+
+    def restore(self, flat: torch.Tensor) -> torch.Tensor:
+        """Per-row values laid out like ``logits[..., 0]`` again."""
+        if self.seq_first:
+            return flat.reshape(self.shape[1], self.shape[0]).transpose(0, 1)
+        return flat.reshape(self.shape)
+
+
+def _token_rows(logits: torch.Tensor) -> tuple[torch.Tensor, _TokenOrder]:
+    """``logits`` [..., V] as one row per token, without a copy where the memory allows.
+
+    [B, S, V] logits that are a transposed view of sequence-first [S, B, V] memory (Megatron's
+    own layout, see `training.policy.sequence_first_logits`) are read in that order: a copy
+    into batch-first order would move the whole tokens × vocabulary block twice per step.
+    """
+    seq_first = (
+        logits.dim() == 3 and not logits.is_contiguous() and logits.transpose(0, 1).is_contiguous()
+    )
+    memory = logits.transpose(0, 1) if seq_first else logits
+    return memory.reshape(-1, logits.shape[-1]), _TokenOrder(logits.shape[:-1], seq_first)
 
 
 @torch.no_grad()
@@ -201,10 +236,12 @@ def vocab_parallel_entropy(
 
     With `top_k`/`top_p`, of the truncated distribution (as :func:`vocab_parallel_logprobs`).
     """
-    flat = logits.reshape(-1, logits.shape[-1])
+    flat, order = _token_rows(logits)
+    unflatten = order.restore
     if _truncates(logits, vocab_start, group, top_k, top_p):
-        entropy = truncated_entropy(flat, float(temperature), top_k, top_p, group, chunk_tokens)
-        return entropy.reshape(logits.shape[:-1])
+        return unflatten(
+            truncated_entropy(flat, float(temperature), top_k, top_p, group, chunk_tokens)
+        )
     entropy = torch.empty(flat.shape[0], dtype=torch.float32, device=logits.device)
     target = torch.full((flat.shape[0],), vocab_start, device=logits.device)
     for start in range(0, flat.shape[0], chunk_tokens):
@@ -213,7 +250,7 @@ def vocab_parallel_entropy(
             flat[start:end], target[start:end], vocab_start, temperature, group
         )
         entropy[start:end] = lse - expected
-    return entropy.reshape(logits.shape[:-1])
+    return unflatten(entropy)
 
 
 # Largest |trainer - engine| log-prob of the old policy over a micro-batch's completion tokens;

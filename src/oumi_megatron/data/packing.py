@@ -17,6 +17,7 @@ run through the pipeline schedule and contributes exactly zero loss and gradient
 from __future__ import annotations
 
 import dataclasses
+import functools
 import heapq
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -212,10 +213,17 @@ class MicroBatch:
         return sum(self.seq_lengths)
 
     def to(self, device: torch.device | str) -> Self:
-        """Copy with every tensor on ``device``."""
-        moved = {k: v.to(device) for k, v in vars(self).items() if isinstance(v, Tensor)}
+        """Copy with every tensor on ``device``, the row gather of :meth:`to_rows` included:
+        built here, before any kernel is queued, so the loss never waits on a host copy."""
+        moved = {
+            k: v.to(device)
+            for k, v in vars(self).items()
+            if isinstance(v, Tensor) and not k.startswith("_")
+        }
         aux = {k: v.to(device) for k, v in self.aux.items()}
-        return dataclasses.replace(self, **moved, aux=aux)
+        out = dataclasses.replace(self, **moved, aux=aux)
+        out._row_gather  # noqa: B018 - built now, on `device`
+        return out
 
     def with_aux(self, key: str, values: Tensor) -> Self:
         """Copy with ``aux[key] = values`` (shaped like ``input_ids``, e.g. log-probs computed
@@ -224,7 +232,10 @@ class MicroBatch:
             raise ValueError(
                 f"aux {key!r}: expected {tuple(self.input_ids.shape)}, got {values.shape}"
             )
-        return dataclasses.replace(self, aux={**self.aux, key: values})
+        out = dataclasses.replace(self, aux={**self.aux, key: values})
+        if "_row_gather" in vars(self):  # same sequences, same device
+            vars(out)["_row_gather"] = self._row_gather
+        return out
 
     def _flat(self, values: Tensor) -> Tensor:
         lead = self.input_ids.dim()
@@ -246,16 +257,26 @@ class MicroBatch:
             for s, n in zip(self.seq_starts, self.seq_lengths, strict=True)
         ]
 
+    @functools.cached_property
+    def _row_gather(self) -> tuple[Tensor, Tensor]:
+        """(flat position, valid) of every ``[sequence, j]`` slot of :meth:`to_rows`, on the
+        batch's device (host copies there would stall the device queue in every loss)."""
+        width = max(self.seq_lengths, default=0)
+        pairs = list(zip(self.seq_starts, self.seq_lengths, strict=True))
+        index = [[s + min(j, n - 1) for j in range(width)] for s, n in pairs]
+        index = torch.tensor(index, dtype=torch.long).reshape(len(pairs), width)
+        valid = torch.arange(width) < torch.tensor(self.seq_lengths, dtype=torch.long)[:, None]
+        device = self.input_ids.device
+        return index.to(device), valid.to(device)
+
     def to_rows(self, values: Tensor, fill: float = 0.0) -> Tensor:
         """Per-position values as ``[num_seqs, max_len, ...]`` (target-aligned, right-padded
         with ``fill``; keeps gradients): one row per sequence for per-sequence reductions."""
         flat = self._flat(values)
-        width = max(self.seq_lengths, default=0)
-        pairs = list(zip(self.seq_starts, self.seq_lengths, strict=True))
-        index = [[s + min(j, n - 1) for j in range(width)] for s, n in pairs]
-        index = torch.tensor(index, dtype=torch.long, device=flat.device).reshape(len(pairs), width)
-        valid = torch.arange(width) < torch.tensor(self.seq_lengths, dtype=torch.long)[:, None]
-        valid = valid.reshape(*valid.shape, *[1] * (flat.dim() - 1)).to(flat.device)
+        index, valid = self._row_gather
+        if index.device != flat.device:
+            index, valid = index.to(flat.device), valid.to(flat.device)
+        valid = valid.reshape(*valid.shape, *[1] * (flat.dim() - 1))
         return torch.where(valid, flat[index], fill)
 
 

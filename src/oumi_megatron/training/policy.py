@@ -12,6 +12,7 @@ is split into micro-batches or ranks. MoE routers' aux losses get their divisor 
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable, Iterator
 from functools import partial
 
@@ -20,7 +21,7 @@ from megatron.core import parallel_state
 from megatron.core.distributed import finalize_model_grads
 from megatron.core.packed_seq_params import PackedSeqParams
 from megatron.core.pipeline_parallel import get_forward_backward_func
-from megatron.core.utils import get_model_config
+from megatron.core.utils import get_model_config, unwrap_model
 
 from oumi_megatron.algorithms.grpo import GrpoLossConfig, grpo_loss
 from oumi_megatron.algorithms.logprobs import (
@@ -49,6 +50,27 @@ def _finalize_without_token_scaling(model, num_tokens=None, pg_collection=None, 
     return finalize_model_grads(model, num_tokens=None, pg_collection=pg_collection, **kwargs)
 
 
+def sequence_first_logits(
+    *, hidden_states, output_layer, output_weight, runtime_gather_output, scale_logits, **_
+) -> torch.Tensor:
+    """Megatron's ``output_processor`` hook: the logits ``GPTModel`` computes, returned as a
+    [B, S, V] view of their sequence-first [S, B, V] memory. Without it ``GPTModel`` returns
+    ``logits.transpose(0, 1).contiguous()``: with B > 1 rows a copy of the whole tokens ×
+    vocabulary block, and another of its gradient. The log-prob kernels read the view in
+    memory order (`algorithms.logprobs`)."""
+    logits, _ = output_layer(
+        hidden_states, weight=output_weight, runtime_gather_output=runtime_gather_output
+    )
+    return scale_logits(logits).transpose(0, 1)
+
+
+def takes_output_processor(chunk: torch.nn.Module) -> bool:
+    """Whether the wrapped model's forward has Megatron's ``output_processor`` hook (GPTModel
+    does; a model class that overrides ``forward`` without it keeps its own output path)."""
+    model = unwrap_model(chunk)
+    return "output_processor" in inspect.signature(model.forward).parameters
+
+
 class MegatronPolicy:
     """Model chunks + optimizer + LR scheduler of one rank (no optimizer: a frozen reference).
 
@@ -74,6 +96,7 @@ class MegatronPolicy:
         self.temperature = temperature
         self.top_k, self.top_p = top_k, top_p
         self.device = next(model[0].parameters()).device
+        self._sequence_first = takes_output_processor(model[0])
         if optimizer is not None:
             prepare_model_config(model)
 
@@ -87,11 +110,13 @@ class MegatronPolicy:
         packed = None
         if isinstance(batch, PackedBatch):
             packed = PackedSeqParams(**batch.packed_seq_kwargs())
+        extra = {"output_processor": sequence_first_logits} if self._sequence_first else {}
         return chunk(
             input_ids=batch.input_ids,
             position_ids=batch.position_ids,
             attention_mask=None,
             packed_seq_params=packed,
+            **extra,
         )
 
     @property
@@ -190,7 +215,9 @@ class MegatronPolicy:
                 seq_sum=_context_parallel_sum if batch.seq_targets is not None else within_row,
             )
             mask = batch.loss_mask.bool()
-            metrics["entropy"] = entropy[mask].sum() / max(norm.num_tokens, 1)
+            # A masked sum, not entropy[mask]: boolean indexing would wait on the device.
+            entropy_sum = torch.where(mask, entropy, 0.0).sum()
+            metrics["entropy"] = entropy_sum / max(norm.num_tokens, 1)
             if old is None:  # these log-probs are the old policy's: compare with the engine's
                 metrics[ROLLOUT_GAP] = max_logprob_gap(logprobs, aux["rollout_logprobs"], mask)
             # Kept on the device: read once, when the step's metrics are reduced.
