@@ -261,13 +261,12 @@ class MicroBatch:
     def _row_gather(self) -> tuple[Tensor, Tensor]:
         """(flat position, valid) of every ``[sequence, j]`` slot of :meth:`to_rows`, on the
         batch's device (host copies there would stall the device queue in every loss)."""
-        width = max(self.seq_lengths, default=0)
-        pairs = list(zip(self.seq_starts, self.seq_lengths, strict=True))
-        index = [[s + min(j, n - 1) for j in range(width)] for s, n in pairs]
-        index = torch.tensor(index, dtype=torch.long).reshape(len(pairs), width)
-        valid = torch.arange(width) < torch.tensor(self.seq_lengths, dtype=torch.long)[:, None]
+        starts = torch.tensor(self.seq_starts, dtype=torch.long)[:, None]
+        lengths = torch.tensor(self.seq_lengths, dtype=torch.long)[:, None]
+        offsets = torch.arange(max(self.seq_lengths, default=0))[None, :]
+        index = starts + torch.minimum(offsets, lengths - 1)  # past its end: its last position
         device = self.input_ids.device
-        return index.to(device), valid.to(device)
+        return index.to(device), (offsets < lengths).to(device)
 
     def to_rows(self, values: Tensor, fill: float = 0.0) -> Tensor:
         """Per-position values as ``[num_seqs, max_len, ...]`` (target-aligned, right-padded
