@@ -27,6 +27,9 @@ warm-up steps. Modes:
   ``OUMI_MEGATRON_COMPILE_LOGPROBS=0``); the other modes compile them (the trainer's default
   on GPU).
 
+``--tp N`` runs every mode under torchrun on N devices in one tensor-parallel group (the same
+batch on every rank); times, tokens/s and MFU are then per device, from rank 0.
+
 MFU = model FLOPs of the real tokens (`metrics.mfu`: 6·N + attention at each sequence's own
 length, padding not counted) / (time × peak bf16 FLOP/s of the device). Ratios (padded time /
 packed time, local / ours, eager / compiled) come from one run.
@@ -97,7 +100,8 @@ def load_policy(args, mode: str):
     from oumi_megatron.training.policy import MegatronPolicy
 
     init_distributed()
-    init_model_parallel(ParallelLayout(), seed=5)
+    layout = ParallelLayout(tp=args.tp)
+    init_model_parallel(layout, seed=5)
     dtype = torch.bfloat16 if torch.cuda.is_available() else torch.float32
 
     def configure(provider):
@@ -114,7 +118,7 @@ def load_policy(args, mode: str):
     loaded = load_megatron_model(
         args.model_dir,
         Path(args.work) / "megatron_checkpoint",
-        ParallelLayout(),
+        layout,
         params_dtype=dtype,
         configure=configure,
         ddp_config=DistributedDataParallelConfig(),
@@ -198,16 +202,18 @@ def run_mode(args) -> dict:
     )
     tokens = sum(lengths)
     peak = peak_flops_for_device() if torch.cuda.is_available() else None
+    devices = torch.distributed.get_world_size()  # one tensor-parallel group: per device
     result = {
         "mode": mode,
+        "devices": devices,
         "microbatches": len(batches),
         "computed_tokens": sum(b.input_ids.numel() for b in batches),
         "real_tokens": tokens,
         "median_seconds": seconds,
         "all_seconds": times,
-        "tokens_per_second": tokens / seconds,
-        "tflops": tokens * flops_per_token / seconds / 1e12,
-        "mfu": tokens * flops_per_token / seconds / peak if peak else None,
+        "tokens_per_second": tokens / seconds / devices,
+        "tflops": tokens * flops_per_token / seconds / devices / 1e12,
+        "mfu": tokens * flops_per_token / seconds / devices / peak if peak else None,
     }
     if torch.cuda.is_available():
         result["peak_memory_gib"] = torch.cuda.max_memory_allocated() / 2**30
@@ -216,14 +222,16 @@ def run_mode(args) -> dict:
 
         result["graph_breaks"] = sum(counters["graph_break"].values())
         result["compiled_graphs"] = counters["stats"]["unique_graphs"]
-    if args.profile:
-        result["profile"] = profile_update(policy, seqs, settings, args.profile)
-        result["syncs"] = find_syncs(policy, seqs, settings, args.profile + ".syncs")
+    if args.profile:  # every rank runs them (collectives); rank 0 writes
+        path = args.profile if torch.distributed.get_rank() == 0 else None
+        result["profile"] = profile_update(policy, seqs, settings, path)
+        result["syncs"] = find_syncs(policy, seqs, settings, path and path + ".syncs")
     return result
 
 
-def profile_update(policy, seqs, settings, path: str) -> str:
-    """One update under torch.profiler: the kernels that take the time, to `path`."""
+def profile_update(policy, seqs, settings, path: str | None) -> str | None:
+    """One update under torch.profiler: the kernels that take the time, to `path` (None:
+    profiled, not written)."""
     from torch.profiler import ProfilerActivity, profile
 
     from oumi_megatron.step.update import run_update
@@ -236,6 +244,8 @@ def profile_update(policy, seqs, settings, path: str) -> str:
         run_update(policy, None, seqs, settings)
         sync()
         wall = time.perf_counter() - start
+    if path is None:
+        return None
     key = "cuda_time_total" if torch.cuda.is_available() else "cpu_time_total"
     averages = prof.key_averages()
     host = averages.table(sort_by="self_cpu_time_total", row_limit=30)
@@ -299,7 +309,7 @@ def device_busy_seconds(prof) -> tuple[float, str]:
     return busy / 1e9, "\n".join(lines)
 
 
-def find_syncs(policy, seqs, settings, path: str) -> int:
+def find_syncs(policy, seqs, settings, path: str | None) -> int:
     """One update with CUDA's sync debug mode: where the host waits for the device, by call
     stack (each stack once, with its count), to `path`; returns how many waits."""
     import traceback
@@ -325,7 +335,8 @@ def find_syncs(policy, seqs, settings, path: str) -> int:
         finally:
             torch.cuda.set_sync_debug_mode("default")
     report = [f"{count} x\n{stack}" for stack, count in stacks.most_common()]
-    Path(path).write_text("\n".join(report))
+    if path is not None:
+        Path(path).write_text("\n".join(report))
     return sum(stacks.values())
 
 
@@ -333,7 +344,15 @@ def drive(args) -> dict:
     """Every mode in its own process; ratios between them."""
     results = {}
     for mode in args.modes.split(","):
-        command = [sys.executable, __file__, "--one", mode, *passthrough(args)]
+        launcher = [sys.executable]
+        if args.tp > 1:
+            launcher += [
+                "-m",
+                "torch.distributed.run",
+                "--standalone",
+                f"--nproc-per-node={args.tp}",
+            ]
+        command = [*launcher, __file__, "--one", mode, *passthrough(args)]
         if args.profile_modes and mode in args.profile_modes.split(","):
             command += ["--profile", str(Path(args.work) / f"profile_{mode}.txt")]
         done = subprocess.run(command, capture_output=True, text=True, cwd=REPO, env=child_env())
@@ -350,7 +369,7 @@ def drive(args) -> dict:
 
 
 def summary(result: dict) -> dict:
-    keys = ("median_seconds", "tokens_per_second", "mfu", "peak_memory_gib", "microbatches",
+    keys = ("median_seconds", "tokens_per_second", "mfu", "peak_memory_gib", "devices", "microbatches",
             "computed_tokens", "real_tokens", "error")  # fmt: skip
     return {k: result[k] for k in keys if k in result}
 
@@ -377,7 +396,7 @@ def ratios(results: dict) -> dict:
 def passthrough(args) -> list[str]:
     names = ("model_dir", "work", "prompts", "generations", "min_prompt", "max_prompt",
              "max_completion", "uniform_length", "micro_batch_size", "token_budget", "warmup",
-             "reps", "seed")  # fmt: skip
+             "reps", "seed", "tp")  # fmt: skip
     return [item for n in names for item in (f"--{n.replace('_', '-')}", str(getattr(args, n)))]
 
 
@@ -409,6 +428,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--reps", type=int, default=3)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--tp", type=int, default=1, help="tensor-parallel devices (torchrun)")
     parser.add_argument("--json", default=None, help="write the result here too")
     parser.add_argument("--one", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--profile", default=None, help=argparse.SUPPRESS)
@@ -420,7 +440,8 @@ def main() -> None:
     args.work = args.work or tempfile.mkdtemp(prefix="train_step_")
     if args.one:
         result = run_mode(args)
-        print(json.dumps(result), flush=True)
+        if torch.distributed.get_rank() == 0:
+            print(json.dumps(result), flush=True)
         return
     print(json.dumps(drive(args), indent=1))
 
