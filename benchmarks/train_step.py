@@ -257,22 +257,21 @@ def profile_update(policy, seqs, settings, path: str | None) -> str | None:
         + "\n\nBy host time:\n"
         + host
         + "\n\nCopies by shape:\n"
-        + copies_by_shape(prof, key)
+        + copies_by_shape(prof)
     )
     return path
 
 
-def copies_by_shape(prof, key: str) -> str:
+def copies_by_shape(prof) -> str:
     """The copy and clone calls of the profiled update, grouped by their input shapes."""
     rows = [
         e
         for e in prof.key_averages(group_by_input_shape=True)
         if e.key in ("aten::copy_", "aten::clone", "aten::contiguous", "aten::to")
     ]
-    rows.sort(key=lambda e: -getattr(e, "device_time_total", getattr(e, "cuda_time_total", 0)))
+    rows.sort(key=lambda e: -e.device_time_total)
     return "\n".join(
-        f"{e.key:18} calls {e.count:5}  device "
-        f"{getattr(e, 'device_time_total', getattr(e, 'cuda_time_total', 0)) / 1e3:8.2f} ms  "
+        f"{e.key:18} calls {e.count:5}  device {e.device_time_total / 1e3:8.2f} ms  "
         f"shapes {e.input_shapes}"
         for e in rows[:25]
     )

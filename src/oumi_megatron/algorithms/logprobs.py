@@ -168,9 +168,9 @@ def vocab_parallel_logprobs(
     from the same pass over the logits on the full-vocabulary path.
     """
     flat_logits, order = _token_rows(logits)
-    flat_target, unflatten = order.flatten(target), order.restore
+    flat_target = order.flatten(target)
     if _truncates(logits, vocab_start, group, top_k, top_p):
-        logprobs = unflatten(
+        logprobs = order.restore(
             truncated_logprobs(
                 flat_logits, flat_target, float(temperature), top_k, top_p, group, chunk_tokens
             )
@@ -180,13 +180,13 @@ def vocab_parallel_logprobs(
         entropy = truncated_entropy(
             flat_logits.detach(), float(temperature), top_k, top_p, group, chunk_tokens
         )
-        return logprobs, unflatten(entropy)
+        return logprobs, order.restore(entropy)
     logprobs, entropy = _ChunkedVocabParallelLogprob.apply(
         flat_logits, flat_target, vocab_start, float(temperature), group, chunk_tokens
     )
     if with_entropy:
-        return unflatten(logprobs), unflatten(entropy)
-    return unflatten(logprobs)
+        return order.restore(logprobs), order.restore(entropy)
+    return order.restore(logprobs)
 
 
 @dataclass(frozen=True)
@@ -237,9 +237,8 @@ def vocab_parallel_entropy(
     With `top_k`/`top_p`, of the truncated distribution (as :func:`vocab_parallel_logprobs`).
     """
     flat, order = _token_rows(logits)
-    unflatten = order.restore
     if _truncates(logits, vocab_start, group, top_k, top_p):
-        return unflatten(
+        return order.restore(
             truncated_entropy(flat, float(temperature), top_k, top_p, group, chunk_tokens)
         )
     entropy = torch.empty(flat.shape[0], dtype=torch.float32, device=logits.device)
@@ -250,7 +249,7 @@ def vocab_parallel_entropy(
             flat[start:end], target[start:end], vocab_start, temperature, group
         )
         entropy[start:end] = lse - expected
-    return unflatten(entropy)
+    return order.restore(entropy)
 
 
 # Largest |trainer - engine| log-prob of the old policy over a micro-batch's completion tokens;

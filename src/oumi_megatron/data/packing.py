@@ -215,11 +215,7 @@ class MicroBatch:
     def to(self, device: torch.device | str) -> Self:
         """Copy with every tensor on ``device``, the row gather of :meth:`to_rows` included:
         built here, before any kernel is queued, so the loss never waits on a host copy."""
-        moved = {
-            k: v.to(device)
-            for k, v in vars(self).items()
-            if isinstance(v, Tensor) and not k.startswith("_")
-        }
+        moved = {k: v.to(device) for k, v in vars(self).items() if isinstance(v, Tensor)}
         aux = {k: v.to(device) for k, v in self.aux.items()}
         out = dataclasses.replace(self, **moved, aux=aux)
         out._row_gather  # noqa: B018 - built now, on `device`
