@@ -19,7 +19,8 @@ warm-up steps. Modes:
 - ``*_compiled``: every transformer layer under `torch.compile`.
 - ``*_plainglu``: SwiGLU as SiLU, multiply and (backward) concatenation instead of
   Megatron's fused kernels (``model.provider.fused_swiglu``, the default on GPU).
-- ``*_fusedadam``: torch's fused (single-kernel) AdamW instead of its multi-tensor one.
+- ``*_foreachadam``: torch's multi-tensor AdamW instead of its fused single-kernel one (the
+  trainer's default on GPU).
 - ``*_batchfirst``: the logits as Megatron's ``GPTModel`` returns them by default (a
   batch-first copy of the whole tokens × vocabulary block) instead of read in their own
   sequence-first memory (``training.policy.sequence_first_logits``); differs with > 1 row.
@@ -129,9 +130,9 @@ def load_policy(args, mode: str):
         compile_transformer_layers(loaded.chunks)
     settings = OptimizerSettings(learning_rate=1e-6, total_steps=1000, decay_style="constant")
     optimizer, scheduler = build_optimizer(loaded.chunks, settings, dtype)
-    if "_fusedadam" in mode:  # torch's single-kernel AdamW instead of its multi-tensor one
+    if "_foreachadam" in mode:  # torch's multi-tensor AdamW, as before the fused default
         for group in optimizer.optimizer.param_groups:
-            group.update(fused=True, foreach=False)
+            group.update(fused=False, foreach=True)
     policy = MegatronPolicy(loaded.chunks, 1.0, optimizer, scheduler)
     if "_batchfirst" in mode:
         policy._sequence_first = False

@@ -2,7 +2,8 @@
 # One device command (scripts/gpu/README.md): benchmarks/train_step.py on a random-weight
 # Qwen2.5-1.5B, every mode in its own process. Needs only the Megatron and Oumi wheel sets:
 # carry [".vp/meg", ".vp/oumi"]. Writes into $OUT: env.log train_step.json train_step.log
-# profile_<mode>.txt
+# profile_<mode>.txt. BENCH_DIR: another copy of the repository whose benchmark and src/ to run
+# (a baseline in the same call); WORK: its scratch directory.
 set -u
 OUT=${OUT:-/tmp/out}
 INSTALL_SETS="megatron oumi"
@@ -19,9 +20,10 @@ if [ -n "${GPU_TESTS:-}" ]; then
 fi
 
 stage "train step (${MODES:-all modes})"
-timeout $(( ${LIMIT:-570} - $(elapsed) )) python3 benchmarks/train_step.py --model-dir $MODEL \
-  --work /tmp/train_step ${MODES:+--modes $MODES} --profile-modes "${PROFILE:-packed,padded}" \
+WORK=${WORK:-/tmp/train_step}
+timeout $(( ${LIMIT:-570} - $(elapsed) )) python3 ${BENCH_DIR:-.}/benchmarks/train_step.py --model-dir $MODEL \
+  --work $WORK ${MODES:+--modes $MODES} --profile-modes "${PROFILE:-packed,padded}" \
   --json "$OUT/train_step.json" ${ARGS:-} >"$OUT/train_step.out" 2>"$OUT/train_step.log"
 echo "train_step rc=$?" | tee -a "$OUT/env.log"
-cp /tmp/train_step/profile_* "$OUT/" 2>/dev/null
+cp $WORK/profile_* "$OUT/" 2>/dev/null
 stage "done"

@@ -13,19 +13,23 @@ pytestmark = [
 VOCAB, TOKENS = 151_936, 3000
 
 
-def _run(compiled: bool, monkeypatch):
+def _run(compiled: bool, monkeypatch, overwrite: bool = False):
     from oumi_megatron.algorithms import logprobs as lp
 
     monkeypatch.setenv(lp.COMPILE_ENV, "1" if compiled else "0")
     lp._COMPILED.clear()
     g = torch.Generator(device="cuda").manual_seed(0)
-    logits = (torch.randn(TOKENS, VOCAB, device="cuda", generator=g) * 3).bfloat16()
-    logits.requires_grad_()
+    leaf = (torch.randn(TOKENS, VOCAB, device="cuda", generator=g) * 3).bfloat16()
+    leaf.requires_grad_()
+    kept = leaf.detach().clone()
+    logits = leaf * 1  # a model's output, not the caller's tensor: it may be overwritten
     target = torch.randint(0, VOCAB, (TOKENS,), device="cuda", generator=g)
-    values, entropy = lp.vocab_parallel_logprobs(logits, target, temperature=0.9, with_entropy=True)
+    values, entropy = lp.vocab_parallel_logprobs(
+        logits, target, temperature=0.9, with_entropy=True, overwrite_logits=overwrite
+    )
     weights = torch.randn(TOKENS, device="cuda", generator=g)
     (values * weights).sum().backward()
-    return values.detach(), entropy, logits.grad.float(), logits.detach(), target, weights
+    return values.detach(), entropy, leaf.grad.float(), kept, target, weights
 
 
 def test_compiled_equals_eager(monkeypatch):
@@ -38,6 +42,14 @@ def test_compiled_equals_eager(monkeypatch):
     assert (fused[1] - eager[1]).abs().mean() <= 2e-3
     scale = eager[2].abs().max()
     assert (fused[2] - eager[2]).abs().max() <= 1e-2 * scale
+
+
+@pytest.mark.parametrize("compiled", [False, True])
+def test_gradient_written_over_the_logits_equals_the_separate_one(monkeypatch, compiled):
+    separate = _run(compiled, monkeypatch)
+    over = _run(compiled, monkeypatch, overwrite=True)
+    assert torch.equal(over[0], separate[0])
+    assert torch.equal(over[2], separate[2])
 
 
 def test_eager_gpu_equals_fp32_reference(monkeypatch):

@@ -205,3 +205,46 @@ def test_sequence_first_logits_are_read_in_place_with_the_same_values_and_grads(
     alone = vocab_parallel_entropy(view.detach(), temperature=0.7, chunk_tokens=4, top_k=top_k,
                                    top_p=top_p)  # fmt: skip
     torch.testing.assert_close(alone, expected_entropy, rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("sequence_first", [False, True])
+def test_gradient_written_over_the_logits_equals_the_plain_one(sequence_first):
+    """``overwrite_logits``: the same log-probs and gradient, and the gradient is the logits'
+    own memory (no second tokens × vocabulary block)."""
+    g = torch.Generator().manual_seed(5)
+    hidden = torch.randn(6, 3, 8, generator=g, dtype=torch.float64, requires_grad=True)
+    weight = torch.randn(29, 8, generator=g, dtype=torch.float64)
+    target = torch.randint(0, 29, (3, 6), generator=g)
+    weights = torch.randn(3, 6, generator=g, dtype=torch.float64)
+    seen = {}
+
+    def run(overwrite: bool):
+        memory = hidden @ weight.T  # [S, B, V], as the output layer makes it
+        logits = memory.transpose(0, 1) if sequence_first else memory.transpose(0, 1).contiguous()
+        logits.register_hook(lambda grad: seen.update(grad=grad, logits=logits))
+        out = vocab_parallel_logprobs(
+            logits, target, temperature=0.7, chunk_tokens=4, overwrite_logits=overwrite
+        )
+        (out * weights).sum().backward()
+        grad = hidden.grad.clone()
+        hidden.grad = None
+        return out.detach(), grad
+
+    plain, plain_grad = run(False)
+    assert seen["grad"].untyped_storage().data_ptr() != seen["logits"].untyped_storage().data_ptr()
+    ours, ours_grad = run(True)
+    assert seen["grad"].untyped_storage().data_ptr() == seen["logits"].untyped_storage().data_ptr()
+    torch.testing.assert_close(ours, plain, rtol=0, atol=0)
+    torch.testing.assert_close(ours_grad, plain_grad, rtol=0, atol=1e-12)
+
+
+def test_overwriting_logits_that_another_pass_saved_fails_loudly():
+    """A second autograd use of the same logits (here the truncated top-k path) would read the
+    overwritten values: torch's in-place check stops the backward instead."""
+    logits = (torch.randn(4, 13, dtype=torch.float64, requires_grad=True) * 1.0).clone()
+    target = torch.randint(0, 13, (4,))
+    kept = vocab_parallel_logprobs(logits, target, chunk_tokens=2, top_k=5)
+    # Created last, so its backward runs first and overwrites what the other one saved.
+    full = vocab_parallel_logprobs(logits, target, chunk_tokens=2, overwrite_logits=True)
+    with pytest.raises(RuntimeError, match="modified by an inplace operation"):
+        (full.sum() + torch.where(torch.isinf(kept), 0.0, kept).sum()).backward()

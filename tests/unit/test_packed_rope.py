@@ -44,3 +44,38 @@ def test_compiled_positions_equal_eager(cu) -> None:
     compiled = torch.compile(positions_in_sequence, dynamic=True, fullgraph=True)
     for total in (cu[-1], cu[-1] + 3):  # tokens past the last end: its own last sequence
         assert torch.equal(compiled(boundaries, total), positions_in_sequence(boundaries, total))
+
+
+def test_frequencies_gathered_once_per_micro_batch_equal_the_layers_own() -> None:
+    """The hooks of `per_token_frequencies` hand every layer each packed token's own
+    frequencies; a layer's RoPE then gives what it gives from the max-length table."""
+    from types import SimpleNamespace
+
+    from megatron.core.models.common.embeddings.rotary_pos_embedding import RotaryEmbedding
+    from megatron.core.packed_seq_params import PackedSeqParams
+
+    from oumi_megatron.model.rope import _gather_per_token, _note_packing
+
+    rotary = RotaryEmbedding(16, 1.0, use_cpu_initialization=True, cp_group=_OneRank())
+    padded_row = 20  # sequences of 5, 9 and 3 tokens; the row padding is a segment of its own
+    cu = torch.tensor([0, 5, 14, 17], dtype=torch.int32)
+    cu_padded = torch.tensor([0, 5, 14, 17, padded_row], dtype=torch.int32)
+    packed = PackedSeqParams(qkv_format="thd", cu_seqlens_q=cu, cu_seqlens_kv=cu,
+                             cu_seqlens_q_padded=cu_padded, cu_seqlens_kv_padded=cu_padded,
+                             max_seqlen_q=9, max_seqlen_kv=9)  # fmt: skip
+    model = SimpleNamespace(rotary_pos_emb=rotary, config=SimpleNamespace(context_parallel_size=1))
+    positions = torch.zeros(1, padded_row, dtype=torch.long)
+    _note_packing(model, (), {"packed_seq_params": packed, "position_ids": positions})
+    table = torch.randn(9, 1, 1, 16, generator=torch.Generator().manual_seed(0))  # rotary's
+    per_token = _gather_per_token(rotary, (9,), {"packed_seq": True}, table)
+    assert per_token.shape == (padded_row, 1, 1, 16)
+    assert "_packed_tokens" not in vars(rotary), "used once"
+    t = torch.randn(padded_row, 4, 16, generator=torch.Generator().manual_seed(1))
+    kwargs = dict(rotary_interleaved=False, mscale=1.0, cp_group=_OneRank())
+    torch.testing.assert_close(
+        apply_rotary_pos_emb_thd(t, cu_padded, per_token, **kwargs),
+        apply_rotary_pos_emb_thd(t, cu_padded, table, **kwargs),
+        rtol=0, atol=0,
+    )  # fmt: skip
+    # Unpacked rows and forwards without a packed layout keep the table.
+    assert _gather_per_token(rotary, (9,), {"packed_seq": False}, table) is table

@@ -311,3 +311,11 @@ def test_to_device_moves_every_tensor() -> None:
     b = pack_bin([0, 1], IDS, MASKS, AUX).to("cpu")
     assert isinstance(b, PackedBatch) and b.cu_seqlens.tolist() == [0, 3, 5]
     assert b.aux["advantages"].device.type == "cpu"
+
+
+def test_a_batch_already_on_the_device_is_not_copied_again() -> None:
+    """The policy moves every batch it runs; one already there (gather built) is kept as it is."""
+    b = pack_bin([0, 1], IDS, MASKS, AUX).to("cpu")
+    assert b.to("cpu") is b and b.to(torch.device("cpu")) is b
+    fresh = pack_bin([0, 1], IDS, MASKS, AUX)
+    assert "_row_gather" not in vars(fresh) and fresh.to("cpu") is not fresh

@@ -40,7 +40,9 @@ def fused(fn, like: torch.Tensor):
     if not like.is_cuda or os.environ.get(COMPILE_ENV, "1") == "0":
         return fn
     if fn not in _COMPILED:
-        compiled = torch.compile(fn, dynamic=True)
+        # Automatic dynamic shapes: only the token count varies between calls; the vocabulary
+        # stays a constant the kernels index with.
+        compiled = torch.compile(fn)
 
         def guarded(*args):
             if _COMPILED.get(fn) is fn:
@@ -95,6 +97,17 @@ def _chunk_grad(logits, lse, grad_out, target_ids, owned, temperature):
     return (grad / temperature).to(logits.dtype)
 
 
+def _chunk_grad_into(out, logits, lse, grad_out, target_ids, owned, temperature):
+    """:func:`_chunk_grad` written into ``out`` (compiled: by the kernel itself, no copy)."""
+    out.copy_(_chunk_grad(logits, lse, grad_out, target_ids, owned, temperature))
+
+
+def _chunk_grad_over(logits, lse, grad_out, target_ids, owned, temperature):
+    """:func:`_chunk_grad` written over ``logits`` (each element read, then its gradient
+    written, by one kernel when compiled)."""
+    logits.copy_(_chunk_grad(logits, lse, grad_out, target_ids, owned, temperature))
+
+
 def _chunk_stats(logits, target, vocab_start, temperature, group):
     """(log-sum-exp, target logit, expected logit) of the tempered distribution over the full
     vocabulary, for one chunk of tokens."""
@@ -115,7 +128,7 @@ class _ChunkedVocabParallelLogprob(torch.autograd.Function):
     """log p(target) per token (differentiable) and, from the same pass, the entropy (not)."""
 
     @staticmethod
-    def forward(ctx, logits, target, vocab_start, temperature, group, chunk_tokens):
+    def forward(ctx, logits, target, vocab_start, temperature, group, chunk_tokens, overwrite):
         logprobs = torch.empty(target.shape, dtype=torch.float32, device=logits.device)
         lse_all, entropy = torch.empty_like(logprobs), torch.empty_like(logprobs)
         for start in range(0, target.shape[0], chunk_tokens):
@@ -128,23 +141,28 @@ class _ChunkedVocabParallelLogprob(torch.autograd.Function):
             entropy[start:end] = lse - expected
         ctx.save_for_backward(logits, target, lse_all)
         ctx.vocab_start, ctx.temperature, ctx.chunk_tokens = vocab_start, temperature, chunk_tokens
+        ctx.overwrite = overwrite
         ctx.mark_non_differentiable(entropy)
         return logprobs, entropy
 
     @staticmethod
     def backward(ctx, grad_output, _grad_entropy):
         logits, target, lse_all = ctx.saved_tensors
-        grad_logits = torch.empty_like(logits)
-        grad_chunk = fused(_chunk_grad, logits)
+        # Overwriting: the gradient takes the logits' own memory (each chunk is read before
+        # it is written), so no second tokens × vocabulary block is allocated.
+        grad_logits = logits if ctx.overwrite else torch.empty_like(logits)
+        write = fused(_chunk_grad_over if ctx.overwrite else _chunk_grad_into, logits)
         for start in range(0, target.shape[0], ctx.chunk_tokens):
             end = start + ctx.chunk_tokens
             local_ids = target[start:end] - ctx.vocab_start
             owned = (local_ids >= 0) & (local_ids < logits.shape[-1])
-            grad_logits[start:end] = grad_chunk(
-                logits[start:end], lse_all[start:end], grad_output[start:end],
-                local_ids.clamp(0, logits.shape[-1] - 1), owned, ctx.temperature,
-            )  # fmt: skip
-        return grad_logits, None, None, None, None, None
+            args = (logits[start:end], lse_all[start:end], grad_output[start:end],
+                    local_ids.clamp(0, logits.shape[-1] - 1), owned, ctx.temperature)  # fmt: skip
+            if ctx.overwrite:
+                write(*args)
+            else:
+                write(grad_logits[start:end], *args)
+        return grad_logits, None, None, None, None, None, None
 
 
 def vocab_parallel_logprobs(
@@ -157,6 +175,7 @@ def vocab_parallel_logprobs(
     top_k: int | None = None,
     top_p: float = 1.0,
     with_entropy: bool = False,
+    overwrite_logits: bool = False,
 ):
     """log softmax(logits / temperature)[target] for each token, differentiable.
 
@@ -166,6 +185,10 @@ def vocab_parallel_logprobs(
     vLLM's top-k/top-p rules (renormalised); a target outside that set gets -inf.
     ``with_entropy``: also return the entropy of that distribution per token (no gradient),
     from the same pass over the logits on the full-vocabulary path.
+    ``overwrite_logits``: the backward pass writes the logits' gradient over ``logits`` itself
+    on the full-vocabulary path (no second tokens × vocabulary block); for logits that nothing
+    reads after the backward. Another autograd use of the same logits then fails loudly
+    (torch's check of tensors modified in place), never silently.
     """
     flat_logits, order = _token_rows(logits)
     flat_target = order.flatten(target)
@@ -182,8 +205,9 @@ def vocab_parallel_logprobs(
         )
         return logprobs, order.restore(entropy)
     logprobs, entropy = _ChunkedVocabParallelLogprob.apply(
-        flat_logits, flat_target, vocab_start, float(temperature), group, chunk_tokens
-    )
+        flat_logits, flat_target, vocab_start, float(temperature), group, chunk_tokens,
+        overwrite_logits,
+    )  # fmt: skip
     if with_entropy:
         return order.restore(logprobs), order.restore(entropy)
     return order.restore(logprobs)

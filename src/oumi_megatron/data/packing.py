@@ -214,9 +214,17 @@ class MicroBatch:
 
     def to(self, device: torch.device | str) -> Self:
         """Copy with every tensor on ``device``, the row gather of :meth:`to_rows` included:
-        built here, before any kernel is queued, so the loss never waits on a host copy."""
-        moved = {k: v.to(device) for k, v in vars(self).items() if isinstance(v, Tensor)}
-        aux = {k: v.to(device) for k, v in self.aux.items()}
+        built here, before any kernel is queued, so the loss never waits on a host copy.
+        Host tensors go to a GPU from pinned memory without waiting; a batch already there
+        (gather built) is returned as it is."""
+        device = torch.device(device)
+        tensors = [v for v in vars(self).values() if isinstance(v, Tensor)]
+        if "_row_gather" in vars(self) and all(
+            _on(t, device) for t in [*tensors, *self.aux.values()]
+        ):
+            return self
+        moved = {k: _moved(v, device) for k, v in vars(self).items() if isinstance(v, Tensor)}
+        aux = {k: _moved(v, device) for k, v in self.aux.items()}
         out = dataclasses.replace(self, **moved, aux=aux)
         out._row_gather  # noqa: B018 - built now, on `device`
         return out
@@ -262,7 +270,7 @@ class MicroBatch:
         offsets = torch.arange(max(self.seq_lengths, default=0))[None, :]
         index = starts + torch.minimum(offsets, lengths - 1)  # past its end: its last position
         device = self.input_ids.device
-        return index.to(device), (offsets < lengths).to(device)
+        return _moved(index, device), _moved(offsets < lengths, device)
 
     def to_rows(self, values: Tensor, fill: float = 0.0) -> Tensor:
         """Per-position values as ``[num_seqs, max_len, ...]`` (target-aligned, right-padded
@@ -273,6 +281,21 @@ class MicroBatch:
             index, valid = index.to(flat.device), valid.to(flat.device)
         valid = valid.reshape(*valid.shape, *[1] * (flat.dim() - 1))
         return torch.where(valid, flat[index], fill)
+
+
+def _on(tensor: Tensor, device: torch.device) -> bool:
+    here = tensor.device
+    return here.type == device.type and device.index in (None, here.index)
+
+
+def _moved(tensor: Tensor, device: torch.device) -> Tensor:
+    """``tensor`` on ``device``; from the host to a GPU through pinned memory, queued without
+    waiting for the device (a pageable copy waits until the device has run all queued work)."""
+    if _on(tensor, device):
+        return tensor
+    if device.type == "cuda" and tensor.device.type == "cpu":
+        return tensor.pin_memory().to(device, non_blocking=True)
+    return tensor.to(device)
 
 
 @dataclass(frozen=True, kw_only=True)

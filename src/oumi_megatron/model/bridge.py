@@ -87,6 +87,7 @@ def load_megatron_model(
     from megatron.bridge import AutoBridge
 
     from oumi_megatron.model.bridges import register_bridges
+    from oumi_megatron.model.rope import per_token_frequencies
 
     register_bridges()
 
@@ -102,6 +103,7 @@ def load_megatron_model(
         configure(provider)
     with quiet_stdout():  # Megatron prints each rank's parameter count
         chunks = build_model(provider, wrap_with_ddp=ddp_config is not None, ddp_config=ddp_config)
+    per_token_frequencies(chunks)
     checkpoint_dir = Path(checkpoint_dir)
     weights_start = time.perf_counter()
     manifest = _expected_manifest(hf_dir, chunks, params_dtype)

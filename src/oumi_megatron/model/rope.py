@@ -95,6 +95,61 @@ def _cp_index(segments: tuple[int, ...], cp_rank: int, cp_size: int):
     return packed, packed - starts[packed]
 
 
+def per_token_frequencies(chunks: list[torch.nn.Module]) -> int:
+    """Give each packed micro-batch its tokens' rotary frequencies once, before the layers.
+
+    `GPTModel` computes the frequencies of positions 0..max_seqlen once per forward and every
+    layer's attention then finds each token's own (its position inside its sequence) in
+    `apply_rotary_pos_emb_thd`: a search over the sequence boundaries and a gather, for q and
+    k, in every layer, forward and backward. Here hooks on each `GPTModel` and its
+    `RotaryEmbedding` gather them once per micro-batch ([tokens, 1, 1, dim], the layout the
+    layers take as they are). Same values. Not under context parallelism (each rank's tokens
+    come from the CP layout there) nor for other rotary classes (YaRN, M-RoPE). Returns how
+    many models were hooked."""
+    from megatron.core.models.common.embeddings.rotary_pos_embedding import RotaryEmbedding
+    from megatron.core.models.gpt import GPTModel
+
+    count = 0
+    for chunk in chunks:
+        for module in chunk.modules():
+            rotary = getattr(module, "rotary_pos_emb", None)
+            if isinstance(module, GPTModel) and type(rotary) is RotaryEmbedding:
+                module.register_forward_pre_hook(_note_packing, with_kwargs=True)
+                rotary.register_forward_hook(_gather_per_token, with_kwargs=True)
+                count += 1
+    return count
+
+
+def _note_packing(model, args, kwargs):
+    """Forward pre-hook of `GPTModel`: the packed layout its rotary embedding will need."""
+    packed = kwargs.get("packed_seq_params")
+    tokens = kwargs.get("position_ids", kwargs.get("input_ids"))
+    note = None
+    if (
+        packed is not None
+        and packed.qkv_format == "thd"
+        and tokens is not None
+        and (packed.cp_group is None or packed.cp_group.size() == 1)
+        and model.config.context_parallel_size == 1
+    ):
+        # The boundaries the attention hands to the RoPE (Megatron's attention.py).
+        cu = packed.cu_seqlens_q_padded if packed.cu_seqlens_q_padded is not None else (
+            packed.cu_seqlens_q)  # fmt: skip
+        note = (cu, tokens.shape[-1])
+    model.rotary_pos_emb.__dict__["_packed_tokens"] = note
+
+
+def _gather_per_token(rotary, args, kwargs, freqs):
+    """Forward hook of `RotaryEmbedding`: its [max_seqlen, 1, 1, dim] frequencies as each
+    packed token's own, [tokens, 1, 1, dim]."""
+    note = rotary.__dict__.pop("_packed_tokens", None)
+    if note is None or not kwargs.get("packed_seq", False) or freqs.dim() != 4:
+        return freqs
+    cu, total = note
+    positions = positions_in_sequence(cu.to(device=freqs.device, dtype=torch.long), total)
+    return freqs[positions]
+
+
 def install_packed_rope() -> None:
     """Route Megatron's unfused THD RoPE through `apply_rotary_pos_emb_thd` (idempotent)."""
     from oumi_megatron import patches

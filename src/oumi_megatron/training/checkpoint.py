@@ -140,8 +140,17 @@ def _restore_adam_steps(optimizer) -> None:
             if "step" not in group:
                 continue
             for param in group["params"]:
-                if param in inner.optimizer.state:
-                    inner.optimizer.state[param]["step"] = torch.tensor(float(group["step"]))
+                state = inner.optimizer.state.get(param)
+                if state is not None:
+                    state["step"] = _step_tensor(float(group["step"]), state.get("step"))
+
+
+def _step_tensor(step: float, like) -> torch.Tensor:
+    """Adam's ``step`` as its own tensor, where the optimizer keeps it: on the host for the
+    multi-tensor AdamW, on the parameter's device (fp32) for the fused one."""
+    if isinstance(like, torch.Tensor):
+        return torch.tensor(step, dtype=like.dtype, device=like.device)
+    return torch.tensor(step)
 
 
 def _materialize_distributed_optimizer_state(optimizer) -> None:

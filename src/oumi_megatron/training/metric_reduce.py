@@ -50,14 +50,29 @@ def all_reduce_metrics(local: dict[str, float], ops: dict[str, str]) -> dict[str
     """``ops[name]`` ("sum" | "min" | "max") of every rank's ``local[name]`` (a rank without
     a value contributes the identity); one all-reduce per op, over the world. ``ops`` must be
     the same on every rank."""
+    local = _as_floats(local)
     result: dict[str, float] = {}
     for op in ("sum", "min", "max"):
         keys = [k for k in ops if ops[k] == op]
         if not keys:
             continue
         values = torch.tensor(
-            [float(local[k]) if k in local else _IDENTITY[op] for k in keys], dtype=torch.float64
+            [local[k] if k in local else _IDENTITY[op] for k in keys], dtype=torch.float64
         )
         all_reduce_host(values, op=_OPS[op])
         result.update(zip(keys, values.tolist(), strict=True))
     return result
+
+
+def _as_floats(values: dict) -> dict[str, float]:
+    """Every value as a Python float; the tensors of each device read in one copy (one wait
+    for the device, not one per metric)."""
+    floats = {k: float(v) for k, v in values.items() if not isinstance(v, torch.Tensor)}
+    by_device: dict[torch.device, dict[str, torch.Tensor]] = {}
+    for key, value in values.items():
+        if isinstance(value, torch.Tensor):
+            by_device.setdefault(value.device, {})[key] = value.detach().reshape(())
+    for tensors in by_device.values():
+        read = torch.stack([t.double() for t in tensors.values()]).tolist()
+        floats.update(zip(tensors, read, strict=True))
+    return floats

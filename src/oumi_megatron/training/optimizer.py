@@ -81,6 +81,8 @@ def build_optimizer(model: list[torch.nn.Module], settings: OptimizerSettings, p
 
     install_foreach_multi_tensor_ops()
     optimizer = get_megatron_optimizer(config, model)
+    if not settings.cpu_offload:
+        use_fused_adam(optimizer)
     scheduler = OptimizerParamScheduler(
         optimizer,
         init_lr=0.0 if settings.warmup_steps else settings.learning_rate,
@@ -95,3 +97,28 @@ def build_optimizer(model: list[torch.nn.Module], settings: OptimizerSettings, p
         wd_incr_style="constant",
     )
     return optimizer, scheduler
+
+
+def use_fused_adam(optimizer) -> bool:
+    """Switch Megatron's torch AdamW (its optimizer without Transformer Engine or Apex) to
+    torch's fused single-kernel implementation where every parameter lives on a GPU.
+
+    Torch's default on GPU, the multi-tensor ("foreach") AdamW, passes over the fp32 main
+    parameters and both moments several times per step; the fused kernel reads and writes each
+    once (torch.optim.AdamW's ``fused``). Same update up to fp32 rounding. Call before the first
+    step; returns whether it switched (False on CPU, with TE/Apex's own fused Adam, or when
+    another optimizer class is in use)."""
+    inner = [
+        getattr(o, "optimizer", None) for o in getattr(optimizer, "chained_optimizers", [optimizer])
+    ]
+    if not inner or not all(type(o) in (torch.optim.AdamW, torch.optim.Adam) for o in inner):
+        return False
+    groups = [g for o in inner for g in o.param_groups]
+    params = [p for g in groups for p in g["params"]]
+    if not params or not all(p.is_cuda and p.is_floating_point() for p in params):
+        return False
+    if any(o.state for o in inner):
+        raise RuntimeError("use_fused_adam: call it before the optimizer's first step")
+    for group in groups:
+        group.update(fused=True, foreach=False)
+    return True

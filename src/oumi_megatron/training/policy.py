@@ -131,14 +131,17 @@ class MegatronPolicy:
         *,
         full: bool = False,
         with_entropy: bool = False,
+        overwrite_logits: bool = False,
     ):
         """Position-aligned log p(labels) under the sampling distribution (`full`: untruncated);
-        ``with_entropy``: and its entropy per position, from the same pass over the logits."""
+        ``with_entropy``: and its entropy per position, from the same pass over the logits;
+        ``overwrite_logits``: the backward writes the logits' gradient over them (their only
+        use, see `algorithms.logprobs.vocab_parallel_logprobs`)."""
         vocab_start, group = self._vocab_shard(logits)
         top_k, top_p = (None, 1.0) if full else (self.top_k, self.top_p)
         return vocab_parallel_logprobs(
             logits, batch.labels, vocab_start, self.temperature, group, top_k=top_k, top_p=top_p,
-            with_entropy=with_entropy,
+            with_entropy=with_entropy, overwrite_logits=overwrite_logits,
         )  # fmt: skip
 
     def _run(self, batches: list[MicroBatch], loss_func: Callable, forward_only: bool) -> list:
@@ -192,13 +195,18 @@ class MegatronPolicy:
         (last stage) plus grad norm and learning rate."""
 
         def loss_func(batch, logits):
-            logprobs, entropy = self.token_logprobs(logits, batch, with_entropy=True)
-            rows = partial(batch.to_rows)
             aux = batch.aux
+            # The logits' one use (no second pass for the KL below): their gradient can take
+            # their memory.
+            full_kl = "ref_logprobs" in aux and self.truncates
+            logprobs, entropy = self.token_logprobs(
+                logits, batch, with_entropy=True, overwrite_logits=not full_kl
+            )
+            rows = partial(batch.to_rows)
             # Without old log-probs the step is on-policy: the old policy is this one.
             old = aux.get("old_logprobs")
             kl_logprobs = None
-            if "ref_logprobs" in aux and self.truncates:
+            if full_kl:
                 # The KL to the reference is between full distributions (see the class doc).
                 kl_logprobs = rows(self.token_logprobs(logits, batch, full=True))
             loss, metrics = grpo_loss(
