@@ -30,9 +30,10 @@ def all_reduce_host(tensor: torch.Tensor, op=dist.ReduceOp.SUM, group=None) -> t
     """In-place all-reduce of a small host (CPU) tensor under any backend; returns it.
 
     NCCL reduces CUDA tensors only ("No backend type associated with device type cpu"), so
-    under NCCL the values go through the current CUDA device. No-op without a process group.
+    under NCCL the values go through the current CUDA device (a wait for the device). No-op
+    without a process group or in a group of one.
     """
-    if not dist.is_initialized():
+    if not dist.is_initialized() or dist.get_world_size(group) == 1:
         return tensor
     if tensor.device.type == "cpu" and "gloo" not in str(dist.get_backend(group)):
         staged = tensor.to(torch.cuda.current_device())
