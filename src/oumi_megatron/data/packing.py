@@ -218,12 +218,12 @@ class MicroBatch:
         Host tensors go to a GPU from pinned memory without waiting; a batch already there
         (gather built) is returned as it is."""
         device = torch.device(device)
-        tensors = [v for v in vars(self).values() if isinstance(v, Tensor)]
+        tensors = {k: v for k, v in vars(self).items() if isinstance(v, Tensor)}
         if "_row_gather" in vars(self) and all(
-            _on(t, device) for t in [*tensors, *self.aux.values()]
+            _on(t, device) for t in [*tensors.values(), *self.aux.values()]
         ):
             return self
-        moved = {k: _moved(v, device) for k, v in vars(self).items() if isinstance(v, Tensor)}
+        moved = {k: _moved(v, device) for k, v in tensors.items()}
         aux = {k: _moved(v, device) for k, v in self.aux.items()}
         out = dataclasses.replace(self, **moved, aux=aux)
         out._row_gather  # noqa: B018 - built now, on `device`

@@ -129,7 +129,6 @@ def _note_packing(model, args, kwargs):
         packed is not None
         and packed.qkv_format == "thd"
         and tokens is not None
-        and (packed.cp_group is None or packed.cp_group.size() == 1)
         and model.config.context_parallel_size == 1
     ):
         # The boundaries the attention hands to the RoPE (Megatron's attention.py).
