@@ -27,6 +27,8 @@ warm-up steps. Modes:
 - ``*_eagerlp``: the log-prob / entropy / gradient chunk kernels uncompiled (eager torch,
   ``OUMI_MEGATRON_COMPILE_LOGPROBS=0``); the other modes compile them (the trainer's default
   on GPU).
+- ``*_fa2``: packed rows through torch's FlashAttention-2 varlen kernel even where
+  FlashAttention-4 applies (``model.flash4``; ``OUMI_MEGATRON_FLASH_ATTENTION=fa2``).
 
 ``--tp N`` runs every mode under torchrun on N devices in one tensor-parallel group (the same
 batch on every rank); times, tokens/s and MFU are then per device, from rank 0.
@@ -170,8 +172,11 @@ def run_mode(args) -> dict:
 
     mode = args.one
     from oumi_megatron.algorithms.logprobs import COMPILE_ENV
+    from oumi_megatron.model.flash4 import FLASH_ENV
 
     os.environ[COMPILE_ENV] = "0" if "_eagerlp" in mode else "1"
+    if "_fa2" in mode:
+        os.environ[FLASH_ENV] = "fa2"
     policy, provider = load_policy(args, mode)
     prompt_lens, completion_lens = grpo_lengths(args)
     seqs = synthetic_sequences(prompt_lens, completion_lens, provider.vocab_size, args.seed)
@@ -389,6 +394,7 @@ def ratios(results: dict) -> dict:
         "compiled_over_eager_packed": ("packed", "packed_compiled"),
         "compiled_over_eager_padded": ("padded", "padded_compiled"),
         "packed_compiled_over_padded_compiled": ("padded_compiled", "packed_compiled"),
+        "fa4_over_fa2_packed_compiled": ("packed_compiled_fa2", "packed_compiled"),
     }
     return {name: speedup(*pair) for name, pair in pairs.items()}
 

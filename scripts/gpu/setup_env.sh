@@ -21,12 +21,14 @@ if ! python3 -c "import pytest" 2>/dev/null; then
   export PYTHONPATH=/tmp/site_pytest:$PYTHONPATH
 fi
 export PYTHONPATH=$PWD/src:$PYTHONPATH
+# The CuTe DSL (FlashAttention-4) finds its packages through a .pth file, which PYTHONPATH skips.
+[ -d /tmp/site/nvidia_cutlass_dsl/dsl_packages ] && export PYTHONPATH=$PYTHONPATH:/tmp/site/nvidia_cutlass_dsl/dsl_packages
 python3 - >>"$OUT/env.log" 2>&1 <<'PY'
 import importlib, time
 import google.protobuf
 print("protobuf", google.protobuf.__version__, google.protobuf.__file__)
 for name in ("torch", "transformers", "vllm", "megatron.core", "oumi", "pydantic", "pandas", "pyarrow",
-             "mlflow", "wandb", "matplotlib", "pytest", "modelopt"):
+             "mlflow", "wandb", "matplotlib", "pytest", "modelopt", "flash_attn.cute"):
     t = time.perf_counter()
     try:
         m = importlib.import_module(name)

@@ -6,7 +6,7 @@
 # (a baseline in the same call); WORK: its scratch directory.
 set -u
 OUT=${OUT:-/tmp/out}
-INSTALL_SETS="megatron oumi"
+INSTALL_SETS=${INSTALL_SETS:-"megatron oumi"}
 source scripts/gpu/setup_env.sh
 MODEL=/tmp/qwen2.5_1.5b
 

@@ -1,4 +1,5 @@
-"""Packed (THD) attention on GPU: the flash varlen path equals the masked SDPA path."""
+"""Packed (THD) attention on GPU: the flash varlen path (FlashAttention-4 where it applies, else
+torch's FlashAttention-2) equals the masked SDPA path."""
 
 from __future__ import annotations
 
@@ -41,8 +42,12 @@ def test_varlen_flash_equals_masked_sdpa(num_groups, monkeypatch):
     q, k, v = inputs(8), inputs(num_groups), inputs(num_groups)
     grad_out = torch.randn(total, 8 * 64, device="cuda", generator=g, dtype=torch.bfloat16)
 
+    usable = attention.flash4.usable
+
     def run(varlen: bool):
+        # The flash path: FlashAttention-4 where it applies, else torch's FlashAttention-2.
         monkeypatch.setattr(attention, "use_varlen_flash", lambda *a: varlen)
+        monkeypatch.setattr(attention.flash4, "usable", lambda q: varlen and usable(q))
         leaves = [t.detach().float().requires_grad_() for t in (q, k, v)]
         out = module(*(t.bfloat16() for t in leaves), None, packed_seq_params=params)
         out.backward(grad_out)

@@ -47,8 +47,9 @@ def test_compiled_positions_equal_eager(cu) -> None:
 
 
 def test_frequencies_gathered_once_per_micro_batch_equal_the_layers_own() -> None:
-    """The hooks of `per_token_frequencies` hand every layer each packed token's own
-    frequencies; a layer's RoPE then gives what it gives from the max-length table."""
+    """The hooks of `per_token_frequencies` hand every layer the cos and sin of each packed
+    token's own angles; a layer's RoPE then gives, bit for bit, what Megatron's per-sequence
+    loop gives from the max-length table (fp32 and bf16, both rotation layouts)."""
     from types import SimpleNamespace
 
     from megatron.core.models.common.embeddings.rotary_pos_embedding import RotaryEmbedding
@@ -68,14 +69,18 @@ def test_frequencies_gathered_once_per_micro_batch_equal_the_layers_own() -> Non
     _note_packing(model, (), {"packed_seq_params": packed, "position_ids": positions})
     table = torch.randn(9, 1, 1, 16, generator=torch.Generator().manual_seed(0))  # rotary's
     per_token = _gather_per_token(rotary, (9,), {"packed_seq": True}, table)
-    assert per_token.shape == (padded_row, 1, 1, 16)
+    assert per_token.shape == (padded_row, 1, 2, 16), "cos and sin of each token's angles"
     assert "_packed_tokens" not in vars(rotary), "used once"
-    t = torch.randn(padded_row, 4, 16, generator=torch.Generator().manual_seed(1))
-    kwargs = dict(rotary_interleaved=False, mscale=1.0, cp_group=_OneRank())
-    torch.testing.assert_close(
-        apply_rotary_pos_emb_thd(t, cu_padded, per_token, **kwargs),
-        apply_rotary_pos_emb_thd(t, cu_padded, table, **kwargs),
-        rtol=0, atol=0,
-    )  # fmt: skip
+    for dtype in (torch.float32, torch.bfloat16):
+        t = torch.randn(padded_row, 4, 16, generator=torch.Generator().manual_seed(1)).to(dtype)
+        for interleaved in (False, True):
+            kwargs = dict(rotary_interleaved=interleaved, mscale=1.0, cp_group=_OneRank())
+            torch.testing.assert_close(
+                apply_rotary_pos_emb_thd(t, cu_padded, per_token, **kwargs),
+                _MEGATRON_THD(t, cu_padded, table, **kwargs),
+                rtol=0, atol=0,
+            )  # fmt: skip
+    with pytest.raises(ValueError, match="plain RoPE"):
+        apply_rotary_pos_emb_thd(t, cu_padded, per_token, mscale=1.1, cp_group=_OneRank())
     # Unpacked rows and forwards without a packed layout keep the table.
     assert _gather_per_token(rotary, (9,), {"packed_seq": False}, table) is table

@@ -19,6 +19,7 @@ from megatron.core.transformer.enums import AttnMaskType
 from megatron.core.transformer.module import MegatronModule
 from megatron.core.transformer.transformer_config import TransformerConfig
 
+from oumi_megatron.model import flash4
 from oumi_megatron.model.attention_windows import layer_window
 
 
@@ -142,6 +143,10 @@ class TorchCoreAttention(MegatronModule):
             return self._context_parallel(query, key, value, packed_seq_params, dropout_p)
         if packed_seq_params is not None:
             return self._packed(query, key, value, packed_seq_params, dropout_p)
+        seq, batch = query.shape[0], query.shape[1]
+        if attention_mask is None and self._flash4(query, dropout_p):
+            out = flash4.dense_attention(query, key, value, self.softmax_scale, self.window)
+            return out.reshape(seq, batch, -1)
         # Megatron layout [s, b, heads, dim] -> SDPA layout [b, heads, s, dim].
         q, k, v = (t.permute(1, 2, 0, 3) for t in (query, key, value))
         allowed = None if attention_mask is None else ~attention_mask
@@ -153,8 +158,13 @@ class TorchCoreAttention(MegatronModule):
             q, k, v, allowed, self.softmax_scale, dropout_p, self.softcap,
             is_causal=allowed is None, sink=self.softmax_offset,
         )  # fmt: skip
-        seq, batch = query.shape[0], query.shape[1]
         return out.permute(2, 0, 1, 3).reshape(seq, batch, -1)
+
+    def _flash4(self, query: torch.Tensor, dropout_p: float) -> bool:
+        """FlashAttention-4 runs this call (`model.flash4`): plain causal softmax attention
+        (a window allowed; no soft-capping, sink or dropout) on a GPU it supports."""
+        plain = self.softcap is None and self.softmax_offset is None and dropout_p == 0
+        return plain and flash4.usable(query)
 
     def _context_parallel(self, query, key, value, params, dropout_p: float) -> torch.Tensor:
         from megatron.core import parallel_state
@@ -180,6 +190,15 @@ class TorchCoreAttention(MegatronModule):
             cu_seqlens = params.cu_seqlens_q
         total = query.shape[0]
         explicit = self.softcap is not None or self.softmax_offset is not None
+        if self._flash4(query, dropout_p):
+            cu = cu_seqlens.to(device=query.device, dtype=torch.int32)
+            max_len = params.max_seqlen_q
+            if max_len is None:
+                max_len = int((cu[1:] - cu[:-1]).max().item())
+            out = flash4.varlen_attention(
+                query, key, value, cu, max_len, self.softmax_scale, self.window
+            )
+            return out.reshape(total, -1)
         if not explicit and use_varlen_flash(query, dropout_p):
             out = self._packed_varlen(query, key, value, cu_seqlens, params.max_seqlen_q)
             return out.reshape(total, -1)

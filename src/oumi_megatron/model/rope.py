@@ -48,6 +48,10 @@ def apply_rotary_pos_emb_thd(
     cp_group=None,
     multi_latent_attention=None,
 ) -> torch.Tensor:
+    if is_cos_sin(freqs):  # each packed token's cos and sin (`per_token_frequencies`)
+        if mscale != 1.0 or mla_rotary_interleaved or multi_latent_attention:
+            raise ValueError("per-token cos/sin are for plain RoPE (mscale 1, no MLA)")
+        return rotate_with_cos_sin(t.unsqueeze(1), freqs, rotary_interleaved).squeeze(1)
     if cp_group is None or multi_latent_attention is not None:
         return _MEGATRON_THD(
             t, cu_seqlens, freqs, rotary_interleaved=rotary_interleaved,
@@ -75,6 +79,26 @@ def apply_rotary_pos_emb_thd(
     ).squeeze(1)
 
 
+def is_cos_sin(freqs: torch.Tensor) -> bool:
+    """[tokens, 1, 2, dim]: cos and sin of each token's angles (Megatron's frequencies are
+    [positions, 1, 1, dim])."""
+    return freqs.dim() == 4 and freqs.size(2) == 2
+
+
+def rotate_with_cos_sin(
+    t: torch.Tensor, cos_sin: torch.Tensor, rotary_interleaved: bool = False
+) -> torch.Tensor:
+    """Megatron's `_apply_rotary_pos_emb_bshd` (mscale 1) with the cos and sin of the angles
+    given, [tokens, 1, 2, dim] in fp32, instead of computed from the angles in every layer:
+    the same values, cast to ``t``'s dtype as Megatron casts them."""
+    cos = cos_sin[:, :, 0:1].to(t.dtype)
+    sin = cos_sin[:, :, 1:2].to(t.dtype)
+    rot_dim = cos.shape[-1]
+    t, t_pass = t[..., :rot_dim], t[..., rot_dim:]
+    t = (t * cos) + (rope_utils._rotate_half(t, rotary_interleaved) * sin)
+    return torch.cat((t, t_pass), dim=-1)
+
+
 def _cp_positions(cu_seqlens: torch.Tensor, freqs: torch.Tensor, cp_group) -> torch.Tensor:
     """Index into ``freqs`` of this CP rank's tokens: the position inside its own sequence, or,
     when ``freqs`` holds one row per packed position (Megatron's convention), the packed one."""
@@ -96,16 +120,16 @@ def _cp_index(segments: tuple[int, ...], cp_rank: int, cp_size: int):
 
 
 def per_token_frequencies(chunks: list[torch.nn.Module]) -> int:
-    """Give each packed micro-batch its tokens' rotary frequencies once, before the layers.
+    """Give each packed micro-batch its tokens' rotary cos and sin once, before the layers.
 
-    `GPTModel` computes the frequencies of positions 0..max_seqlen once per forward and every
+    `GPTModel` computes the angles of positions 0..max_seqlen once per forward and every
     layer's attention then finds each token's own (its position inside its sequence) in
-    `apply_rotary_pos_emb_thd`: a search over the sequence boundaries and a gather, for q and
-    k, in every layer, forward and backward. Here hooks on each `GPTModel` and its
-    `RotaryEmbedding` gather them once per micro-batch ([tokens, 1, 1, dim], the layout the
-    layers take as they are). Same values. Not under context parallelism (each rank's tokens
-    come from the CP layout there) nor for other rotary classes (YaRN, M-RoPE). Returns how
-    many models were hooked."""
+    `apply_rotary_pos_emb_thd`, a search over the sequence boundaries and a gather, and takes
+    their cos and sin: for q and k, in every layer, forward and backward. Here hooks on each
+    `GPTModel` and its `RotaryEmbedding` gather the angles and take their cos and sin once per
+    micro-batch ([tokens, 1, 2, dim], fp32; `rotate_with_cos_sin` applies them). Same values.
+    Not under context parallelism (each rank's tokens come from the CP layout there) nor for
+    other rotary classes (YaRN, M-RoPE). Returns how many models were hooked."""
     from megatron.core.models.common.embeddings.rotary_pos_embedding import RotaryEmbedding
     from megatron.core.models.gpt import GPTModel
 
@@ -139,14 +163,15 @@ def _note_packing(model, args, kwargs):
 
 
 def _gather_per_token(rotary, args, kwargs, freqs):
-    """Forward hook of `RotaryEmbedding`: its [max_seqlen, 1, 1, dim] frequencies as each
-    packed token's own, [tokens, 1, 1, dim]."""
+    """Forward hook of `RotaryEmbedding`: its [max_seqlen, 1, 1, dim] angles as the cos and
+    sin of each packed token's own, [tokens, 1, 2, dim]."""
     note = rotary.__dict__.pop("_packed_tokens", None)
     if note is None or not kwargs.get("packed_seq", False) or freqs.dim() != 4:
         return freqs
     cu, total = note
     positions = positions_in_sequence(cu.to(device=freqs.device, dtype=torch.long), total)
-    return freqs[positions]
+    angles = freqs[positions]
+    return torch.cat((angles.cos(), angles.sin()), dim=2)
 
 
 def install_packed_rope() -> None:
