@@ -15,7 +15,7 @@ stage "model"
 
 if [ -n "${GPU_TESTS:-}" ]; then
   stage "gpu tests: $GPU_TESTS"
-  timeout 200 python3 -m pytest -q -m gpu -p no:cacheprovider $GPU_TESTS >"$OUT/gpu_tests.log" 2>&1
+  timeout ${TESTS_LIMIT:-200} python3 -m pytest -q -m gpu -p no:cacheprovider $GPU_TESTS >"$OUT/gpu_tests.log" 2>&1
   echo "gpu tests rc=$? $(tail -1 "$OUT/gpu_tests.log")" | tee -a "$OUT/env.log"
 fi
 
