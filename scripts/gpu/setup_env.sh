@@ -14,8 +14,10 @@ install_sh=$(ls .vp/*/install.sh | head -1)
 # shellcheck disable=SC1090
 source "$install_sh" ${INSTALL_SETS:-vllm megatron oumi} >>"$OUT/env.log" 2>&1 || { echo "install failed" >>"$OUT/env.log"; }
 # protobuf at uv.lock's version: the image's is not one that wandb 0.25 (imported by Oumi) knows.
-python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site_extra \
-  .vp/oumi/whl/protobuf-*.whl >>"$OUT/env.log" 2>&1 && export PYTHONPATH=/tmp/site_extra:$PYTHONPATH
+# (Kept from an earlier command on the same machine when this one carries no Oumi set.)
+[ -d /tmp/site_extra/google ] || python3 -m pip install -q --no-index --no-deps --no-compile \
+  --target /tmp/site_extra .vp/oumi/whl/protobuf-*.whl >>"$OUT/env.log" 2>&1
+[ -d /tmp/site_extra/google ] && export PYTHONPATH=/tmp/site_extra:$PYTHONPATH
 if ! python3 -c "import pytest" 2>/dev/null; then
   python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site_pytest .vp/oumi/whl/pytest-*.whl .vp/oumi/whl/pluggy-*.whl .vp/oumi/whl/iniconfig-*.whl >>"$OUT/env.log" 2>&1
   export PYTHONPATH=/tmp/site_pytest:$PYTHONPATH

@@ -73,6 +73,11 @@ PATCHES: tuple[Patch, ...] = (
           "context-parallel layout)",
           ("t", "cu_seqlens", "freqs", "rotary_interleaved", "mla_rotary_interleaved", "mscale",
            "cp_group", "multi_latent_attention")),
+    Patch("rope-cos-sin", f"{_ROPE}:_apply_rotary_pos_emb_bshd", "all", "model.rope",
+          "Megatron takes cos and sin of the angles in every layer; given once per micro-batch "
+          "(`per_token_frequencies`), the rotation only reads them",
+          ("t", "freqs", "rotary_interleaved", "mla_rotary_interleaved", "mscale",
+           "multi_latent_attention")),
     Patch("quiet-row-linear-group",
           "megatron.core.tensor_parallel.layers:get_tensor_model_parallel_group_if_none", "all",
           "model.compile", "RowParallelLinear passes no group and Megatron warns on every "

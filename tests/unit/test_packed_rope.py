@@ -80,7 +80,47 @@ def test_frequencies_gathered_once_per_micro_batch_equal_the_layers_own() -> Non
                 _MEGATRON_THD(t, cu_padded, table, **kwargs),
                 rtol=0, atol=0,
             )  # fmt: skip
-    with pytest.raises(ValueError, match="plain RoPE"):
-        apply_rotary_pos_emb_thd(t, cu_padded, per_token, mscale=1.1, cp_group=_OneRank())
-    # Unpacked rows and forwards without a packed layout keep the table.
-    assert _gather_per_token(rotary, (9,), {"packed_seq": False}, table) is table
+    for extra in ({"mscale": 1.1}, {"mla_rotary_interleaved": True}):  # YaRN's scale, MLA
+        kwargs = dict(rotary_interleaved=False, cp_group=_OneRank(), **extra)
+        torch.testing.assert_close(
+            apply_rotary_pos_emb_thd(t, cu_padded, per_token, **kwargs),
+            _MEGATRON_THD(t, cu_padded, table, **kwargs),
+            rtol=0, atol=0,
+        )  # fmt: skip
+    # A packed forward without a noted layout (context parallelism) keeps the angles.
+    assert _gather_per_token(rotary, (9,), {"packed_seq": True}, table) is table
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_padded_rows_take_cos_and_sin_once(dtype) -> None:
+    """Padded rows: the hook hands the layers the cos and sin of the [seq, 1, 1, dim] angles;
+    Megatron's RoPE entry point (patched `_apply_rotary_pos_emb_bshd`) gives, bit for bit, what
+    it gives from the angles, for every rotation variant."""
+    from types import SimpleNamespace
+
+    from megatron.core.models.common.embeddings import rope_utils
+    from megatron.core.models.common.embeddings.rotary_pos_embedding import RotaryEmbedding
+
+    from oumi_megatron import patches
+    from oumi_megatron.model.rope import _gather_per_token, install_packed_rope
+
+    install_packed_rope()
+    megatron_bshd = patches.remember("rope-cos-sin")
+    rotary = RotaryEmbedding(16, 1.0, use_cpu_initialization=True, cp_group=_OneRank())
+    table = torch.randn(12, 1, 1, 16, generator=torch.Generator().manual_seed(0))
+    cos_sin = _gather_per_token(rotary, (12,), {"packed_seq": False}, table)
+    assert cos_sin.shape == (12, 1, 2, 16)
+    t = torch.randn(12, 3, 4, 16, generator=torch.Generator().manual_seed(1)).to(dtype)
+    for rotary_interleaved, mla, mscale in ((False, False, 1.0), (True, False, 1.0),
+                                            (False, True, 1.0), (False, False, 0.7)):  # fmt: skip
+        config = SimpleNamespace(apply_rope_fusion=False, rotary_interleaved=rotary_interleaved,
+                                 multi_latent_attention=mla)  # fmt: skip
+        got = rope_utils.apply_rotary_pos_emb(
+            t, cos_sin, config, mscale=mscale, cp_group=_OneRank(), mla_rotary_interleaved=mla
+        )
+        expected = megatron_bshd(t, table, rotary_interleaved=rotary_interleaved,
+                                 mla_rotary_interleaved=mla, mscale=mscale)  # fmt: skip
+        torch.testing.assert_close(got, expected, rtol=0, atol=0)
+    # The angles themselves still go through Megatron's own code.
+    torch.testing.assert_close(rope_utils._apply_rotary_pos_emb_bshd(t, table),
+                               megatron_bshd(t, table), rtol=0, atol=0)  # fmt: skip

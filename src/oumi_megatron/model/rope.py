@@ -49,9 +49,11 @@ def apply_rotary_pos_emb_thd(
     multi_latent_attention=None,
 ) -> torch.Tensor:
     if is_cos_sin(freqs):  # each packed token's cos and sin (`per_token_frequencies`)
-        if mscale != 1.0 or mla_rotary_interleaved or multi_latent_attention:
-            raise ValueError("per-token cos/sin are for plain RoPE (mscale 1, no MLA)")
-        return rotate_with_cos_sin(t.unsqueeze(1), freqs, rotary_interleaved).squeeze(1)
+        return apply_rotary_pos_emb_bshd(
+            t.unsqueeze(1), freqs, rotary_interleaved=rotary_interleaved,
+            mla_rotary_interleaved=mla_rotary_interleaved, mscale=mscale,
+            multi_latent_attention=multi_latent_attention,
+        ).squeeze(1)  # fmt: skip
     if cp_group is None or multi_latent_attention is not None:
         return _MEGATRON_THD(
             t, cu_seqlens, freqs, rotary_interleaved=rotary_interleaved,
@@ -86,15 +88,21 @@ def is_cos_sin(freqs: torch.Tensor) -> bool:
 
 
 def rotate_with_cos_sin(
-    t: torch.Tensor, cos_sin: torch.Tensor, rotary_interleaved: bool = False
+    t: torch.Tensor,
+    cos_sin: torch.Tensor,
+    rotary_interleaved: bool = False,
+    mla_rotary_interleaved: bool = False,
+    mscale: float = 1.0,
 ) -> torch.Tensor:
-    """Megatron's `_apply_rotary_pos_emb_bshd` (mscale 1) with the cos and sin of the angles
-    given, [tokens, 1, 2, dim] in fp32, instead of computed from the angles in every layer:
-    the same values, cast to ``t``'s dtype as Megatron casts them."""
-    cos = cos_sin[:, :, 0:1].to(t.dtype)
-    sin = cos_sin[:, :, 1:2].to(t.dtype)
+    """Megatron's `_apply_rotary_pos_emb_bshd` with the cos and sin of the angles given,
+    [tokens, 1, 2, dim] in fp32, instead of taken from the angles in every layer: the same
+    operations on the same values (scaled and cast to ``t``'s dtype as Megatron does)."""
+    cos = (cos_sin[:, :, 0:1] * mscale).to(t.dtype)
+    sin = (cos_sin[:, :, 1:2] * mscale).to(t.dtype)
     rot_dim = cos.shape[-1]
     t, t_pass = t[..., :rot_dim], t[..., rot_dim:]
+    if mla_rotary_interleaved:
+        t = torch.cat((t[..., 0::2], t[..., 1::2]), dim=-1)
     t = (t * cos) + (rope_utils._rotate_half(t, rotary_interleaved) * sin)
     return torch.cat((t, t_pass), dim=-1)
 
@@ -163,10 +171,14 @@ def _note_packing(model, args, kwargs):
 
 
 def _gather_per_token(rotary, args, kwargs, freqs):
-    """Forward hook of `RotaryEmbedding`: its [max_seqlen, 1, 1, dim] angles as the cos and
-    sin of each packed token's own, [tokens, 1, 2, dim]."""
+    """Forward hook of `RotaryEmbedding`: its [max_seqlen, 1, 1, dim] angles as their cos and
+    sin, [seq, 1, 2, dim] for padded rows, or each packed token's own, [tokens, 1, 2, dim]."""
     note = rotary.__dict__.pop("_packed_tokens", None)
-    if note is None or not kwargs.get("packed_seq", False) or freqs.dim() != 4:
+    if freqs.dim() != 4 or freqs.size(2) != 1:
+        return freqs
+    if not kwargs.get("packed_seq", False):  # padded rows: every row's positions 0..seq-1
+        return torch.cat((freqs.cos(), freqs.sin()), dim=2)
+    if note is None:
         return freqs
     cu, total = note
     positions = positions_in_sequence(cu.to(device=freqs.device, dtype=torch.long), total)
@@ -174,9 +186,35 @@ def _gather_per_token(rotary, args, kwargs, freqs):
     return torch.cat((angles.cos(), angles.sin()), dim=2)
 
 
+def apply_rotary_pos_emb_bshd(
+    t: torch.Tensor,
+    freqs: torch.Tensor,
+    rotary_interleaved: bool = False,
+    mla_rotary_interleaved: bool = False,
+    mscale: float = 1.0,
+    multi_latent_attention=None,
+) -> torch.Tensor:
+    """Megatron's `_apply_rotary_pos_emb_bshd`, which also takes the cos and sin of the angles
+    ([seq, 1, 2, dim], `per_token_frequencies`) in place of the angles."""
+    if is_cos_sin(freqs):
+        mla = multi_latent_attention if multi_latent_attention is not None else (
+            mla_rotary_interleaved)  # fmt: skip
+        return rotate_with_cos_sin(t, freqs, rotary_interleaved, mla, mscale)
+    from oumi_megatron import patches
+
+    return patches.remember("rope-cos-sin")(
+        t, freqs, rotary_interleaved=rotary_interleaved,
+        mla_rotary_interleaved=mla_rotary_interleaved, mscale=mscale,
+        multi_latent_attention=multi_latent_attention,
+    )  # fmt: skip
+
+
 def install_packed_rope() -> None:
-    """Route Megatron's unfused THD RoPE through `apply_rotary_pos_emb_thd` (idempotent)."""
+    """Route Megatron's unfused THD RoPE through `apply_rotary_pos_emb_thd`, and its padded-row
+    RoPE through `apply_rotary_pos_emb_bshd` (idempotent)."""
     from oumi_megatron import patches
 
     patches.check("packed-rope")
+    patches.check("rope-cos-sin")
     rope_utils._apply_rotary_pos_emb_thd = apply_rotary_pos_emb_thd
+    rope_utils._apply_rotary_pos_emb_bshd = apply_rotary_pos_emb_bshd
