@@ -87,6 +87,18 @@ def _chunk_sums(logits, shift, target_ids, owned, temperature):
     return weights.sum(-1), (weights * scaled).sum(-1), torch.where(owned, picked, 0.0)
 
 
+def _chunk_shift(logits, temperature):
+    """The chunk's largest s per token: max(x) / T = max(x / T) for T > 0, no fp32 copy."""
+    return logits.max(dim=-1).values.float() / temperature
+
+
+def _chunk_shift_sums(logits, target_ids, owned, temperature):
+    """:func:`_chunk_shift` and :func:`_chunk_sums` of one chunk, as one function to compile
+    (one kernel, instead of an eager pass for the max and a compiled one for the sums)."""
+    shift = _chunk_shift(logits, temperature)
+    return (shift, *_chunk_sums(logits, shift, target_ids, owned, temperature))
+
+
 def _chunk_grad(logits, lse, grad_out, target_ids, owned, temperature):
     """d log p(target) / d logits · grad_out for one chunk: (onehot - p)·g / temperature."""
     scaled = logits.float() / temperature
@@ -114,11 +126,16 @@ def _chunk_stats(logits, target, vocab_start, temperature, group):
     local_ids = target - vocab_start
     owned = (local_ids >= 0) & (local_ids < logits.shape[-1])
     target_ids = local_ids.clamp(0, logits.shape[-1] - 1)
-    # max(x) / T = max(x / T) for T > 0: no fp32 copy of the chunk for the max.
-    shift = _all_reduce(logits.max(dim=-1).values.float() / temperature, dist.ReduceOp.MAX, group)
-    sum_exp, sum_weighted, target_logit = fused(_chunk_sums, logits)(
-        logits, shift, target_ids, owned, temperature
-    )
+    if group is None or dist.get_world_size(group) == 1:
+        # The whole vocabulary here: the max and the sums in one compiled function.
+        shift, sum_exp, sum_weighted, target_logit = fused(_chunk_shift_sums, logits)(
+            logits, target_ids, owned, temperature
+        )
+    else:
+        shift = _all_reduce(_chunk_shift(logits, temperature), dist.ReduceOp.MAX, group)
+        sum_exp, sum_weighted, target_logit = fused(_chunk_sums, logits)(
+            logits, shift, target_ids, owned, temperature
+        )
     sums = _all_reduce(torch.stack([sum_exp, sum_weighted, target_logit]), dist.ReduceOp.SUM, group)
     lse = torch.log(sums[0]) + shift
     return lse, sums[2], sums[1] / sums[0]
