@@ -78,7 +78,9 @@ def main() -> None:
     inv = 1.0 / (1_000_000 ** (torch.arange(0, DIM, 2, device="cuda").float() / DIM))
     angles = torch.outer(positions.float(), inv)
     freqs = torch.cat((angles, angles), dim=-1).view(t, 1, 1, DIM)
-    cos_sin = torch.cat((freqs.cos(), freqs.sin()), dim=2)  # as `model.rope` hands it over
+    from oumi_megatron.model.rope import cos_sin_of
+
+    cos_sin = cos_sin_of(freqs)  # as `model.rope` hands it to the layers
     grads = [
         torch.randn(t, 1, HEADS, DIM, device="cuda", dtype=torch.bfloat16),
         torch.randn(t, 1, GROUPS, DIM, device="cuda", dtype=torch.bfloat16),

@@ -177,12 +177,16 @@ def _gather_per_token(rotary, args, kwargs, freqs):
     if freqs.dim() != 4 or freqs.size(2) != 1:
         return freqs
     if not kwargs.get("packed_seq", False):  # padded rows: every row's positions 0..seq-1
-        return torch.cat((freqs.cos(), freqs.sin()), dim=2)
+        return cos_sin_of(freqs)
     if note is None:
         return freqs
     cu, total = note
     positions = positions_in_sequence(cu.to(device=freqs.device, dtype=torch.long), total)
-    angles = freqs[positions]
+    return cos_sin_of(freqs[positions])
+
+
+def cos_sin_of(angles: torch.Tensor) -> torch.Tensor:
+    """[n, 1, 1, dim] angles -> [n, 1, 2, dim]: their cos and sin (`rotate_with_cos_sin`)."""
     return torch.cat((angles.cos(), angles.sin()), dim=2)
 
 
