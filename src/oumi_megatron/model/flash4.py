@@ -9,7 +9,7 @@ the fewer K/V heads of grouped-query attention as they are.
 The package's own entry point is an autograd function that `torch.compile` cannot trace; here
 its forward and backward kernels are each a `torch.library` op with a fake (shape-only)
 implementation, and the pair is tied by `register_autograd`. The kernels compile on first use
-per configuration (a few seconds each, cached in the process).
+per configuration and are kept for the process.
 """
 
 from __future__ import annotations
