@@ -1,9 +1,11 @@
-"""FlashAttention-4 for packed sequences: the ``flash-attn-4`` package's kernels (CuTe DSL, for
-Hopper and Blackwell) as one opaque op, so that compiled layers keep one graph.
+"""FlashAttention-4 for the update's attention: the ``flash-attn-4`` package's kernels (CuTe DSL,
+for Hopper and Blackwell) as opaque ops, so that compiled layers keep one graph. Packed rows
+(`varlen_attention`) and padded rows without a mask (`dense_attention`, read and written in
+Megatron's [seq, batch, heads, dim] layout without copies).
 
 Where it applies (`usable`): CUDA tensors of compute capability 9 or 10, half precision, the
 package installed (the ``gpu`` extra), and ``OUMI_MEGATRON_FLASH_ATTENTION`` not set to ``fa2``.
-Elsewhere the packed path keeps torch's flash varlen attention (FlashAttention-2). Both take
+Elsewhere the core attention keeps torch's kernels (FlashAttention-2 varlen, SDPA). Both take
 the fewer K/V heads of grouped-query attention as they are.
 
 The package's own entry point is an autograd function that `torch.compile` cannot trace; here
