@@ -123,3 +123,13 @@ def test_soft_capping_and_unusable_gpus_keep_the_other_paths(monkeypatch, usable
     rows = [torch.randn(6, 2, h, 8) for h in (4, 2, 2)]
     attention(*rows, None)
     assert calls == []
+
+
+def test_narrower_values_keep_the_other_paths(monkeypatch):
+    """Multi-latent attention: q/k heads wider than v heads."""
+    calls = _recording(monkeypatch, usable=True)
+    attention = _core_attention()
+    q, k = (torch.randn(6, 2, h, 8) for h in (4, 2))
+    v = torch.randn(6, 2, 2, 4)
+    assert attention(q, k, v, None).shape == (6, 2, 16)
+    assert calls == []

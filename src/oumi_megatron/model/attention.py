@@ -144,7 +144,7 @@ class TorchCoreAttention(MegatronModule):
         if packed_seq_params is not None:
             return self._packed(query, key, value, packed_seq_params, dropout_p)
         seq, batch = query.shape[0], query.shape[1]
-        if attention_mask is None and self._flash4(query, dropout_p):
+        if attention_mask is None and self._flash4(query, value, dropout_p):
             out = flash4.dense_attention(query, key, value, self.softmax_scale, self.window)
             return out.reshape(seq, batch, -1)
         # Megatron layout [s, b, heads, dim] -> SDPA layout [b, heads, s, dim].
@@ -160,11 +160,14 @@ class TorchCoreAttention(MegatronModule):
         )  # fmt: skip
         return out.permute(2, 0, 1, 3).reshape(seq, batch, -1)
 
-    def _flash4(self, query: torch.Tensor, dropout_p: float) -> bool:
+    def _flash4(self, query: torch.Tensor, value: torch.Tensor, dropout_p: float) -> bool:
         """FlashAttention-4 runs this call (`model.flash4`): plain causal softmax attention
-        (a window allowed; no soft-capping, sink or dropout) on a GPU it supports."""
+        (a window allowed; no soft-capping, sink or dropout) with one head width for q, k and
+        v (multi-latent attention's narrower values keep torch's kernels), on a GPU it
+        supports."""
         plain = self.softcap is None and self.softmax_offset is None and dropout_p == 0
-        return plain and flash4.usable(query)
+        same_width = query.shape[-1] == value.shape[-1]
+        return plain and same_width and flash4.usable(query)
 
     def _context_parallel(self, query, key, value, params, dropout_p: float) -> torch.Tensor:
         from megatron.core import parallel_state
@@ -190,7 +193,7 @@ class TorchCoreAttention(MegatronModule):
             cu_seqlens = params.cu_seqlens_q
         total = query.shape[0]
         explicit = self.softcap is not None or self.softmax_offset is not None
-        if self._flash4(query, dropout_p):
+        if self._flash4(query, value, dropout_p):
             cu = cu_seqlens.to(device=query.device, dtype=torch.int32)
             max_len = params.max_seqlen_q
             if max_len is None:
