@@ -27,8 +27,9 @@ warm-up steps. Modes:
 - ``*_eagerlp``: the log-prob / entropy / gradient chunk kernels uncompiled (eager torch,
   ``OUMI_MEGATRON_COMPILE_LOGPROBS=0``); the other modes compile them (the trainer's default
   on GPU).
-- ``*_fa2``: packed rows through torch's FlashAttention-2 varlen kernel even where
-  FlashAttention-4 applies (``model.flash4``; ``OUMI_MEGATRON_FLASH_ATTENTION=fa2``).
+- ``*_fa2``: the attention on torch's kernels (FlashAttention-2 varlen for packed rows, SDPA
+  for padded ones) even where FlashAttention-4 applies (``model.flash4``;
+  ``OUMI_MEGATRON_FLASH_ATTENTION=fa2``).
 
 ``--tp N`` runs every mode under torchrun on N devices in one tensor-parallel group (the same
 batch on every rank); times, tokens/s and MFU are then per device, from rank 0.

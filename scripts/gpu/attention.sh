@@ -9,11 +9,7 @@ INSTALL_SETS="fa4 megatron"
 source scripts/gpu/setup_env.sh
 python3 -c "import flash_attn.cute, cutlass; print('fa4', flash_attn.cute.__file__)" >>"$OUT/env.log" 2>&1
 
-if [ -n "${GPU_TESTS:-}" ]; then
-  stage "gpu tests: $GPU_TESTS"
-  timeout 240 python3 -m pytest -q -m gpu -p no:cacheprovider $GPU_TESTS >"$OUT/gpu_tests.log" 2>&1
-  echo "gpu tests rc=$? $(tail -1 "$OUT/gpu_tests.log")" | tee -a "$OUT/env.log"
-fi
+gpu_tests 240
 stage "attention kernels"
 timeout ${ATTN_LIMIT:-360} python3 benchmarks/attention_kernels.py --json "$OUT/attention.json" \
   ${ATTN_ARGS:-} >"$OUT/attention.log" 2>&1

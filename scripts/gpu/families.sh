@@ -9,11 +9,7 @@ OUT=${OUT:-/tmp/out}
 source scripts/gpu/setup_env.sh
 FAMILIES=${FAMILIES:-llama qwen2 qwen3 mistral qwen3_moe deepseek_v3 glm4_moe mixtral olmoe gemma3 gemma2 gpt_oss}
 
-if [ -n "${GPU_TESTS:-}" ]; then
-  stage "gpu tests: $GPU_TESTS"
-  timeout ${TESTS_TIMEOUT:-150} python3 -m pytest -q -m gpu -p no:cacheprovider $GPU_TESTS >"$OUT/gpu_tests.log" 2>&1
-  echo "gpu tests rc=$? $(tail -1 "$OUT/gpu_tests.log")" | tee -a "$OUT/env.log"
-fi
+gpu_tests ${TESTS_TIMEOUT:-150}
 
 stage "family sync into vLLM: $FAMILIES (${PARALLEL:-3} at a time)"
 mkdir -p /tmp/family_logs

@@ -4,6 +4,13 @@ mkdir -p "$OUT"
 START=$(date +%s)
 elapsed() { echo $(( $(date +%s) - START )); }
 stage() { echo "=== [$(elapsed) s] $*" | tee -a "$OUT/env.log"; }
+# The GPU tests named in GPU_TESTS (none: nothing), within TESTS_LIMIT seconds (default $1).
+gpu_tests() {
+  [ -n "${GPU_TESTS:-}" ] || return 0
+  stage "gpu tests: $GPU_TESTS"
+  timeout ${TESTS_LIMIT:-$1} python3 -m pytest -q -m gpu -p no:cacheprovider $GPU_TESTS >"$OUT/gpu_tests.log" 2>&1
+  echo "gpu tests rc=$? $(tail -1 "$OUT/gpu_tests.log")" | tee -a "$OUT/env.log"
+}
 export PYTHONUNBUFFERED=1 DO_NOT_TRACK=1 HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 WANDB_MODE=offline
 export VLLM_ENABLE_V1_MULTIPROCESSING=0 VLLM_USE_FLASHINFER_SAMPLER=0 NCCL_NVLS_ENABLE=0
 export TOKENIZERS_PARALLELISM=false

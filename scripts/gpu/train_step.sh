@@ -13,11 +13,7 @@ MODEL=/tmp/qwen2.5_1.5b
 stage "model"
 [ -d $MODEL ] || python3 -m oumi_megatron.testing.tiny_models qwen2.5_1.5b $MODEL >>"$OUT/env.log" 2>&1
 
-if [ -n "${GPU_TESTS:-}" ]; then
-  stage "gpu tests: $GPU_TESTS"
-  timeout ${TESTS_LIMIT:-200} python3 -m pytest -q -m gpu -p no:cacheprovider $GPU_TESTS >"$OUT/gpu_tests.log" 2>&1
-  echo "gpu tests rc=$? $(tail -1 "$OUT/gpu_tests.log")" | tee -a "$OUT/env.log"
-fi
+gpu_tests 200
 
 stage "train step (${MODES:-all modes})"
 WORK=${WORK:-/tmp/train_step}

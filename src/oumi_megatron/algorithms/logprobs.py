@@ -58,8 +58,13 @@ def fused(fn, like: torch.Tensor):
     return _COMPILED[fn]
 
 
+def _several(group) -> bool:
+    """The vocabulary is split over more than one rank of ``group``."""
+    return group is not None and dist.get_world_size(group) > 1
+
+
 def _all_reduce(tensor: torch.Tensor, op, group) -> torch.Tensor:
-    if group is not None and dist.get_world_size(group) > 1:
+    if _several(group):
         dist.all_reduce(tensor, op=op, group=group)
     return tensor
 
@@ -126,15 +131,15 @@ def _chunk_stats(logits, target, vocab_start, temperature, group):
     local_ids = target - vocab_start
     owned = (local_ids >= 0) & (local_ids < logits.shape[-1])
     target_ids = local_ids.clamp(0, logits.shape[-1] - 1)
-    if group is None or dist.get_world_size(group) == 1:
-        # The whole vocabulary here: the max and the sums in one compiled function.
-        shift, sum_exp, sum_weighted, target_logit = fused(_chunk_shift_sums, logits)(
-            logits, target_ids, owned, temperature
-        )
-    else:
+    if _several(group):
         shift = _all_reduce(_chunk_shift(logits, temperature), dist.ReduceOp.MAX, group)
         sum_exp, sum_weighted, target_logit = fused(_chunk_sums, logits)(
             logits, shift, target_ids, owned, temperature
+        )
+    else:
+        # The whole vocabulary here: the max and the sums in one compiled function.
+        shift, sum_exp, sum_weighted, target_logit = fused(_chunk_shift_sums, logits)(
+            logits, target_ids, owned, temperature
         )
     sums = _all_reduce(torch.stack([sum_exp, sum_weighted, target_logit]), dist.ReduceOp.SUM, group)
     lse = torch.log(sums[0]) + shift

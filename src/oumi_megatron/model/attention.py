@@ -193,17 +193,9 @@ class TorchCoreAttention(MegatronModule):
             cu_seqlens = params.cu_seqlens_q
         total = query.shape[0]
         explicit = self.softcap is not None or self.softmax_offset is not None
-        if self._flash4(query, value, dropout_p):
-            cu = cu_seqlens.to(device=query.device, dtype=torch.int32)
-            max_len = params.max_seqlen_q
-            if max_len is None:
-                max_len = int((cu[1:] - cu[:-1]).max().item())
-            out = flash4.varlen_attention(
-                query, key, value, cu, max_len, self.softmax_scale, self.window
-            )
-            return out.reshape(total, -1)
-        if not explicit and use_varlen_flash(query, dropout_p):
-            out = self._packed_varlen(query, key, value, cu_seqlens, params.max_seqlen_q)
+        fa4 = self._flash4(query, value, dropout_p)
+        if fa4 or (not explicit and use_varlen_flash(query, dropout_p)):
+            out = self._packed_varlen(query, key, value, cu_seqlens, params.max_seqlen_q, fa4)
             return out.reshape(total, -1)
         allowed = packed_causal_mask(cu_seqlens.to(query.device), total, self.window)
         q, k, v = (t.transpose(0, 1).unsqueeze(0) for t in (query, key, value))
@@ -213,10 +205,11 @@ class TorchCoreAttention(MegatronModule):
         return out.squeeze(0).transpose(0, 1).reshape(total, -1)
 
     def _packed_varlen(
-        self, query, key, value, cu_seqlens: torch.Tensor, max_len: int | None
+        self, query, key, value, cu_seqlens: torch.Tensor, max_len: int | None, fa4: bool
     ) -> torch.Tensor:
-        """Flash attention over the packed sequences (torch's `varlen_attn`): no [t, t] mask,
-        which would send SDPA to its math kernel (about 10× slower updates on an H100).
+        """Flash attention over the packed sequences (FlashAttention-4 with ``fa4``, else
+        torch's `varlen_attn`): no [t, t] mask, which would send SDPA to its math kernel
+        (about 10× slower updates on an H100).
         ``max_len`` (the longest slot, known on the host) saves a device sync per layer.
         Grouped-query attention passes its fewer K/V heads as they are: the flash kernel maps
         each group of query heads to its K/V head (and sums their K/V gradients) itself."""
@@ -225,6 +218,10 @@ class TorchCoreAttention(MegatronModule):
         cu = cu_seqlens.to(device=query.device, dtype=torch.int32)
         if max_len is None:
             max_len = int((cu[1:] - cu[:-1]).max().item())
+        if fa4:
+            return flash4.varlen_attention(
+                query, key, value, cu, max_len, self.softmax_scale, self.window
+            )
         return varlen_attn(
             query, key, value, cu, cu, max_len, max_len,
             scale=self.softmax_scale,  # causal within each sequence, up to the window back
