@@ -30,6 +30,9 @@ warm-up steps. Modes:
 - ``*_fa2``: the attention on torch's kernels (FlashAttention-2 varlen for packed rows, SDPA
   for padded ones) even where FlashAttention-4 applies (``model.flash4``;
   ``OUMI_MEGATRON_FLASH_ATTENTION=fa2``).
+- ``*_hookwgrad``: weight gradients written by autograd and added to DDP's buffer by its hook,
+  instead of accumulated by the weight-gradient GEMM itself (``model.fused_wgrad``, the
+  trainer's default on GPU: ``gradient_accumulation_fusion``).
 
 ``--tp N`` runs every mode under torchrun on N devices in one tensor-parallel group (the same
 batch on every rank); times, tokens/s and MFU are then per device, from rank 0.
@@ -127,6 +130,10 @@ def load_policy(args, mode: str):
         configure=configure,
         ddp_config=DistributedDataParallelConfig(),
     )
+    if torch.cuda.is_available() and "_hookwgrad" not in mode:
+        from oumi_megatron.model import fused_wgrad
+
+        fused_wgrad.install(loaded.chunks)
     if "_compiled" in mode:
         from oumi_megatron.model.compile import compile_transformer_layers
 
@@ -396,6 +403,8 @@ def ratios(results: dict) -> dict:
         "compiled_over_eager_padded": ("padded", "padded_compiled"),
         "packed_compiled_over_padded_compiled": ("padded_compiled", "packed_compiled"),
         "fa4_over_fa2_packed_compiled": ("packed_compiled_fa2", "packed_compiled"),
+        "fused_wgrad_packed_compiled": ("packed_compiled_hookwgrad", "packed_compiled"),
+        "fused_wgrad_padded_compiled": ("padded_compiled_hookwgrad", "padded_compiled"),
     }
     return {name: speedup(*pair) for name, pair in pairs.items()}
 

@@ -2,8 +2,10 @@
 micro-batch 1 vs 4, packing on vs off, TP1 / TP2 / PP2 / PP2×VPP2 / DP2 / TP2×PP2 / CP2 / CP4 /
 TP2×CP2 / PP2×CP2 (each sequence in 2·CP chunks, K/V all-gathered; GSPO and sequence-level
 rollout correction with each sequence's sums over its CP chunks), eager or compiled layers,
-with and without the distributed optimizer, old log-probs from a separate forward pass or (on-policy)
-from the training forward itself (fp32, ≤ 1e-5)."""
+with and without the distributed optimizer, weight gradients added to DDP's buffer by a hook or
+by the GEMM itself (also under pipeline interleaving, TP2 and overlapped gradient reduction),
+old log-probs from a separate forward pass or (on-policy) from the training forward itself
+(fp32, ≤ 1e-5)."""
 
 from __future__ import annotations
 
@@ -18,6 +20,8 @@ TOLERANCE = 1e-5
 SEQ_MEAN = {"aggregation": "seq-mean-token-mean"}
 # GSPO's sequence ratio and sequence-level rollout correction: sums over each whole sequence.
 GSPO = {"aggregation": "seq-mean-token-mean", "loss": "gspo_sequence_correction"}
+# Weight gradients accumulated by the GEMM into DDP's buffer (model.fused_wgrad).
+FUSED = {"fused_wgrad": True}
 LAUNCHES = {
     1: [
         {"name": "tp1_mbs1", "layout": {}, "mbs": 1, "packing": False},
@@ -29,6 +33,15 @@ LAUNCHES = {
         {"name": "tp1_on_policy", "layout": {}, "mbs": 2, "packing": True, "on_policy": True},
         {"name": "tp1_seq_mean", "layout": {}, "mbs": 4, "packing": True, **SEQ_MEAN},
         {"name": "tp1_gspo", "layout": {}, "mbs": 4, "packing": True, **GSPO},
+        {"name": "tp1_packed_fused_wgrad", "layout": {}, "mbs": 4, "packing": True, **FUSED},
+        {
+            "name": "tp1_packed_compiled_fused_wgrad",
+            "layout": {},
+            "mbs": 4,
+            "packing": True,
+            "compiled": True,
+            **FUSED,
+        },
     ],
     2: [
         {"name": "dp2", "layout": {}, "mbs": 2, "packing": False},
@@ -40,6 +53,24 @@ LAUNCHES = {
         # Per-sequence means need each split sequence's whole token count.
         {"name": "cp2_seq_mean", "layout": {"cp": 2}, "mbs": 4, "packing": True, **SEQ_MEAN},
         {"name": "cp2_gspo", "layout": {"cp": 2}, "mbs": 4, "packing": True, **GSPO},
+        # Fused weight gradients with several forwards before their backwards, and with DDP's
+        # hooks reducing buckets during the backward (placeholder gradients).
+        {
+            "name": "pp2vpp2_fused_wgrad",
+            "layout": {"pp": 2, "vpp": 2},
+            "mbs": 1,
+            "packing": False,
+            **FUSED,
+        },
+        {
+            "name": "dp2_overlap_fused_wgrad",
+            "layout": {},
+            "mbs": 2,
+            "packing": False,
+            "distopt": True,
+            "overlap": True,
+            **FUSED,
+        },
     ],
     4: [
         {"name": "tp2_dp2", "layout": {"tp": 2}, "mbs": 4, "packing": False},
@@ -49,7 +80,7 @@ LAUNCHES = {
             "mbs": 4,
             "packing": True,
             "distopt": True,
-        },  # fmt: skip
+        },
         {"name": "pp2_dp2", "layout": {"pp": 2}, "mbs": 1, "packing": False},
         {"name": "tp2pp2", "layout": {"tp": 2, "pp": 2}, "mbs": 2, "packing": False},
         {"name": "tp2pp2_packed", "layout": {"tp": 2, "pp": 2}, "mbs": 2, "packing": True},
@@ -57,6 +88,9 @@ LAUNCHES = {
         {"name": "cp4", "layout": {"cp": 4}, "mbs": 1, "packing": False},
         {"name": "tp2_cp2_packed", "layout": {"tp": 2, "cp": 2}, "mbs": 4, "packing": True},
         {"name": "pp2_cp2", "layout": {"pp": 2, "cp": 2}, "mbs": 2, "packing": False},
+        # Row-parallel layers fused; column-parallel ones keep Megatron's path (they
+        # all-reduce their input gradient).
+        {"name": "tp2_dp2_fused_wgrad", "layout": {"tp": 2}, "mbs": 4, "packing": False, **FUSED},
     ],
 }
 REFERENCE = "tp1_mbs1"
@@ -110,6 +144,18 @@ def test_compiled_layers_have_no_graph_break(updates):
     """One graph per layer: a break costs host time in every layer of every micro-batch."""
     results, _ = updates
     assert results["tp1_packed_compiled"]["graph_breaks"] == {}
+
+
+def test_fused_weight_gradients_cover_the_transformer_linear_layers(updates):
+    """Every layer's four linear layers at TP1 (QKV, output projection, fc1, fc2); at TP2
+    the two row-parallel ones; and the compiled layers stay one graph with the fused op."""
+    results, _ = updates
+    for name, per_layer in (("tp1_packed_fused_wgrad", 4), ("pp2vpp2_fused_wgrad", 4),
+                            ("dp2_overlap_fused_wgrad", 4), ("tp2_dp2_fused_wgrad", 2)):  # fmt: skip
+        result = results[name]
+        assert result["transformer_layers"] > 0
+        assert result["fused_layers"] == per_layer * result["transformer_layers"], name
+    assert results["tp1_packed_compiled_fused_wgrad"]["graph_breaks"] == {}
 
 
 def test_update_moves_weights(updates):

@@ -56,9 +56,15 @@ def run_case(case: dict, model_dir: str, out_dir: Path) -> dict:
         layout,
         configure=lambda p: setattr(p, "calculate_per_token_loss", True),
         ddp_config=DistributedDataParallelConfig(
-            use_distributed_optimizer=case.get("distopt", False)
+            use_distributed_optimizer=case.get("distopt", False),
+            overlap_grad_reduce=case.get("overlap", False),
         ),
     )
+    fused_layers = None
+    if case.get("fused_wgrad"):
+        from oumi_megatron.model import fused_wgrad
+
+        fused_layers = fused_wgrad.install(loaded.chunks)
     if case.get("compiled"):
         from oumi_megatron.model.compile import compile_transformer_layers
 
@@ -97,6 +103,11 @@ def run_case(case: dict, model_dir: str, out_dir: Path) -> dict:
     metrics = reduce_loss_metrics(out["microbatch_metrics"], names)
     save_weights(policy, loaded.bridge, out_dir / f"{case['name']}.safetensors")
     result = {"name": case["name"], "metrics": metrics, "grad_norm": out["grad_norm"]}
+    if fused_layers is not None:
+        from megatron.core.transformer.transformer_layer import TransformerLayer
+
+        layers = [m for c in loaded.chunks for m in c.modules() if isinstance(m, TransformerLayer)]
+        result["fused_layers"], result["transformer_layers"] = fused_layers, len(layers)
     if case.get("compiled"):
         from torch._dynamo.utils import counters
 

@@ -174,6 +174,21 @@ class TransformerConfig(StrictModel):
         "auto",
         description="Parameter/compute dtype; 'auto' is bf16 on GPU and fp32 on CPU.",
     )
+    gradient_accumulation_fusion: bool | None = Field(
+        None,
+        description=(
+            "The transformer layers' weight-gradient GEMMs add straight into DDP's gradient "
+            "buffer instead of writing a gradient that a hook then adds (one pass over all "
+            "weight gradients less per micro-batch; no Apex needed). None: on with CUDA, off "
+            "on CPU (where it changes results by float rounding only)."
+        ),
+    )
+
+    def resolved_gradient_accumulation_fusion(self, cuda: bool) -> bool:
+        """``gradient_accumulation_fusion`` with None resolved for a machine with/without CUDA."""
+        if self.gradient_accumulation_fusion is None:
+            return cuda
+        return self.gradient_accumulation_fusion
 
     def resolved_params_dtype(self, device_type: str) -> Literal["fp32", "bf16", "fp16"]:
         """``params_dtype`` with ``auto`` resolved for a torch device type ("cuda", "cpu")."""

@@ -46,6 +46,15 @@ def build_policy(setup: RunSetup, steps: int):
         from oumi_megatron.model.parity_gate import check_parity
 
         check_parity(loaded.chunks, setup.hf_dir, setup.params_dtype)
+    if cfg.megatron.transformer_config.resolved_gradient_accumulation_fusion(
+        torch.cuda.is_available()
+    ):
+        from oumi_megatron.model import fused_wgrad
+
+        count = fused_wgrad.install(loaded.chunks)
+        logger.info(
+            "gradient_accumulation_fusion: %d linear layer(s) accumulate in the GEMM", count
+        )
     if cfg.training.compile:
         from oumi_megatron.model.compile import compile_transformer_layers
 
