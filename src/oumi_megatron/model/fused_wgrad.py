@@ -131,7 +131,8 @@ def _fused_forward(module, input, weight, bias, *_, **__) -> Tensor:
     arguments (collectives, deferral) would ask for."""
     if weight is not module.weight:
         raise RuntimeError(
-            f"{type(module).__name__} was given another weight than its own: its fused "
-            "weight-gradient accumulation would write into the wrong gradient buffer"
+            f"{type(module).__name__} was given another weight than its own, so its fused "
+            "weight-gradient accumulation would write into the wrong gradient buffer; set "
+            "megatron.transformer_config.gradient_accumulation_fusion: false"
         )
     return FusedWgradLinear.apply(input, weight, bias, weight.main_grad)
