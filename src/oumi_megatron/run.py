@@ -98,9 +98,9 @@ def run_training(config, resume_from_checkpoint: str | None = None) -> None:
     if setup.roles.is_rollout_worker:
         serve_rollout(setup)
         return
-    from oumi_megatron.trainer import OumiMegatronGrpoTrainer
+    from oumi_megatron.trainer import MegatronGrpoTrainer
 
-    trainer = OumiMegatronGrpoTrainer(setup.cfg, setup=setup)
+    trainer = MegatronGrpoTrainer(setup.cfg, setup=setup)
     trainer.train(resume_from_checkpoint=resume_from_checkpoint)
 
 

@@ -1,9 +1,14 @@
-"""`OumiMegatronGrpoTrainer`: Oumi's `BaseTrainer` running GRPO on Megatron-Core.
+"""`MegatronGrpoTrainer`: GRPO on Megatron-Core (Oumi's `BaseTrainer` form of it:
+`OumiMegatronGrpoTrainer`, importable from here too).
 
 One step reads like the algorithm: rollout → reward → advantages → exchange → update → weight
 sync → log → checkpoint. Each phase lives in its own module under `step/` and `training/`.
 Every rollout replica generates and scores its own prompts; each rank then receives only the
 sequences its data-parallel rank trains on (`step/topology.py` says who does what).
+
+Oumi's `BaseTrainer` lives in a package that imports every Oumi trainer (and wandb): ~4 s per
+process. Runs started by `oumi_megatron train` / `oumi train` use this class and skip that
+import; `OumiMegatronGrpoTrainer` (`oumi_trainer.py`) is loaded only when asked for.
 """
 
 from __future__ import annotations
@@ -16,7 +21,6 @@ from collections.abc import Callable
 from pathlib import Path
 
 import torch
-from oumi.core.trainers.base_trainer import BaseTrainer
 
 from oumi_megatron.algorithms.overlong import is_truncated
 from oumi_megatron.faults import fault_point
@@ -51,8 +55,9 @@ from oumi_megatron.training.step_batches import BatchingSettings
 logger = logging.getLogger(__name__)
 
 
-class OumiMegatronGrpoTrainer(BaseTrainer):
-    """GRPO with the policy on Megatron-Core (TP/PP/VPP/EP/DP) and rollout replicas."""
+class MegatronGrpoTrainer:
+    """GRPO with the policy on Megatron-Core (TP/PP/VPP/EP/DP) and rollout replicas; implements
+    Oumi's `BaseTrainer` methods (`train`, `save_state`, `save_model`, `get_last_eval_metrics`)."""
 
     def __init__(self, config, *, setup: RunSetup | None = None):
         """Validates ``config`` (a ``MegatronTrainingConfig``, or an Oumi ``TrainingConfig``
@@ -543,7 +548,7 @@ class OumiMegatronGrpoTrainer(BaseTrainer):
             claim(self.output_dir, text, fresh, self.cfg.megatron.overwrite_output_dir)
         barrier()
 
-    # ---- BaseTrainer -----------------------------------------------------------------------
+    # ---- Oumi's BaseTrainer ----------------------------------------------------------------
 
     def save_model(self, config=None, final: bool = True) -> None:
         """Exports the policy as a Hugging Face model (safetensors and tokenizer) under
@@ -586,3 +591,12 @@ def _truncate_history(jsonl: Path, before_step: int) -> None:
     rows = [line for line in jsonl.read_text().splitlines() if line]
     kept = [line for line in rows if json.loads(line).get("step", 0) < before_step]
     jsonl.write_text("".join(line + "\n" for line in kept))
+
+
+def __getattr__(name: str):
+    """`OumiMegatronGrpoTrainer` on first use (it imports Oumi's trainers package)."""
+    if name == "OumiMegatronGrpoTrainer":
+        from oumi_megatron.oumi_trainer import OumiMegatronGrpoTrainer
+
+        return OumiMegatronGrpoTrainer
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
