@@ -15,7 +15,7 @@ pytestmark = [
 def _fa4_or_skip():
     from oumi_megatron.model import flash4
 
-    probe = torch.empty(1, device="cuda", dtype=torch.bfloat16)
+    probe = torch.empty(1, 128, device="cuda", dtype=torch.bfloat16)
     if not flash4.usable(probe):
         pytest.skip("flash-attn-4 not installed or the GPU is not Hopper/Blackwell")
     return flash4
@@ -46,18 +46,24 @@ def _run(fn, q, k, v, cu, grad, *args):
     return [out.detach().float(), *(t.grad.float() for t in leaves)]
 
 
-@pytest.mark.parametrize("window", [None, 48])
-def test_fa4_varlen_matches_fa2(window):
+@pytest.mark.parametrize(("window", "dim"), [(None, 128), (48, 128), (None, 64), (None, 96)])
+def test_fa4_varlen_matches_fa2(window, dim):
     flash4 = _fa4_or_skip()
     lengths = [37, 5, 300, 1, 166, 2048]
-    q, k, v, cu, grad = _packed(lengths)
-    args = (max(lengths), 128**-0.5, window)
+    q, k, v, cu, grad = _packed(lengths, dim=dim)
+    args = (max(lengths), dim**-0.5, window)
     ours = _run(flash4.varlen_attention, q, k, v, cu, grad, *args)
     reference = _run(_fa2, q, k, v, cu, grad, *args)
     for name, a, b in zip(("out", "dq", "dk", "dv"), ours, reference, strict=True):
         error, scale = (a - b).abs().max().item(), b.abs().max().item()
         assert error <= 2e-2 * scale, f"{name}: max |Δ| {error:.3g} vs scale {scale:.3g}"
         assert (a - b).abs().mean().item() <= 2e-3 * scale, name
+
+
+def test_head_widths_outside_the_kernels_keep_torch_attention():
+    flash4 = _fa4_or_skip()
+    assert flash4.usable(torch.empty(4, 2, 64, device="cuda", dtype=torch.bfloat16))
+    assert not flash4.usable(torch.empty(4, 2, 16, device="cuda", dtype=torch.bfloat16))
 
 
 def test_fa4_varlen_is_one_graph_under_compile():

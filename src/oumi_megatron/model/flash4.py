@@ -3,7 +3,8 @@ for Hopper and Blackwell) as opaque ops, so that compiled layers keep one graph.
 (`varlen_attention`) and padded rows without a mask (`dense_attention`, read and written in
 Megatron's [seq, batch, heads, dim] layout without copies).
 
-Where it applies (`usable`): CUDA tensors of compute capability 9 or 10, half precision, the
+Where it applies (`usable`): CUDA tensors of compute capability 9 or 10, half precision, head
+width 64, 96 or 128, the
 package installed (the ``gpu`` extra), and ``OUMI_MEGATRON_FLASH_ATTENTION`` not set to ``fa2``.
 Elsewhere the core attention keeps torch's kernels (FlashAttention-2 varlen, SDPA). Both take
 the fewer K/V heads of grouped-query attention as they are.
@@ -23,12 +24,16 @@ import torch
 
 FLASH_ENV = "OUMI_MEGATRON_FLASH_ATTENTION"
 _CAPABILITIES = (9, 10)
+# Head widths its kernels are built and tested for; others (e.g. a tiny test model's 16) fail
+# in the kernel compiler, so they keep torch's kernels.
+HEAD_DIMS = (64, 96, 128)
 
 
 def usable(query: torch.Tensor) -> bool:
     """FlashAttention-4 can run this attention call (see the module docstring)."""
     half = query.dtype in (torch.bfloat16, torch.float16)
-    return query.is_cuda and half and _enabled(query.device.index)
+    width = query.shape[-1] in HEAD_DIMS
+    return query.is_cuda and half and width and _enabled(query.device.index)
 
 
 @functools.cache
