@@ -29,31 +29,16 @@ def test_bf16_operands_accumulate_into_fp32_in_place():
 
 
 def _update(model_dir, work, fused: bool, dtype=torch.bfloat16):
-    from megatron.core.distributed import DistributedDataParallelConfig
-    from test_compiled_layers import _sequences
+    from test_compiled_layers import _policy, _sequences
 
     from oumi_megatron.algorithms.aggregation import LossNormalizer
     from oumi_megatron.algorithms.grpo import GrpoLossConfig
     from oumi_megatron.model import fused_wgrad
-    from oumi_megatron.model.bridge import load_megatron_model
-    from oumi_megatron.model.compile import compile_transformer_layers
-    from oumi_megatron.parallel.layout import ParallelLayout
-    from oumi_megatron.training.optimizer import OptimizerSettings, build_optimizer
-    from oumi_megatron.training.policy import MegatronPolicy
     from oumi_megatron.training.step_batches import BatchingSettings, build_microbatches
 
-    loaded = load_megatron_model(
-        str(model_dir), work / "megatron_checkpoint", ParallelLayout(),
-        params_dtype=dtype,
-        configure=lambda p: setattr(p, "calculate_per_token_loss", True),
-        ddp_config=DistributedDataParallelConfig(),
-    )  # fmt: skip
-    if fused:
-        assert fused_wgrad.install(loaded.chunks) == 4 * 4  # 4 layers × QKV, proj, fc1, fc2
-    compile_transformer_layers(loaded.chunks)
-    settings = OptimizerSettings(learning_rate=1e-4, total_steps=10, decay_style="constant")
-    optimizer, scheduler = build_optimizer(loaded.chunks, settings, dtype)
-    policy = MegatronPolicy(loaded.chunks, 1.0, optimizer, scheduler)
+    policy = _policy(model_dir, work, compiled=True, dtype=dtype)
+    if fused:  # 4 layers × QKV, output projection, fc1, fc2 (compiling happens at first use)
+        assert fused_wgrad.install(policy.model) == 4 * 4
     seqs = _sequences()
     batching = BatchingSettings(micro_batch_size=4, dp_size=1, dp_rank=0, packing=True,
                                 token_budget=256)  # fmt: skip
@@ -64,7 +49,7 @@ def _update(model_dir, work, fused: bool, dtype=torch.bfloat16):
         torch.nn.utils.rnn.pad_sequence(seqs.loss_masks, batch_first=True), "token-mean"
     )
     out = policy.train_step(batches, GrpoLossConfig(), norm)
-    grads = {n: p.main_grad.float().clone() for n, p in loaded.chunks[0].named_parameters()}
+    grads = {n: p.main_grad.float().clone() for n, p in policy.model[0].named_parameters()}
     return grads, out["grad_norm"]
 
 
