@@ -26,6 +26,7 @@ from oumi_megatron.algorithms.overlong import is_truncated
 from oumi_megatron.faults import fault_point
 from oumi_megatron.launch import RunSetup, start_processes
 from oumi_megatron.metrics import MetricsLogger, PhaseTimer, TrainingProgress
+from oumi_megatron.metrics.sinks import truncate_history
 from oumi_megatron.metrics.summary import LayoutFacts, layout_lines, run_lines
 from oumi_megatron.metrics.timers import STANDARD_PHASES
 from oumi_megatron.model.provider import needs_equal_microbatch_shapes
@@ -346,7 +347,7 @@ class MegatronGrpoTrainer:
         for name, before_step in history.items():
             path = self.setup.output_dir / name
             if self.is_main and path.exists():
-                _truncate_history(path, before_step=before_step)
+                truncate_history(path, before_step=before_step)
         sink = MetricsLogger(
             self.setup.output_dir,
             run_name=training.run_name or "oumi-megatron-grpo",
@@ -584,13 +585,6 @@ def _prepare(config) -> RunSetup:
             "trainer. Fix: start every process with oumi_megatron.run.run_training(config)."
         )
     return setup
-
-
-def _truncate_history(jsonl: Path, before_step: int) -> None:
-    """Keep the rows of steps before `before_step` (0 = a fresh run keeps nothing)."""
-    rows = [line for line in jsonl.read_text().splitlines() if line]
-    kept = [line for line in rows if json.loads(line).get("step", 0) < before_step]
-    jsonl.write_text("".join(line + "\n" for line in kept))
 
 
 def __getattr__(name: str):

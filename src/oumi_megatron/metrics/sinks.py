@@ -160,3 +160,10 @@ class MetricsLogger:
 
     def __exit__(self, *exc_info: object) -> None:
         self.close()
+
+
+def truncate_history(jsonl: Path, before_step: int) -> None:
+    """Keep the rows of steps before `before_step` (0 = a fresh run keeps nothing)."""
+    rows = [line for line in jsonl.read_text().splitlines() if line]
+    kept = [line for line in rows if json.loads(line).get("step", 0) < before_step]
+    jsonl.write_text("".join(line + "\n" for line in kept))
