@@ -272,8 +272,35 @@ def profile_update(policy, seqs, settings, path: str | None) -> str | None:
         + host
         + "\n\nCopies by shape:\n"
         + copies_by_shape(prof)
+        + "\n\nDevice memsets by the op that asked for them:\n"
+        + memsets_by_caller(prof.events())
     )
     return path
+
+
+def memsets_by_caller(events) -> str:
+    """The update's ``cudaMemsetAsync`` calls grouped by the ATen op that issued them (with its
+    input shapes) and the nearest enclosing op that is not ATen (a custom op, a compiled graph,
+    an autograd node), heaviest device time first."""
+    groups: dict[tuple[str, str, str], list[float]] = {}
+    for event in events:
+        if event.name != "cudaMemsetAsync":
+            continue
+        chain, parent = [], event.cpu_parent
+        while parent is not None:
+            chain.append(parent)
+            parent = parent.cpu_parent
+        aten = next((p for p in chain if p.name.startswith("aten::")), None)
+        owner = next((p.name for p in chain if not p.name.startswith("aten::")), "-")
+        key = (aten.name if aten else "-", str(aten.input_shapes) if aten else "", owner[:70])
+        groups.setdefault(key, []).append(event.device_time_total)
+    if not groups:
+        return "none"
+    rows = sorted(groups.items(), key=lambda item: -sum(item[1]))
+    return "\n".join(
+        f"calls {len(times):5}  device {sum(times) / 1e3:8.2f} ms  {op} {shapes}  in {owner}"
+        for (op, shapes, owner), times in rows[:20]
+    )
 
 
 def copies_by_shape(prof) -> str:

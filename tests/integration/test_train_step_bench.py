@@ -33,3 +33,29 @@ def test_tp2_packed_and_padded_report_per_device_figures(tiny_models, tmp_path):
     assert modes["padded"]["computed_tokens"] > modes["padded"]["real_tokens"]
     profile = (tmp_path / "profile_packed.txt").read_text()
     assert profile.startswith("Device busy") and "Copies by shape" in profile
+
+
+def test_memsets_are_grouped_by_the_op_that_issued_them():
+    import importlib.util
+    from types import SimpleNamespace as Event
+
+    spec = importlib.util.spec_from_file_location("train_step", REPO / "benchmarks/train_step.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    graph = Event(name="## Call CompiledFxGraph abc", cpu_parent=None)
+    fa4 = Event(name="oumi_megatron::fa4_bwd", cpu_parent=graph)
+    zeros = Event(name="aten::zeros", input_shapes=[[8, 2, 262144]], cpu_parent=fa4)
+    zero_ = Event(name="aten::zero_", input_shapes=[[8, 2, 262144]], cpu_parent=zeros)
+    fill = Event(name="aten::fill_", input_shapes=[[4096]], cpu_parent=graph)
+    events = [
+        Event(name="cudaMemsetAsync", cpu_parent=zero_, device_time_total=300.0),
+        Event(name="cudaMemsetAsync", cpu_parent=zero_, device_time_total=200.0),
+        Event(name="cudaMemsetAsync", cpu_parent=fill, device_time_total=700.0),
+        Event(name="cudaLaunchKernel", cpu_parent=fill, device_time_total=9.0),
+    ]
+    lines = bench.memsets_by_caller(events).splitlines()
+    assert lines[0].startswith("calls     1  device     0.70 ms  aten::fill_ [[4096]]")
+    assert lines[0].endswith("in ## Call CompiledFxGraph abc")
+    assert lines[1].startswith("calls     2  device     0.50 ms  aten::zero_ [[8, 2, 262144]]")
+    assert lines[1].endswith("in oumi_megatron::fa4_bwd")
+    assert bench.memsets_by_caller(events[3:]) == "none"
