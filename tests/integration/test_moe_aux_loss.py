@@ -1,7 +1,8 @@
 """MoE router aux losses in a GRPO update (2 processes): the load-balancing and z-loss gradients
 equal a hand computation from the router logits at EP1 and EP2 with one or several
 micro-batches, padded or packed; the logged aux loss is the hand one; and a GRPO step at EP2
-gives EP1's loss, gradient norm and weights. Tiny Qwen3-MoE (Switch loss over each micro-batch,
+(also with the experts' weight gradients accumulated by the GEMM) gives EP1's loss, gradient
+norm and weights. Tiny Qwen3-MoE (Switch loss over each micro-batch,
 softmax scores) and tiny DeepSeek-V3 (per-sequence loss averaged over a micro-batch's rows,
 sigmoid scores, a dense first layer)."""
 
@@ -22,6 +23,9 @@ CASES = [
     {"name": "ep1_packed", "layout": {}, "mbs": 4, "packing": True, "fixed": True},
     {"name": "ep2_mbs1", "layout": {"ep": 2}, "mbs": 1, "packing": False},
     {"name": "ep2_packed", "layout": {"ep": 2}, "mbs": 4, "packing": True},
+    # Expert weight gradients accumulated by the GEMM into DDP's buffers (model.fused_wgrad).
+    {"name": "ep2_packed_fused_wgrad", "layout": {"ep": 2}, "mbs": 4, "packing": True,
+     "fused_wgrad": True},
     {"name": "deepseek_ep1_mbs3", "arch": "deepseek_v3", "layout": {}, "mbs": 3,
      "packing": False, "fixed": True},
     {"name": "deepseek_ep2_mbs3", "arch": "deepseek_v3", "layout": {"ep": 2}, "mbs": 3,
@@ -30,6 +34,7 @@ CASES = [
 SAME_STEP = [
     ("ep2_mbs1", "ep1_mbs1"),
     ("ep2_packed", "ep1_packed"),
+    ("ep2_packed_fused_wgrad", "ep1_packed"),
     ("deepseek_ep2_mbs3", "deepseek_ep1_mbs3"),
 ]
 
