@@ -4,10 +4,10 @@ for Hopper and Blackwell) as opaque ops, so that compiled layers keep one graph.
 Megatron's [seq, batch, heads, dim] layout without copies).
 
 Where it applies (`usable`): CUDA tensors of compute capability 9 or 10, half precision, head
-width 64, 96 or 128, the
-package installed (the ``gpu`` extra), and ``OUMI_MEGATRON_FLASH_ATTENTION`` not set to ``fa2``.
-Elsewhere the core attention keeps torch's kernels (FlashAttention-2 varlen, SDPA). Both take
-the fewer K/V heads of grouped-query attention as they are.
+width 64, 96 or 128, the package installed (the ``gpu`` extra), and
+``OUMI_MEGATRON_FLASH_ATTENTION`` not set to ``fa2``. Elsewhere the core attention keeps
+torch's kernels (FlashAttention-2 varlen, SDPA). Both take the fewer K/V heads of grouped-query
+attention as they are.
 
 The package's own entry point is an autograd function that `torch.compile` cannot trace; here
 its forward and backward kernels are each a `torch.library` op with a fake (shape-only)
