@@ -130,7 +130,11 @@ def load_policy(args, mode: str):
         configure=configure,
         ddp_config=DistributedDataParallelConfig(),
     )
-    if torch.cuda.is_available() and "_hookwgrad" not in mode:
+    from oumi_megatron.config.megatron_sections import TransformerConfig
+
+    # The trainer's default (`gradient_accumulation_fusion: None`), unless the mode says hook.
+    fuse = TransformerConfig().resolved_gradient_accumulation_fusion(torch.cuda.is_available())
+    if fuse and "_hookwgrad" not in mode:
         from oumi_megatron.model import fused_wgrad
 
         fused_wgrad.install(loaded.chunks)
