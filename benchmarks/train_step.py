@@ -33,6 +33,8 @@ warm-up steps. Modes:
 - ``*_hookwgrad``: weight gradients written by autograd and added to DDP's buffer by its hook,
   instead of accumulated by the weight-gradient GEMM itself (``model.fused_wgrad``, the
   trainer's default on GPU: ``gradient_accumulation_fusion``).
+- ``*_blaslt``: torch's matrix multiplies through cuBLASLt (``torch.backends.cuda.
+  preferred_blas_library("cublaslt")``) instead of torch's default cuBLAS entry points.
 
 ``--tp N`` runs every mode under torchrun on N devices in one tensor-parallel group (the same
 batch on every rank); times, tokens/s and MFU are then per device, from rank 0.
@@ -189,6 +191,8 @@ def run_mode(args) -> dict:
     os.environ[COMPILE_ENV] = "0" if "_eagerlp" in mode else "1"
     if "_fa2" in mode:
         os.environ[FLASH_ENV] = "fa2"
+    if "_blaslt" in mode:
+        torch.backends.cuda.preferred_blas_library("cublaslt")
     policy, provider = load_policy(args, mode)
     prompt_lens, completion_lens = grpo_lengths(args)
     seqs = synthetic_sequences(prompt_lens, completion_lens, provider.vocab_size, args.seed)
@@ -436,6 +440,8 @@ def ratios(results: dict) -> dict:
         "fa4_over_fa2_packed_compiled": ("packed_compiled_fa2", "packed_compiled"),
         "fused_wgrad_packed_compiled": ("packed_compiled_hookwgrad", "packed_compiled"),
         "fused_wgrad_padded_compiled": ("padded_compiled_hookwgrad", "padded_compiled"),
+        "blaslt_padded_compiled": ("padded_compiled", "padded_compiled_blaslt"),
+        "fa4_over_sdpa_padded_compiled": ("padded_compiled_fa2", "padded_compiled"),
     }
     return {name: speedup(*pair) for name, pair in pairs.items()}
 
