@@ -125,6 +125,7 @@ class MegatronGrpoTrainer:
                 pad_token_id=self.tokenizer.pad_token_id or 0,
                 fixed_shape=needs_equal_microbatch_shapes(setup.layout),
                 cp_size=setup.layout.cp,
+                sp_size=setup.layout.sp_size,
             ),
             loss_scale_factor=grpo.loss_scale_factor or grpo.max_completion_length,
             optimizer_steps=optimizer_steps_per_grpo_step(self.cfg, setup.validated),

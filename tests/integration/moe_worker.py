@@ -165,6 +165,7 @@ def run_case(case: dict, model_dir: str, out_dir: Path) -> dict:
         token_budget=24,
         # Every rank holds the whole step here, so local shapes agree across ranks.
         fixed_shape=case.get("fixed", False) or needs_equal_microbatch_shapes(layout),
+        sp_size=layout.sp_size,
     )
     seqs = fixed_batch()  # no old log-probs: on-policy, the ratio is 1
     norm = LossNormalizer.from_global_batch(

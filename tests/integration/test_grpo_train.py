@@ -37,12 +37,14 @@ LAYOUTS = {
             "grpo.kl_in_reward_coef=0.05",
         ],
     ),  # fmt: skip
-    # Rollout in two separate processes, weights broadcast over gloo; with DAPO's dynamic
-    # sampling (rounds of generation from the workers), overlong filtering and soft punishment.
+    # Sequence parallelism; rollout in two separate processes, weights broadcast over gloo;
+    # DAPO's dynamic sampling (rounds of generation from the workers), overlong filtering and
+    # soft punishment.
     "TP2_gloo_2workers": (
         2,
         [
             "megatron.tensor_model_parallel_size=2",
+            "megatron.sequence_parallel=true",
             "megatron.weight_sync_method=gloo",
             "megatron.rollout_workers=2",
             "grpo.dynamic_sampling=true",

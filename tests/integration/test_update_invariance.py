@@ -4,8 +4,8 @@ TP2×CP2 / PP2×CP2 (each sequence in 2·CP chunks, K/V all-gathered; GSPO and s
 rollout correction with each sequence's sums over its CP chunks), eager or compiled layers,
 with and without the distributed optimizer, weight gradients added to DDP's buffer by a hook or
 by the GEMM itself (also under pipeline interleaving, TP2 and overlapped gradient reduction),
-old log-probs from a separate forward pass or (on-policy) from the training forward itself
-(fp32, ≤ 1e-5)."""
+old log-probs from a separate forward pass or (on-policy) from the training forward itself,
+with and without sequence parallelism (TP2, TP2×CP2, TP2×PP2×VPP2) (fp32, ≤ 1e-5)."""
 
 from __future__ import annotations
 
@@ -22,6 +22,7 @@ SEQ_MEAN = {"aggregation": "seq-mean-token-mean"}
 GSPO = {"aggregation": "seq-mean-token-mean", "loss": "gspo_sequence_correction"}
 # Weight gradients accumulated by the GEMM into DDP's buffer (model.fused_wgrad).
 FUSED = {"fused_wgrad": True}
+SP = {"sequence_parallel": True}
 LAUNCHES = {
     1: [
         {"name": "tp1_mbs1", "layout": {}, "mbs": 1, "packing": False},
@@ -91,6 +92,16 @@ LAUNCHES = {
         # Row-parallel layers fused; column-parallel ones keep Megatron's path (they
         # all-reduce their input gradient).
         {"name": "tp2_dp2_fused_wgrad", "layout": {"tp": 2}, "mbs": 4, "packing": False, **FUSED},
+        # Sequence parallelism: norms and residuals on 1/TP of each micro-batch's tokens.
+        {"name": "tp2sp_dp2", "layout": {"tp": 2, **SP}, "mbs": 4, "packing": False},
+        {"name": "tp2sp_dp2_packed", "layout": {"tp": 2, **SP}, "mbs": 4, "packing": True},
+        {"name": "tp2sp_cp2_packed", "layout": {"tp": 2, "cp": 2, **SP}, "mbs": 4, "packing": True},
+        {
+            "name": "tp2sp_pp2vpp2",
+            "layout": {"tp": 2, "pp": 2, "vpp": 2, **SP},
+            "mbs": 1,
+            "packing": False,
+        },
     ],
 }
 REFERENCE = "tp1_mbs1"
@@ -156,6 +167,17 @@ def test_fused_weight_gradients_cover_the_transformer_linear_layers(updates):
         assert result["transformer_layers"] > 0
         assert result["fused_layers"] == per_layer * result["transformer_layers"], name
     assert results["tp1_packed_compiled_fused_wgrad"]["graph_breaks"] == {}
+
+
+def test_sequence_parallel_norms_are_marked(updates):
+    """With sequence parallelism every hidden-state norm weight of rank 0 (two per layer of its
+    chunks; the final norm where it holds the last stage) is marked for the sum of its gradient over TP; Megatron's config says
+    SP is on. Guards the SP cases above against running without it."""
+    results, _ = updates
+    for name, norms in (("tp2sp_dp2", 2 * 4 + 1), ("tp2sp_dp2_packed", 2 * 4 + 1),
+                        ("tp2sp_cp2_packed", 2 * 4 + 1), ("tp2sp_pp2vpp2", 2 * 2)):  # fmt: skip
+        assert results[name]["sequence_parallel"] is True, name
+        assert results[name]["sp_params"] == norms, name
 
 
 def test_update_moves_weights(updates):

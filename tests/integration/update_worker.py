@@ -83,6 +83,7 @@ def run_case(case: dict, model_dir: str, out_dir: Path) -> dict:
         microbatch_multiple=layout.pp if layout.vpp else 1,
         fixed_shape=layout.vpp is not None or case.get("fixed", False),
         cp_size=layout.cp,
+        sp_size=layout.sp_size,
     )
     batches, _ = build_microbatches(seqs, batching)
     cp_rank = parallel_state.get_context_parallel_rank()
@@ -108,6 +109,15 @@ def run_case(case: dict, model_dir: str, out_dir: Path) -> dict:
 
         layers = [m for c in loaded.chunks for m in c.modules() if isinstance(m, TransformerLayer)]
         result["fused_layers"], result["transformer_layers"] = fused_layers, len(layers)
+    if layout.sequence_parallel:  # norm weights whose gradients are summed over TP
+        config = loaded.chunks[0].config
+        marked = [
+            p
+            for c in loaded.chunks
+            for p in c.parameters()
+            if getattr(p, "sequence_parallel", False)
+        ]
+        result["sequence_parallel"], result["sp_params"] = config.sequence_parallel, len(marked)
     if case.get("compiled"):
         from torch._dynamo.utils import counters
 

@@ -116,13 +116,18 @@ def test_valid_moe_layout(check) -> None:
     assert layout.expert_data_parallel_size == 2
 
 
-def test_moe_with_tensor_parallelism_is_refused(check) -> None:
+def test_moe_with_tensor_parallelism_needs_sequence_parallelism(check) -> None:
     # Megatron's MoE layer refuses TP without sequence parallelism at the first training step.
     message = _message(check, 8, "megatron.expert_model_parallel_size=2", shape=MOE)
     assert message.startswith(
-        "megatron.tensor_model_parallel_size (2) > 1 with a mixture-of-experts model"
+        "megatron.tensor_model_parallel_size (2) > 1 with a mixture-of-experts model needs "
+        "megatron.sequence_parallel: true"
     )
-    assert "Fix: set megatron.tensor_model_parallel_size: 1" in message
+    assert "Fix: set megatron.sequence_parallel: true, or set " in message
+    layout = check(
+        8, "megatron.expert_model_parallel_size=2", "megatron.sequence_parallel=true", shape=MOE
+    )
+    assert layout.data_parallel_size == 4  # world 8 over TP2
 
 
 def test_attention_heads_not_divisible_by_tp(check) -> None:

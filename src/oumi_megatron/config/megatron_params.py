@@ -37,6 +37,16 @@ class MegatronParams(StrictModel):
     context_parallel_size: int = Field(
         1, ge=1, description="Context parallel size (CP): splits each sequence across ranks."
     )
+    sequence_parallel: bool = Field(
+        False,
+        description=(
+            "Megatron's sequence parallelism (SP): with TP > 1, the norms, residuals and the "
+            "activations between a layer's tensor-parallel GEMMs hold 1/TP of the sequence on "
+            "each TP rank (all-gather before, reduce-scatter after the GEMMs, instead of one "
+            "all-reduce); less activation memory at the same communication volume. Ignored at "
+            "TP 1."
+        ),
+    )
     expert_model_parallel_size: int = Field(
         1, ge=1, description="Expert parallel size (EP) for MoE layers; 1 for dense models."
     )

@@ -100,7 +100,9 @@ def check_parity(
 
 def _first_layer_diffs(chunk: torch.nn.Module, hf_dir: Path) -> list[float]:
     layers = _decoder_layers(chunk)[:GATE_LAYERS]
-    tokens = _gate_tokens(hf_dir)
+    config = layers[0].config
+    split = config.tensor_model_parallel_size if config.sequence_parallel else 1
+    tokens = _gate_tokens(hf_dir, split)
     ours = _megatron_layer_outputs(chunk, layers, tokens)
     # The reference in fp32 (on the CPU): what the tolerance then measures is the converted
     # model's own rounding in its dtype.
@@ -126,19 +128,28 @@ def _decoder_layers(chunk: torch.nn.Module) -> list[torch.nn.Module]:
     return list(module.decoder.layers)
 
 
-def _gate_tokens(hf_dir: Path) -> torch.Tensor:
+def _gate_tokens(hf_dir: Path, multiple: int = 1) -> torch.Tensor:
+    """The probe's token ids; its length a multiple of ``multiple`` (the TP size under sequence
+    parallelism, which splits the sequence)."""
     import json
 
     vocab = json.loads((hf_dir / "config.json").read_text()).get("vocab_size", 1000)
     generator = torch.Generator().manual_seed(1234)
-    return torch.randint(3, min(int(vocab), 1000), GATE_TOKENS, generator=generator)
+    rows, length = GATE_TOKENS
+    shape = (rows, -(-length // multiple) * multiple)
+    return torch.randint(3, min(int(vocab), 1000), shape, generator=generator)
 
 
 def _megatron_layer_outputs(chunk, layers, tokens: torch.Tensor) -> list[torch.Tensor]:
     outputs: list[torch.Tensor] = []
 
-    def keep(_module, _inputs, output):
-        outputs.append((output[0] if isinstance(output, tuple) else output).detach())
+    def keep(module, _inputs, output):
+        hidden = (output[0] if isinstance(output, tuple) else output).detach()
+        if module.config.sequence_parallel:  # this TP rank's part of the sequence: all of it
+            from megatron.core.tensor_parallel import gather_from_sequence_parallel_region
+
+            hidden = gather_from_sequence_parallel_region(hidden, tensor_parallel_output_grad=False)
+        outputs.append(hidden)
 
     device = next(chunk.parameters()).device
     positions = torch.arange(tokens.shape[1]).unsqueeze(0).expand_as(tokens)

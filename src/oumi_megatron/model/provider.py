@@ -41,7 +41,7 @@ def configure_provider(
     provider.context_parallel_size = layout.cp
     provider.expert_model_parallel_size = layout.ep
     provider.expert_tensor_parallel_size = layout.etp
-    provider.sequence_parallel = False
+    provider.sequence_parallel = layout.sp_size > 1
     for name, value in layout.split.megatron_fields().items():
         setattr(provider, name, value)
     # Megatron-LM's defaults for the interleaved schedule: with PP=2 both neighbours are one

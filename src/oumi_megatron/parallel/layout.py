@@ -17,8 +17,16 @@ class ParallelLayout:
     cp: int = 1
     ep: int = 1
     etp: int | None = None
+    sequence_parallel: bool = False
+    """Megatron's sequence parallelism (takes effect with TP > 1: `sp_size`)."""
     split: PipelineSplit = PipelineSplit()
     """How layers are split over pipeline stages (Megatron's uneven-pipeline settings)."""
+
+    @property
+    def sp_size(self) -> int:
+        """Ranks a layer's activations are split over along the sequence: TP with sequence
+        parallelism, else 1."""
+        return self.tp if self.sequence_parallel else 1
 
     @property
     def model_parallel_size(self) -> int:
@@ -50,6 +58,7 @@ class ParallelLayout:
             cp=params.context_parallel_size,
             ep=params.expert_model_parallel_size,
             etp=params.expert_tensor_parallel_size,
+            sequence_parallel=params.sequence_parallel,
             split=PipelineSplit(
                 first_stage_layers=transformer.num_layers_in_first_pipeline_stage,
                 last_stage_layers=transformer.num_layers_in_last_pipeline_stage,
@@ -61,6 +70,7 @@ class ParallelLayout:
     def __str__(self) -> str:
         parts = [f"TP{self.tp}", f"PP{self.pp}"]
         parts += [f"VPP{self.vpp}"] if self.vpp else []
+        parts[0] += "+SP" if self.sp_size > 1 else ""
         parts += [f"CP{self.cp}"] if self.cp > 1 else []
         parts += [f"EP{self.ep}"] if self.ep > 1 else []
         if not self.split.is_even:  # e.g. PP2×first1, PP16×emb+loss

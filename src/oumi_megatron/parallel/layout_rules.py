@@ -41,12 +41,13 @@ def check_experts(m: Any, world_size: int, shape: Any) -> int:
             f"megatron.expert_model_parallel_size ({ep}). Fix: use one of "
             f"{divisors(shape.num_experts)}."
         )
-    if shape.num_experts is not None and m.tensor_model_parallel_size > 1:
+    tp = m.tensor_model_parallel_size
+    if shape.num_experts is not None and tp > 1 and not m.sequence_parallel:
         raise LayoutError(
-            f"megatron.tensor_model_parallel_size ({m.tensor_model_parallel_size}) > 1 with a "
-            f"mixture-of-experts model: Megatron trains MoE layers under tensor parallelism "
-            f"only with sequence parallelism, which this trainer does not provide yet. Fix: "
-            f"set megatron.tensor_model_parallel_size: 1 and split the experts with "
+            f"megatron.tensor_model_parallel_size ({tp}) > 1 with a mixture-of-experts model "
+            f"needs megatron.sequence_parallel: true (Megatron trains MoE layers under tensor "
+            f"parallelism only with sequence parallelism). Fix: set megatron.sequence_parallel: "
+            f"true, or set megatron.tensor_model_parallel_size: 1 and split the experts with "
             f"megatron.expert_model_parallel_size (and expert_tensor_parallel_size)."
         )
     if getattr(shape, "expert_biases", False) and etp > 1:

@@ -93,6 +93,7 @@ def megatron_params(
         context_parallel_size=cp,
         expert_model_parallel_size=ep,
         expert_tensor_parallel_size=None,
+        sequence_parallel=False,
         transformer_config=SimpleNamespace(
             recompute_num_layers=None,
             num_layers_in_first_pipeline_stage=split.first_stage_layers,

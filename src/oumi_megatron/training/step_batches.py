@@ -90,6 +90,10 @@ class BatchingSettings:
     # Context parallelism: every sequence (packed slot or padded row) is padded to a multiple
     # of 2 × cp_size, to be cut into 2·CP chunks (`data.context_parallel`).
     cp_size: int = 1
+    # Sequence parallelism: each CP rank's tokens of a micro-batch are split over this many TP
+    # ranks (`ParallelLayout.sp_size`), so the row (packed: the whole bin) is padded to a
+    # multiple of cp_size × sp_size.
+    sp_size: int = 1
 
 
 def rank_microbatch_indices(num_sequences: int, lengths: list[int], s: BatchingSettings):
@@ -127,7 +131,7 @@ def build_batches(
     longest = s.pad_length or max(lengths)
     fixed = (s.token_budget or longest * s.micro_batch_size) if s.packing else longest
     chunks = 2 * s.cp_size if s.cp_size > 1 else 1
-    pad = math.lcm(fixed if s.fixed_shape else 1, chunks)
+    pad = math.lcm(fixed if s.fixed_shape else 1, chunks, s.cp_size * s.sp_size)
     extra = {"pad_sequences_to_multiple": chunks} if s.packing else {}
     return [
         build(
