@@ -119,6 +119,7 @@ def test_plan_70b_on_16_gpus() -> None:
     text = render(result)
     assert "TP16×PP1" in text and "spans nodes" in text
     assert "tensor_model_parallel_size:" in text and "Best:" in text
+    assert "sequence_parallel: true" in text  # the best layout is TP > 1
 
 
 def test_plan_405b_on_256_gpus() -> None:
@@ -136,11 +137,25 @@ def test_plan_405b_on_256_gpus() -> None:
     assert "account_for_embedding_in_pipeline_split: true" in render(result)
 
 
-def test_moe_plan_refuses_tensor_parallel_experts() -> None:
+def test_moe_plan_lays_out_tensor_parallel_experts_with_sequence_parallelism() -> None:
     result = _plan("qwen3-30b-a3b", 8)
-    reasons = {r.label: r.reason for r in result.rejected}
-    assert "mixture-of-experts" in reasons["TP2×PP1"]
+    by_label = {r.candidate.label(): r for r in result.valid}
+    assert by_label["TP2×PP4"].candidate.sp  # Megatron's MoE layers under TP need SP
+    assert not by_label["TP1×PP4"].candidate.sp
     assert any(r.candidate.ep > 1 for r in result.valid)
+
+
+def test_sequence_parallelism_splits_the_norm_inputs() -> None:
+    """The 4·h elements per token and layer (norm and projection inputs) go over TP."""
+    arch = load_architecture("llama3.1-8b")
+    work = Workload(seq_len=8192, micro_batch=1, global_batch=64)
+    plain, split = (
+        estimate_memory(arch, Candidate(tp=2, pp=1, cp=1, dp=4, stage_layers=(32,), sp=sp),
+                        work, Options(), 80 * GiB)
+        for sp in (False, True)
+    )  # fmt: skip
+    assert plain.activations - split.activations == pytest.approx(32 * (4 * 4096 / 2) * 2 * 8192)
+    assert plain.weights == split.weights and plain.logits == split.logits
 
 
 def test_unknown_model_names_the_shipped_ones() -> None:

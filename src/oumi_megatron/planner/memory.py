@@ -9,11 +9,11 @@ Per pipeline rank, in bytes (bf16 parameters unless ``Workload.param_bytes`` say
 * **optimizer**: fp32 main weights + Adam's two moments = 12 bytes per parameter (8 when the
   parameters are fp32 already); the distributed optimizer shards dense state over DP × CP and
   expert state over the expert data-parallel size; CPU offload moves it to host memory.
-* **activations**: what the backward pass keeps per token per layer with flash attention and
-  no sequence parallelism (the trainer's setting), in elements:
-  ``4h + (2·heads + 2·kv_heads)·head_dim / TP + 4·ffn / TP`` (norm and projection inputs;
+* **activations**: what the backward pass keeps per token per layer with flash attention, in
+  elements: ``4h / SP + (2·heads + 2·kv_heads)·head_dim / TP + 4·ffn / TP`` (norm and
+  projection inputs, split over the TP group with sequence parallelism: SP = TP, else 1;
   Q, K, V and the attention output; gate, up, their SwiGLU product's two inputs), MoE layers
-  ``4h + attention + top_k·(h + 4·moe_ffn / ETP) + 4·shared_ffn / TP``; full recompute keeps
+  ``4h / SP + attention + top_k·(h + 4·moe_ffn / ETP) + 4·shared_ffn / TP``; full recompute keeps
   only each layer's input (``h``) plus one layer's activations while it is recomputed. Tokens
   per micro-batch are ``seq_len × micro_batch / CP``; the 1F1B schedule keeps ``PP − rank``
   micro-batches in flight on a rank, the interleaved one
@@ -60,6 +60,8 @@ class Candidate:
     stage_layers: tuple[int, ...] = ()
     split_note: str = ""
     """Uneven pipeline split (empty when even)."""
+    sp: bool = False
+    """Sequence parallelism (the planner's layouts use it at TP > 1)."""
 
     @property
     def expert_dp(self) -> int:
@@ -199,12 +201,14 @@ def rank_params(arch: Architecture, cand: Candidate, rank: int) -> tuple[float, 
 def activation_elements_per_token(arch: Architecture, cand: Candidate) -> float:
     """Elements one token keeps for the backward pass in one (average) layer."""
     h, tp = arch.hidden_size, cand.tp
+    # The norm and projection inputs: 1/TP of the tokens under sequence parallelism.
+    hidden = 4 * h / (tp if cand.sp else 1)
     attention = (2 * arch.num_attention_heads + 2 * arch.num_kv_heads) * arch.head_dim / tp
-    dense = 4 * h + attention + 4 * arch.ffn_hidden_size / tp
+    dense = hidden + attention + 4 * arch.ffn_hidden_size / tp
     if not arch.moe_layers:
         return dense
     routed = arch.moe_top_k * (h + 4 * arch.moe_ffn_hidden_size / cand.etp)
-    moe = 4 * h + attention + routed + 4 * arch.shared_expert_ffn_hidden_size / tp
+    moe = hidden + attention + routed + 4 * arch.shared_expert_ffn_hidden_size / tp
     fraction = arch.moe_layers / arch.num_layers
     return fraction * moe + (1 - fraction) * dense
 

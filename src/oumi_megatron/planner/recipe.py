@@ -50,6 +50,7 @@ def recipe_plan(
         tp=layout.tp, pp=layout.pp, cp=layout.cp, dp=validated.data_parallel_size,
         ep=layout.ep, etp=layout.etp or layout.tp, vpp=layout.vpp,
         stage_layers=tuple(stage_layers(arch.num_layers, layout.pp, layout.vpp, layout.split)),
+        sp=layout.sp_size > 1,
     )  # fmt: skip
     work = recipe_workload(cfg, validated.global_batch_size)
     options = Options(

@@ -111,6 +111,8 @@ def yaml_lines(plan: Plan, best: Ranked) -> list[str]:
         f"  tensor_model_parallel_size: {c.tp}",
         f"  pipeline_model_parallel_size: {c.pp}",
     ]
+    if c.sp:
+        lines.append("  sequence_parallel: true")
     if c.vpp:
         lines.append(f"  virtual_pipeline_model_parallel_size: {c.vpp}")
     if c.cp > 1:

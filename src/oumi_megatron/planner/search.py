@@ -85,7 +85,8 @@ def rollout_tp_for(arch: Architecture, hw: Hardware, share: float) -> int:
 def megatron_params(
     tp: int, pp: int, cp: int, ep: int = 1, vpp: int | None = None, split: PipelineSplit = EVEN
 ):
-    """An object with ``MegatronParams``' field names, for the shared layout rules."""
+    """An object with ``MegatronParams``' field names, for the shared layout rules; with
+    sequence parallelism at TP > 1, as the planner lays out."""
     return SimpleNamespace(
         tensor_model_parallel_size=tp,
         pipeline_model_parallel_size=pp,
@@ -93,7 +94,7 @@ def megatron_params(
         context_parallel_size=cp,
         expert_model_parallel_size=ep,
         expert_tensor_parallel_size=None,
-        sequence_parallel=False,
+        sequence_parallel=tp > 1,
         transformer_config=SimpleNamespace(
             recompute_num_layers=None,
             num_layers_in_first_pipeline_stage=split.first_stage_layers,
@@ -128,7 +129,7 @@ def plan(arch: Architecture, gpus: int, hw: Hardware, work: Workload) -> Plan:
     valid, rejected = [], []
     for tp, pp, vpp, cp, ep in _layouts(arch, gpus, hw):
         dp = gpus // (tp * pp * cp)
-        cand = Candidate(tp=tp, pp=pp, cp=cp, dp=dp, ep=ep, vpp=vpp)
+        cand = Candidate(tp=tp, pp=pp, cp=cp, dp=dp, ep=ep, vpp=vpp, sp=tp > 1)
         outcome = _evaluate(arch, cand, gpus, hw, work)
         (valid if isinstance(outcome, Ranked) else rejected).append(outcome)
     valid.sort(key=lambda r: (r.cost.total, r.candidate.tp * r.candidate.pp * r.candidate.cp))
@@ -164,6 +165,7 @@ def _evaluate(
     cand = Candidate(
         tp=cand.tp, pp=cand.pp, cp=cand.cp, dp=cand.dp, ep=cand.ep, vpp=cand.vpp,
         stage_layers=tuple(layers), split_note="" if split.is_even else split.describe(),
+        sp=cand.sp,
     )  # fmt: skip
     if work.seq_len % (2 * cand.cp) and cand.cp > 1:
         return Rejected(label, f"seq_len ({work.seq_len}) is not a multiple of 2 × CP")
