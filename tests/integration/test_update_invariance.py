@@ -92,9 +92,10 @@ LAUNCHES = {
         # Row-parallel layers fused; column-parallel ones keep Megatron's path (they
         # all-reduce their input gradient).
         {"name": "tp2_dp2_fused_wgrad", "layout": {"tp": 2}, "mbs": 4, "packing": False, **FUSED},
-        # Sequence parallelism: norms and residuals on 1/TP of each micro-batch's tokens.
+        # Sequence parallelism: norms and residuals on 1/TP of each micro-batch's tokens
+        # (packed: with the GPU default, weight gradients fused in the row-parallel layers).
         {"name": "tp2sp_dp2", "layout": {"tp": 2, **SP}, "mbs": 4, "packing": False},
-        {"name": "tp2sp_dp2_packed", "layout": {"tp": 2, **SP}, "mbs": 4, "packing": True},
+        {"name": "tp2sp_dp2_packed", "layout": {"tp": 2, **SP}, "mbs": 4, "packing": True, **FUSED},
         {"name": "tp2sp_cp2_packed", "layout": {"tp": 2, "cp": 2, **SP}, "mbs": 4, "packing": True},
         {
             "name": "tp2sp_pp2vpp2",
@@ -159,10 +160,12 @@ def test_compiled_layers_have_no_graph_break(updates):
 
 def test_fused_weight_gradients_cover_the_transformer_linear_layers(updates):
     """Every layer's four linear layers at TP1 (QKV, output projection, fc1, fc2); at TP2
-    the two row-parallel ones; and the compiled layers stay one graph with the fused op."""
+    the two row-parallel ones (also with sequence parallelism); and the compiled layers stay
+    one graph with the fused op."""
     results, _ = updates
     for name, per_layer in (("tp1_packed_fused_wgrad", 4), ("pp2vpp2_fused_wgrad", 4),
-                            ("dp2_overlap_fused_wgrad", 4), ("tp2_dp2_fused_wgrad", 2)):  # fmt: skip
+                            ("dp2_overlap_fused_wgrad", 4), ("tp2_dp2_fused_wgrad", 2),
+                            ("tp2sp_dp2_packed", 2)):  # fmt: skip
         result = results[name]
         assert result["transformer_layers"] > 0
         assert result["fused_layers"] == per_layer * result["transformer_layers"], name
