@@ -40,3 +40,14 @@ def test_sp_size_and_name() -> None:
     assert ParallelLayout(tp=4).sp_size == 1
     assert ParallelLayout(tp=1, sequence_parallel=True).sp_size == 1  # ignored at TP 1
     assert str(ParallelLayout(tp=2, cp=2, sequence_parallel=True)) == "TP2+SP×PP1×CP2"
+
+
+@pytest.mark.parametrize(("packing", "width"), [(False, 8), (True, 32)])
+def test_fixed_shape_rounds_up_to_the_multiple(packing, width) -> None:
+    """One shape for every micro-batch (VPP, EP's all-gather): the largest a batch can be (a
+    30-token budget packed, the 5-token longest row padded) rounded up to CP × SP = 4, not a
+    common multiple of the two (60 / 20)."""
+    settings = BatchingSettings(micro_batch_size=3, dp_size=1, dp_rank=0, packing=packing,
+                                token_budget=30, fixed_shape=True, sp_size=4)  # fmt: skip
+    batches, _ = build_microbatches(_sequences(), settings)
+    assert {b.input_ids.shape[1] for b in batches} == {width}

@@ -171,8 +171,9 @@ def _check_length(cfg: MegatronTrainingConfig) -> None:
 
 
 def _check_compile(cfg: MegatronTrainingConfig) -> None:
-    m = cfg.megatron
-    if cfg.training.compile and m.sequence_parallel and m.tensor_model_parallel_size > 1:
+    from oumi_megatron.parallel.layout import ParallelLayout
+
+    if cfg.training.compile and ParallelLayout.from_params(cfg.megatron).sp_size > 1:
         raise ConfigError(
             "training.compile with megatron.sequence_parallel: the compiled layers break at "
             "Megatron's sequence-parallel collectives (asynchronous all-gathers) and their "

@@ -68,9 +68,8 @@ class ParallelLayout:
         )
 
     def __str__(self) -> str:
-        parts = [f"TP{self.tp}", f"PP{self.pp}"]
+        parts = [f"TP{self.tp}" + ("+SP" if self.sp_size > 1 else ""), f"PP{self.pp}"]
         parts += [f"VPP{self.vpp}"] if self.vpp else []
-        parts[0] += "+SP" if self.sp_size > 1 else ""
         parts += [f"CP{self.cp}"] if self.cp > 1 else []
         parts += [f"EP{self.ep}"] if self.ep > 1 else []
         if not self.split.is_even:  # e.g. PP2×first1, PP16×emb+loss

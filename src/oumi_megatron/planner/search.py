@@ -82,19 +82,17 @@ def rollout_tp_for(arch: Architecture, hw: Hardware, share: float) -> int:
     return hw.gpus_per_node
 
 
-def megatron_params(
-    tp: int, pp: int, cp: int, ep: int = 1, vpp: int | None = None, split: PipelineSplit = EVEN
-):
-    """An object with ``MegatronParams``' field names, for the shared layout rules; with
-    sequence parallelism at TP > 1, as the planner lays out."""
+def megatron_params(cand: Candidate, split: PipelineSplit = EVEN):
+    """An object with ``MegatronParams``' field names for ``cand``, for the shared layout
+    rules."""
     return SimpleNamespace(
-        tensor_model_parallel_size=tp,
-        pipeline_model_parallel_size=pp,
-        virtual_pipeline_model_parallel_size=vpp,
-        context_parallel_size=cp,
-        expert_model_parallel_size=ep,
+        tensor_model_parallel_size=cand.tp,
+        pipeline_model_parallel_size=cand.pp,
+        virtual_pipeline_model_parallel_size=cand.vpp,
+        context_parallel_size=cand.cp,
+        expert_model_parallel_size=cand.ep,
         expert_tensor_parallel_size=None,
-        sequence_parallel=tp > 1,
+        sequence_parallel=cand.sp,
         transformer_config=SimpleNamespace(
             recompute_num_layers=None,
             num_layers_in_first_pipeline_stage=split.first_stage_layers,
@@ -129,6 +127,7 @@ def plan(arch: Architecture, gpus: int, hw: Hardware, work: Workload) -> Plan:
     valid, rejected = [], []
     for tp, pp, vpp, cp, ep in _layouts(arch, gpus, hw):
         dp = gpus // (tp * pp * cp)
+        # Sequence parallelism wherever there is TP: the same traffic, less activation memory.
         cand = Candidate(tp=tp, pp=pp, cp=cp, dp=dp, ep=ep, vpp=vpp, sp=tp > 1)
         outcome = _evaluate(arch, cand, gpus, hw, work)
         (valid if isinstance(outcome, Ranked) else rejected).append(outcome)
@@ -148,16 +147,14 @@ def _evaluate(
         )
     split = PipelineSplit()
     try:
-        check_experts(megatron_params(cand.tp, cand.pp, cand.cp, cand.ep, cand.vpp), gpus, arch)
+        check_experts(megatron_params(cand), gpus, arch)
         try:
-            layers = check_model_split(
-                megatron_params(cand.tp, cand.pp, cand.cp, cand.ep, cand.vpp), arch
-            )
+            layers = check_model_split(megatron_params(cand), arch)
         except LayoutError:
             split = propose_split(arch.num_layers, cand.pp, cand.vpp) or PipelineSplit()
             if split.is_even:
                 raise
-            params = megatron_params(cand.tp, cand.pp, cand.cp, cand.ep, cand.vpp, split)
+            params = megatron_params(cand, split)
             layers = check_model_split(params, arch)
         check_global_batch(work.global_batch, work.micro_batch, cand.dp)
     except LayoutError as error:

@@ -127,11 +127,13 @@ def build_batches(
     """One packed (or padded) micro-batch per group of sequence indices (``[]``: empty)."""
     lengths = [len(x) for x in seqs.input_ids]
     build = pack_bin if s.packing else pad_batch
-    # Padding every micro-batch up to one length (a multiple of it, which no batch exceeds).
-    longest = s.pad_length or max(lengths)
-    fixed = (s.token_budget or longest * s.micro_batch_size) if s.packing else longest
     chunks = 2 * s.cp_size if s.cp_size > 1 else 1
-    pad = math.lcm(fixed if s.fixed_shape else 1, chunks, s.cp_size * s.sp_size)
+    # Every micro-batch a multiple of this (CP's chunks, each CP rank's tokens over SP) ...
+    pad = math.lcm(chunks, s.cp_size * s.sp_size)
+    if s.fixed_shape:  # ... or all of one length: the largest any batch can have, rounded up
+        longest = s.pad_length or max(lengths)
+        fixed = (s.token_budget or longest * s.micro_batch_size) if s.packing else longest
+        pad = -(-fixed // pad) * pad
     extra = {"pad_sequences_to_multiple": chunks} if s.packing else {}
     return [
         build(
