@@ -35,6 +35,7 @@ from oumi_megatron.parallel.ranks import all_reduce_host, barrier, is_rank0, ran
 from oumi_megatron.rollout.base import SamplingParams
 from oumi_megatron.step import async_rollout, components, dynamic_sampling
 from oumi_megatron.step.exchange import route_sequences
+from oumi_megatron.step.heap import freeze_long_lived
 from oumi_megatron.step.length import training_steps
 from oumi_megatron.step.metrics import reduce_tally, rollout_tally, step_metrics
 from oumi_megatron.step.reward import ScoredBatch, score_and_advantages
@@ -218,8 +219,11 @@ class MegatronGrpoTrainer:
 
     def _train_steps(self, max_steps: int, progress: TrainingProgress) -> None:
         try:
+            start = self.step
             while self.step < max_steps:
                 self._train_step(max_steps, progress)
+                if self.step == start + 1:  # what lives all run exists now (`step/heap.py`)
+                    freeze_long_lived()
         except RunStopped:
             progress.close()
             self._close_after_stop()
@@ -246,7 +250,8 @@ class MegatronGrpoTrainer:
         self.timer.start_step()
         fault_point("rollout", self.step + 1)
         generated, (rollouts, scored), sampling = self._generate()
-        self.weight_sync.release()  # the engine's accelerator memory, for the update
+        with self.timer.phase("release"):  # the engine's accelerator memory, for the update
+            self.weight_sync.release()
         with self.timer.phase("exchange"):
             sequences, exchanged = route_sequences(
                 self.topology,

@@ -129,7 +129,7 @@ def test_evaluation_runs_on_held_out_prompts(runs):
     assert {"eval/reward/mean", "eval/accuracy", "eval/reward/arithmetic_dense/mean",
             "eval/response_length/mean"} <= set(keys)  # fmt: skip
     assert {k: one[0][k] for k in keys} == pytest.approx({k: two[0][k] for k in keys}, abs=1e-9)
-    assert all(r["time/eval"] > 0 for r in one)
+    assert all(r["time/eval"] > 0 and r["time/release"] >= 0 for r in one)
     held_out = {c["prompt"] for c in _completions(runs["cli"])}
     assert len(held_out) == 8  # training prompts only: evaluation is not logged as completions
 
