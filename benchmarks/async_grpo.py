@@ -5,10 +5,17 @@
 Both modes train the CPU demo (configs/recipes/tiny_grpo_cpu.yaml, its tiny Llama built if
 missing) in one trainer process with one rollout process fed over gloo (disaggregated: the
 process generates while the trainer updates when ``grpo.max_off_policy_steps: 1``), same seed,
-same prompts. Reported per mode: median step time and tokens/s (first 5 steps skipped as
-warm-up), the time the trainer waited for the rollout (``time/rollout`` + ``time/rollout_wait``),
-the reward at the start and end, and async's staleness and correction metrics; then the ratio
-async / on-policy of tokens/s. The modes alternate (on-policy first), each in a fresh process.
+same prompts. Reported per mode: median step time and tokens/s (the first ``--warmup`` steps
+skipped), the time the trainer waited for the rollout (``time/rollout`` + ``time/rollout_wait``),
+the weight sync (``time/sync``, bytes, and the seconds of export + send), the reward at the
+start and end, and async's staleness and correction metrics; then the ratio async / on-policy of
+tokens/s. The modes alternate (on-policy first), each in a fresh process.
+
+On two GPUs, the trainer on the first and a vLLM rollout process on the second, fed over NCCL::
+
+    python benchmarks/async_grpo.py --recipe configs/recipes/grpo-qwen2.5-1.5b-1n1g-tp1.yaml \
+        --model <HF directory> --method nccl --steps 12 --warmup 2 \
+        megatron.vllm_gpu_memory_utilization=0.6
 """
 
 from __future__ import annotations
@@ -25,7 +32,6 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 RECIPE = REPO / "configs/recipes/tiny_grpo_cpu.yaml"
 MODES = {"on_policy": 0, "async": 1}
-WARMUP = 5
 
 
 def _model(root: Path) -> Path:
@@ -37,14 +43,14 @@ def _model(root: Path) -> Path:
     return model
 
 
-def _train(model: Path, out: Path, off_policy: int, steps: int, extra: list[str]) -> list[dict]:
-    torchrun = Path(sys.executable).with_name("torchrun")
-    command = [str(torchrun), "--standalone", "--nproc-per-node=1", "-m", "oumi_megatron",
-               "train", "-c", str(RECIPE), f"model.model_name={model}",
-               f"training.output_dir={out}", f"training.max_steps={steps}",
-               "megatron.weight_sync_method=gloo", "megatron.rollout_workers=1",
+def _train(args: argparse.Namespace, model: Path, out: Path, off_policy: int) -> list[dict]:
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone",
+               "--nproc-per-node=1", "-m", "oumi_megatron",
+               "train", "-c", str(args.recipe), f"model.model_name={model}",
+               f"training.output_dir={out}", f"training.max_steps={args.steps}",
+               f"megatron.weight_sync_method={args.method}", "megatron.rollout_workers=1",
                f"grpo.max_off_policy_steps={off_policy}", "training.enable_tensorboard=false",
-               "megatron.overwrite_output_dir=true", *extra]  # fmt: skip
+               "megatron.overwrite_output_dir=true", *args.overrides]  # fmt: skip
     env = {**os.environ, "OMP_NUM_THREADS": "1", "WANDB_MODE": "offline", "HF_HUB_OFFLINE": "1"}
     done = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True)
     if done.returncode:
@@ -52,8 +58,8 @@ def _train(model: Path, out: Path, off_policy: int, steps: int, extra: list[str]
     return [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
 
 
-def _summary(rows: list[dict]) -> dict:
-    timed = rows[WARMUP:]
+def _summary(rows: list[dict], warmup: int) -> dict:
+    timed = rows[warmup:]
 
     def median(key: str) -> float:
         return statistics.median(r.get(key, 0.0) for r in timed)
@@ -68,6 +74,9 @@ def _summary(rows: list[dict]) -> dict:
         "tokens_per_s": median("perf/tokens_per_second"),
         "rollout_wait_s": median("time/rollout") + median("time/rollout_wait"),
         "update_s": median("time/update"),
+        "sync_s": median("time/sync"),
+        "sync_weights_s": median("sync/weights_s"),
+        "sync_bytes": median("sync/bytes"),
         "reward_first_tenth": mean_reward(rows[:tenth]),
         "reward_last_tenth": mean_reward(rows[-tenth:]),
         "reward_curve": [r["reward/mean"] for r in rows],
@@ -82,17 +91,22 @@ def _summary(rows: list[dict]) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=150)
+    parser.add_argument("--warmup", type=int, default=5, help="first steps left out of medians")
+    parser.add_argument("--recipe", type=Path, default=RECIPE)
+    parser.add_argument("--model", type=Path, help="HF directory (default: the demo's tiny Llama)")
+    parser.add_argument("--method", choices=("gloo", "nccl"), default="gloo",
+                        help="weight_sync_method of the rollout process")  # fmt: skip
     parser.add_argument("--json", type=Path)
     parser.add_argument("--plot", type=Path)
     parser.add_argument("overrides", nargs="*", help="extra key=value recipe overrides")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
-        model = _model(root)
+        model = args.model or _model(root)
         results = {}
         for mode, off_policy in MODES.items():
-            rows = _train(model, root / mode, off_policy, args.steps, args.overrides)
-            results[mode] = _summary(rows)
+            rows = _train(args, model, root / mode, off_policy)
+            results[mode] = _summary(rows, args.warmup)
             shown = {k: v for k, v in results[mode].items() if k != "reward_curve"}
             print(json.dumps({mode: shown}), flush=True)
     ratio = results["async"]["tokens_per_s"] / results["on_policy"]["tokens_per_s"]
