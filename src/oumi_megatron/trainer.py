@@ -339,10 +339,8 @@ class MegatronGrpoTrainer:
 
         metrics = self.setup.output_dir / "metrics.jsonl"
         if metrics.exists():
-            logger.info(
-                "reward curve: %s",
-                plot_reward_curve(metrics, metrics.with_name("reward_curve.png")),
-            )
+            curve = plot_reward_curve(metrics, metrics.with_name("reward_curve.png"))
+            logger.info("reward curve: %s", curve)
 
     def _open_metrics(self) -> MetricsLogger:
         training = self.cfg.training
