@@ -6,7 +6,11 @@
 #              (tokens/s ratio; the on-policy run's weight sync: seconds and bytes)
 #   broadcast  benchmarks/nccl_broadcast.py: one flat NCCL broadcast GPU 0 -> GPU 1 of the
 #              bytes the sync moved, and the same in the sync's buckets
-# Writes into $OUT: env.log async.json async.log broadcast.json summary.json
+#   replicas   colocated on both GPUs (DP2): one vLLM rollout replica per GPU against one
+#              replica over both (vLLM TP2), the same prompts and seeds (its own command:
+#              STAGES=replicas)
+# Writes into $OUT: env.log async.json async.log broadcast.json replicas_{1,2}.jsonl
+# replicas_{1,2}.log summary.json
 set -u
 OUT=${OUT:-/tmp/out}
 source scripts/gpu/setup_env.sh
@@ -35,6 +39,20 @@ if wants broadcast; then
   echo "broadcast rc=$?" | tee -a "$OUT/env.log"
 fi
 
+if wants replicas; then
+  for tp in 1 2; do  # rollout TP1: 2 replicas; rollout TP2: 1 replica over both GPUs
+    n=$(( 2 / tp )); stage "colocated DP2, $n rollout replica(s)"
+    rm -rf /tmp/run_replicas
+    # shellcheck disable=SC2086
+    timeout ${REPLICAS_LIMIT:-270} torchrun --standalone --nproc-per-node 2 -m oumi_megatron train \
+      -c $RECIPE model.model_name=$MODEL training.output_dir=/tmp/run_replicas \
+      training.max_steps=${STEPS:-8} training.save_final_model=false \
+      megatron.rollout_tensor_parallel_size=$tp ${EXTRA:-} >"$OUT/replicas_$n.log" 2>&1
+    echo "replicas $n rc=$?" | tee -a "$OUT/env.log"
+    cp /tmp/run_replicas/metrics.jsonl "$OUT/replicas_$n.jsonl" 2>/dev/null
+  done
+fi
+
 stage "summary"
 python3 - "$OUT" >>"$OUT/env.log" 2>&1 <<'PY'
 import json, sys
@@ -45,6 +63,15 @@ def load(name):
     return json.loads(p.read_text()) if p.exists() and p.read_text().strip() else None
 run, flat = load("async.json"), load("broadcast.json")
 summary = {}
+for n in (1, 2):
+    p = out / f"replicas_{n}.jsonl"
+    rows = [json.loads(l) for l in p.read_text().splitlines() if l.strip()][1:] if p.exists() else []
+    if rows:
+        med = lambda k: sorted(r[k] for r in rows)[len(rows) // 2]
+        summary[f"replicas_{n}"] = {k: med(k) for k in ("time/rollout", "time/update", "time/sync",
+                                                        "time/step", "perf/tokens_per_second")}
+if "replicas_1" in summary and "replicas_2" in summary:
+    summary["rollout_1_over_2_replicas"] = summary["replicas_1"]["time/rollout"] / summary["replicas_2"]["time/rollout"]
 if run:
     summary["async_over_on_policy_tokens_per_s"] = run["tokens_per_s_async_over_on_policy"]
     summary["on_policy"] = {k: v for k, v in run["modes"]["on_policy"].items() if k != "reward_curve"}
