@@ -26,6 +26,7 @@ from oumi_megatron.algorithms.overlong import is_truncated
 from oumi_megatron.faults import fault_point
 from oumi_megatron.launch import RunSetup, start_processes
 from oumi_megatron.metrics import MetricsLogger, PhaseTimer, TrainingProgress
+from oumi_megatron.metrics.completions import append_completions
 from oumi_megatron.metrics.sinks import truncate_history
 from oumi_megatron.metrics.summary import LayoutFacts, layout_lines, run_lines
 from oumi_megatron.metrics.timers import STANDARD_PHASES
@@ -457,25 +458,9 @@ class MegatronGrpoTrainer:
         return self.step % every == 0 or self.step == max_steps
 
     def _log_completions(self, rollouts: RolloutBatch, scored: ScoredBatch) -> None:
-        """grpo.log_completions: every completion of a logged step, gathered from the replica
-        leaders into output_dir/completions.jsonl, in sequence order."""
-        if not self.cfg.grpo.log_completions:
-            return
-        import torch.distributed as dist
-
-        records = [{"step": self.step, "sequence": rollouts.sequence_ids[i],
-                    "sample_id": rollouts.sample_ids[i], "prompt": rollouts.prompts_text[i],
-                    "completion": rollouts.completions_text[i], "reward": scored.rewards[i],
-                    "advantage": scored.advantages[i]} for i in range(len(rollouts))]  # fmt: skip
-        gathered = [records]
-        if dist.is_initialized() and dist.get_world_size() > 1:
-            gathered = [None] * dist.get_world_size() if self.is_main else None
-            dist.gather_object(records, gathered, dst=0)
-        if not self.is_main:
-            return
-        every = sorted((r for part in gathered for r in part), key=lambda r: r["sequence"])
-        with (self.setup.output_dir / "completions.jsonl").open("a") as out:
-            out.writelines(json.dumps(record) + "\n" for record in every)
+        if self.cfg.grpo.log_completions:  # every completion of the step, gathered on rank 0
+            path = self.setup.output_dir / "completions.jsonl"
+            append_completions(path, self.step, rollouts, scored, self.is_main)
 
     # ---- checkpoints -----------------------------------------------------------------------
 
