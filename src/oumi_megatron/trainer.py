@@ -24,6 +24,7 @@ import torch
 
 from oumi_megatron.algorithms.overlong import is_truncated
 from oumi_megatron.faults import fault_point
+from oumi_megatron.heap import freeze_long_lived
 from oumi_megatron.launch import RunSetup, start_processes
 from oumi_megatron.metrics import MetricsLogger, PhaseTimer, TrainingProgress
 from oumi_megatron.metrics.completions import append_completions
@@ -36,7 +37,6 @@ from oumi_megatron.parallel.ranks import all_reduce_host, barrier, is_rank0, ran
 from oumi_megatron.rollout.base import SamplingParams
 from oumi_megatron.step import async_rollout, components, dynamic_sampling
 from oumi_megatron.step.exchange import route_sequences
-from oumi_megatron.step.heap import freeze_long_lived
 from oumi_megatron.step.length import training_steps
 from oumi_megatron.step.metrics import reduce_tally, rollout_tally, step_metrics
 from oumi_megatron.step.reward import ScoredBatch, score_and_advantages
@@ -223,7 +223,7 @@ class MegatronGrpoTrainer:
             start = self.step
             while self.step < max_steps:
                 self._train_step(max_steps, progress)
-                if self.step == start + 1:  # what lives all run exists now (`step/heap.py`)
+                if self.step == start + 1:  # what lives all run exists now (`heap.py`)
                     freeze_long_lived()
         except RunStopped:
             progress.close()

@@ -1,11 +1,11 @@
-"""`step/heap.py`: survivors frozen, garbage collected first, new cycles still collected."""
+"""`heap.py`: survivors frozen, garbage collected first, new cycles still collected."""
 
 import gc
 import weakref
 
 import pytest
 
-from oumi_megatron.step.heap import freeze_long_lived
+from oumi_megatron.heap import freeze_long_lived
 
 
 class _Node:

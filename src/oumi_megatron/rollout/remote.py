@@ -25,6 +25,7 @@ from typing import Any
 
 import torch
 
+from oumi_megatron.heap import freeze_long_lived
 from oumi_megatron.processes import die_with_parent, free_port
 from oumi_megatron.rollout.base import (
     RolloutEngine,
@@ -258,6 +259,7 @@ def serve(conn, spec: EngineSpec, transport: str, rendezvous: StoreRendezvous, p
             device = torch.device(spec.device)
         _progress(f"{name}: building the {spec.backend} engine")
         engine = build_engine(spec)
+        freeze_long_lived()  # the engine is built: its objects live all run (`heap.py`)
         conn.send(("ok", "ready"))
         _progress(f"{name}: joining the {transport} weight-sync group")
         receiver = make_weight_receiver(transport, rendezvous=rendezvous, device=device)

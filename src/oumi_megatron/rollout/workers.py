@@ -30,6 +30,7 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
+from oumi_megatron.heap import freeze_long_lived
 from oumi_megatron.rollout.base import (
     RolloutEngine,
     RolloutSample,
@@ -211,6 +212,7 @@ def serve_rollout_worker(spec: EngineSpec, transport: str, address: WorkerAddres
             torch.cuda.set_device(device)
         _progress(f"rollout worker {index} (pid {os.getpid()}, {spec.device}): building engine")
         engine = build_engine(spec)
+        freeze_long_lived()  # the engine is built: its objects live all run (`heap.py`)
         store.set(f"ready/{index}", b"1")
         broadcaster = StoreBroadcaster.on_store(store, index + 1, address.num_workers + 1,
                                                 transport, address.timeout_s, device)  # fmt: skip
