@@ -8,8 +8,9 @@ an H100 step, 0.02-0.03 s once they are frozen (docs/benchmarks.md).
 
 After the first step (the trainer) or once the engine is built (a rollout process),
 `freeze_long_lived` collects once and moves the survivors to the collector's permanent
-generation (`gc.freeze`), so later collections walk only what a step created. Reference counting still frees frozen objects as usual; only cycles among them are no
-longer looked for, and the objects that exist after the first step are the run's own.
+generation (`gc.freeze`), so later collections walk only what a step created. Reference
+counting still frees frozen objects as usual; only cycles among them are no longer looked for,
+and the objects that exist by then are the run's own.
 """
 
 from __future__ import annotations
