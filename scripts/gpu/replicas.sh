@@ -50,6 +50,9 @@ rows = [json.loads(l) for l in (out / "metrics.jsonl").read_text().splitlines()]
 later = rows[1:] or rows
 summary = {k: statistics.median(r[k] for r in later) for k in later[0] if k.startswith(("time/", "sync/", "perf/", "mismatch/"))} if later else {}
 summary["steps"] = len(rows)
+# Time no phase accounts for (time/step minus the phases): should stay near 0.
+untimed = [r["time/step"] - sum(v for k, v in r.items() if k.startswith("time/") and k != "time/step") for r in later]
+summary["untimed_s"] = statistics.median(untimed) if untimed else None
 summary["sync_s_per_step"] = [r.get("time/sync") for r in rows]
 summary["sync_direct_per_step"] = [r.get("sync/direct") for r in rows]
 if (out / "hbm.json").exists() and (out / "hbm.json").read_text().strip():
