@@ -170,18 +170,6 @@ def _check_length(cfg: MegatronTrainingConfig) -> None:
         )
 
 
-def _check_compile(cfg: MegatronTrainingConfig) -> None:
-    from oumi_megatron.parallel.layout import ParallelLayout
-
-    if cfg.training.compile and ParallelLayout.from_params(cfg.megatron).sp_size > 1:
-        raise ConfigError(
-            "training.compile with megatron.sequence_parallel: the compiled layers break at "
-            "Megatron's sequence-parallel collectives (asynchronous all-gathers) and their "
-            "gradients then differ from the uncompiled ones. Fix: set training.compile: false, "
-            "or megatron.sequence_parallel: false."
-        )
-
-
 def check_static(cfg: MegatronTrainingConfig, problems: Problems | None = None) -> None:
     """Every config-only check; raises one ``ConfigError`` listing all problems found (or
     records them in ``problems`` for the caller to raise with its own)."""
@@ -189,7 +177,7 @@ def check_static(cfg: MegatronTrainingConfig, problems: Problems | None = None) 
     problems = Problems() if own else problems
     for check in (_check_trainer_type, check_oumi_compatibility, _check_grpo, _check_lr,
                   _check_length, _check_chat_template, _check_eval,
-                  _check_off_policy, _check_compile):  # fmt: skip
+                  _check_off_policy):  # fmt: skip
         problems.check(check, cfg)
     if own:
         problems.raise_if_any()

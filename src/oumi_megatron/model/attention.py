@@ -47,7 +47,9 @@ def attend(q, k, v, allowed, scale: float, dropout_p: float, softcap: float | No
     an fp32 softmax as Hugging Face's eager attention does: ``softcap`` passes the scores
     through ``softcap · tanh(score / softcap)``; ``sink`` (one logit per head, GPT-OSS) joins
     every query's softmax as an extra key with no value."""
-    gqa = k.shape[1] != q.shape[1]
+    # Branching gives a plain bool under torch.compile, also where head counts are symbolic
+    # (SDPA refuses a SymBool); bool() would not.
+    gqa = True if k.shape[1] != q.shape[1] else False  # noqa: SIM210
     if softcap is None and sink is None:
         return F.scaled_dot_product_attention(
             q, k, v, attn_mask=allowed, dropout_p=dropout_p, is_causal=is_causal, scale=scale,
