@@ -35,6 +35,8 @@ warm-up steps. Modes:
   trainer's default on GPU: ``gradient_accumulation_fusion``).
 - ``*_blaslt``: torch's matrix multiplies through cuBLASLt (``torch.backends.cuda.
   preferred_blas_library("cublaslt")``) instead of torch's default cuBLAS entry points.
+- ``*_sp``: sequence parallelism over the ``--tp`` group (micro-batches padded to a multiple
+  of TP tokens; with compiled layers the linear layers run eagerly between compiled pieces).
 
 ``--tp N`` runs every mode under torchrun on N devices in one tensor-parallel group (the same
 batch on every rank); times, tokens/s and MFU are then per device, from rank 0.
@@ -109,7 +111,7 @@ def load_policy(args, mode: str):
     from oumi_megatron.training.policy import MegatronPolicy
 
     init_distributed()
-    layout = ParallelLayout(tp=args.tp)
+    layout = ParallelLayout(tp=args.tp, sequence_parallel="_sp" in mode)
     init_model_parallel(layout, seed=5)
     dtype = torch.bfloat16 if torch.cuda.is_available() else torch.float32
 
@@ -155,7 +157,7 @@ def load_policy(args, mode: str):
     return policy, loaded.provider
 
 
-def update_settings(args, packing: bool):
+def update_settings(args, packing: bool, sp_size: int = 1):
     from oumi_megatron.algorithms.grpo import GrpoLossConfig
     from oumi_megatron.step.update import UpdateSettings
     from oumi_megatron.training.step_batches import BatchingSettings
@@ -166,6 +168,7 @@ def update_settings(args, packing: bool):
         dp_rank=0,
         packing=packing,
         token_budget=args.token_budget,
+        sp_size=sp_size,
     )
     return UpdateSettings(GrpoLossConfig(), batching, loss_scale_factor=args.max_completion)
 
@@ -196,7 +199,8 @@ def run_mode(args) -> dict:
     policy, provider = load_policy(args, mode)
     prompt_lens, completion_lens = grpo_lengths(args)
     seqs = synthetic_sequences(prompt_lens, completion_lens, provider.vocab_size, args.seed)
-    settings = update_settings(args, packing=mode.startswith("packed"))
+    sp_size = args.tp if "_sp" in mode else 1
+    settings = update_settings(args, packing=mode.startswith("packed"), sp_size=sp_size)
     batches = build_minibatches(seqs, settings, "cpu")[0].batches
     lengths = [p + c for p, c in zip(prompt_lens, completion_lens, strict=True)]
     for _ in range(args.warmup):
@@ -442,6 +446,8 @@ def ratios(results: dict) -> dict:
         "fused_wgrad_padded_compiled": ("padded_compiled_hookwgrad", "padded_compiled"),
         "blaslt_padded_compiled": ("padded_compiled", "padded_compiled_blaslt"),
         "fa4_over_sdpa_padded_compiled": ("padded_compiled_fa2", "padded_compiled"),
+        "sp_over_tp_packed_compiled": ("packed_compiled", "packed_compiled_sp"),
+        "sp_over_tp_padded_compiled": ("padded_compiled", "padded_compiled_sp"),
     }
     return {name: speedup(*pair) for name, pair in pairs.items()}
 

@@ -1,5 +1,6 @@
-"""The training-step benchmark runs its tensor-parallel form (torchrun, one TP group) on CPU, so
-a GPU run of it meets no new code: per-device figures, rank 0's profile."""
+"""The training-step benchmark runs its tensor-parallel form (torchrun, one TP group, also with
+sequence parallelism) on CPU, so a GPU run of it meets no new code: per-device figures, rank
+0's profile."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ def test_tp2_packed_and_padded_report_per_device_figures(tiny_models, tmp_path):
     command = [
         sys.executable, str(REPO / "benchmarks" / "train_step.py"),
         "--model-dir", str(tiny_models / "llama"), "--work", str(tmp_path), "--tp", "2",
-        "--modes", "packed,padded", "--profile-modes", "packed", "--json", str(tmp_path / "r.json"),
+        "--modes", "packed,padded,packed_sp", "--profile-modes", "packed", "--json", str(tmp_path / "r.json"),
         "--prompts", "2", "--generations", "4", "--min-prompt", "8", "--max-prompt", "16",
         "--max-completion", "48", "--micro-batch-size", "4", "--token-budget", "512",
         "--warmup", "1", "--reps", "1",
@@ -22,7 +23,7 @@ def test_tp2_packed_and_padded_report_per_device_figures(tiny_models, tmp_path):
     proc = subprocess.run(command, env=quiet_env(), capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-4000:]
     modes = json.loads((tmp_path / "r.json").read_text())["modes"]
-    for mode in ("packed", "padded"):
+    for mode in ("packed", "padded", "packed_sp"):
         result = modes[mode]
         assert "error" not in result, result.get("error")
         assert result["devices"] == 2
@@ -30,6 +31,10 @@ def test_tp2_packed_and_padded_report_per_device_figures(tiny_models, tmp_path):
         expected = result["real_tokens"] / result["median_seconds"] / 2
         assert abs(result["tokens_per_second"] - expected) <= 1e-6 * expected
     assert modes["packed"]["computed_tokens"] == modes["packed"]["real_tokens"]
+    # Sequence parallelism: each packed micro-batch padded to a multiple of TP tokens.
+    sp = modes["packed_sp"]
+    assert sp["real_tokens"] == modes["packed"]["real_tokens"]
+    assert sp["real_tokens"] <= sp["computed_tokens"] < sp["real_tokens"] + 2 * sp["microbatches"]
     assert modes["padded"]["computed_tokens"] > modes["padded"]["real_tokens"]
     profile = (tmp_path / "profile_packed.txt").read_text()
     assert profile.startswith("Device busy") and "Copies by shape" in profile
