@@ -153,6 +153,10 @@ def run_case(case: dict, model_dir: str, out_dir: Path) -> dict:
             m for c in loaded.chunks for m in c.modules() if getattr(m, "_oumi_fused_wgrad", 0)
         ]
         assert any(m.is_expert for m in fused) and not all(m.is_expert for m in fused)
+    if case.get("compiled"):
+        from oumi_megatron.model.compile import compile_transformer_layers
+
+        compile_transformer_layers(loaded.chunks)
     settings = OptimizerSettings(learning_rate=1e-3, total_steps=10, adam_eps=1e-6, clip_grad=1e9)
     optimizer, scheduler = build_optimizer(loaded.chunks, settings, torch.float32)
     policy = MegatronPolicy(loaded.chunks, 0.8, optimizer, scheduler)

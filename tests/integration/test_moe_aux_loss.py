@@ -1,8 +1,8 @@
 """MoE router aux losses in a GRPO update (2 processes): the load-balancing and z-loss gradients
 equal a hand computation from the router logits at EP1 and EP2 with one or several
 micro-batches, padded or packed; the logged aux loss is the hand one; and a GRPO step at EP2
-(also with the experts' weight gradients accumulated by the GEMM), and at TP2 with sequence
-parallelism, gives EP1's loss, gradient norm and weights. Tiny Qwen3-MoE (Switch loss over each micro-batch,
+(also with the experts' weight gradients accumulated by the GEMM, or compiled layers), and at
+TP2 with sequence parallelism (also compiled), gives EP1's loss, gradient norm and weights. Tiny Qwen3-MoE (Switch loss over each micro-batch,
 softmax scores) and tiny DeepSeek-V3 (per-sequence loss averaged over a micro-batch's rows,
 sigmoid scores, a dense first layer)."""
 
@@ -29,6 +29,11 @@ CASES = [
     # TP2 with sequence parallelism (Megatron's requirement for MoE layers under TP).
     {"name": "tp2sp_packed", "layout": {"tp": 2, "sequence_parallel": True}, "mbs": 4,
      "packing": True, "fixed": True},
+    # Compiled layers: the MoE half of each layer (and, under SP, the linear layers) eager.
+    {"name": "ep2_packed_compiled", "layout": {"ep": 2}, "mbs": 4, "packing": True,
+     "compiled": True},
+    {"name": "tp2sp_packed_compiled", "layout": {"tp": 2, "sequence_parallel": True}, "mbs": 4,
+     "packing": True, "fixed": True, "compiled": True},
     {"name": "deepseek_ep1_mbs3", "arch": "deepseek_v3", "layout": {}, "mbs": 3,
      "packing": False, "fixed": True},
     {"name": "deepseek_ep2_mbs3", "arch": "deepseek_v3", "layout": {"ep": 2}, "mbs": 3,
@@ -39,6 +44,8 @@ SAME_STEP = [
     ("ep2_packed", "ep1_packed"),
     ("ep2_packed_fused_wgrad", "ep1_packed"),
     ("tp2sp_packed", "ep1_packed"),
+    ("ep2_packed_compiled", "ep1_packed"),
+    ("tp2sp_packed_compiled", "ep1_packed"),
     ("deepseek_ep2_mbs3", "deepseek_ep1_mbs3"),
 ]
 
@@ -56,7 +63,7 @@ def moe_results(tiny_models, tmp_path_factory) -> tuple[dict[str, dict], Path]:
 # The hand computation routes each rank's whole micro-batch; under SP a rank routes 1/TP of
 # it. TP2+SP is checked against the same batching at EP1 instead: its logged aux loss against
 # that hand value, its step's loss, gradient norm and weights (SAME_STEP).
-HAND_OF = {"tp2sp_packed": "ep1_packed"}
+HAND_OF = {"tp2sp_packed": "ep1_packed", "tp2sp_packed_compiled": "ep1_packed"}
 
 
 @pytest.mark.parametrize("case", [c["name"] for c in CASES if c["name"] not in HAND_OF])

@@ -56,8 +56,8 @@ READ_OUMI_FIELDS: Final[dict[str, str]] = {
         "~40 s per process on a GPU, again once when packed micro-batch lengths first change). "
         "Update 1.12x faster on GRPO-shaped packed micro-batches and 1.08x on 2,048-token rows "
         "of a 1.5B model on an H100 (docs/performance.md). With megatron.sequence_parallel the "
-        "linear layers and their collectives run eagerly between compiled pieces "
-        "(docs/parallelism.md)."
+        "linear layers and their collectives, and in MoE layers the routing and experts, run "
+        "eagerly between compiled pieces (docs/parallelism.md)."
     ),
     "training.seed": "Seed of Megatron's RNGs and, unless grpo.seed is set, of sampling.",
     "training.logging_steps": "Log metrics every N steps.",

@@ -8,8 +8,9 @@ one custom op; the sequences' longest length comes from the host), the packed Ro
 graph break (`model.rope`), and the deprecation warning Megatron's row-parallel linear layers
 raise on every forward (they pass no process group) is skipped while tracing, where it would
 split the graph (patch ``quiet-row-linear-group``; eager code still warns). Under sequence
-parallelism the linear layers and their collectives run eagerly between compiled pieces
-(`_sequence_parallel_linears_eager`).
+parallelism the linear layers and their collectives, and in MoE layers the routing, dispatch
+and experts, run eagerly between compiled pieces (`_sequence_parallel_linears_eager`,
+`_moe_eager`).
 """
 
 from __future__ import annotations
@@ -53,6 +54,7 @@ def compile_transformer_layers(chunks: list[torch.nn.Module], dynamic: bool | No
         for module in chunk.modules():
             if isinstance(module, TransformerLayer):
                 _sequence_parallel_linears_eager(module)
+                _moe_eager(module)
                 module.forward = torch.compile(module.forward, dynamic=dynamic)
                 module.register_forward_pre_hook(_same_strides, with_kwargs=True)
                 count += 1
@@ -66,7 +68,7 @@ def _sequence_parallel_linears_eager(layer: torch.nn.Module) -> None:
     wrong gradients (CPU, TP2: gradient norm 2.26 against 6.63 eager). Those layers' matrix
     multiply with its collectives runs eagerly, outside the graph (a graph break before and
     after each); the norms, RoPE, attention, SwiGLU and residual work between them stay
-    compiled."""
+    compiled. The row-parallel layers, which reduce-scatter their output, run eagerly too."""
     from megatron.core.tensor_parallel.layers import ColumnParallelLinear, RowParallelLinear
 
     for module in layer.modules():
@@ -74,6 +76,19 @@ def _sequence_parallel_linears_eager(layer: torch.nn.Module) -> None:
         if linear and module.sequence_parallel and not getattr(module, "_oumi_eager", False):
             module.forward = torch.compiler.disable(module.forward)
             module._oumi_eager = True
+
+
+def _moe_eager(layer: torch.nn.Module) -> None:
+    """A MoE layer's routing, token dispatch and experts run eagerly: Megatron's dispatcher
+    reads token counts to the host (`.item()`, a graph break) and the traced remainder failed
+    (`masked_select` on a non-boolean mask, Qwen3-MoE at EP2 on CPU). The attention half of the
+    layer stays compiled."""
+    from megatron.core.transformer.moe.moe_layer import MoELayer
+
+    mlp = getattr(layer, "mlp", None)
+    if isinstance(mlp, MoELayer) and not getattr(mlp, "_oumi_eager", False):
+        mlp.forward = torch.compiler.disable(mlp.forward)
+        mlp._oumi_eager = True
 
 
 def _same_strides(module, args, kwargs):
