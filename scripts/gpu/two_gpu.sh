@@ -55,7 +55,7 @@ fi
 
 stage "summary"
 python3 - "$OUT" >>"$OUT/env.log" 2>&1 <<'PY'
-import json, sys
+import json, statistics, sys
 from pathlib import Path
 out = Path(sys.argv[1])
 def load(name):
@@ -67,8 +67,7 @@ for n in (1, 2):
     p = out / f"replicas_{n}.jsonl"
     rows = [json.loads(l) for l in p.read_text().splitlines() if l.strip()][1:] if p.exists() else []
     if rows:
-        med = lambda k: sorted(r[k] for r in rows)[len(rows) // 2]
-        summary[f"replicas_{n}"] = {k: med(k) for k in ("time/rollout", "time/update", "time/sync",
+        summary[f"replicas_{n}"] = {k: statistics.median(r[k] for r in rows) for k in ("time/rollout", "time/update", "time/sync",
                                                         "time/step", "perf/tokens_per_second")}
 if "replicas_1" in summary and "replicas_2" in summary:
     summary["rollout_1_over_2_replicas"] = summary["replicas_1"]["time/rollout"] / summary["replicas_2"]["time/rollout"]

@@ -71,11 +71,10 @@ def _sequence_parallel_linears_eager(layer: torch.nn.Module) -> None:
     compiled. The row-parallel layers, which reduce-scatter their output, run eagerly too."""
     from megatron.core.tensor_parallel.layers import ColumnParallelLinear, RowParallelLinear
 
+    linears = (ColumnParallelLinear, RowParallelLinear)
     for module in layer.modules():
-        linear = isinstance(module, ColumnParallelLinear | RowParallelLinear)
-        if linear and module.sequence_parallel and not getattr(module, "_oumi_eager", False):
-            module.forward = torch.compiler.disable(module.forward)
-            module._oumi_eager = True
+        if isinstance(module, linears) and module.sequence_parallel:
+            _run_eagerly(module)
 
 
 def _moe_eager(layer: torch.nn.Module) -> None:
@@ -86,9 +85,15 @@ def _moe_eager(layer: torch.nn.Module) -> None:
     from megatron.core.transformer.moe.moe_layer import MoELayer
 
     mlp = getattr(layer, "mlp", None)
-    if isinstance(mlp, MoELayer) and not getattr(mlp, "_oumi_eager", False):
-        mlp.forward = torch.compiler.disable(mlp.forward)
-        mlp._oumi_eager = True
+    if isinstance(mlp, MoELayer):
+        _run_eagerly(mlp)
+
+
+def _run_eagerly(module: torch.nn.Module) -> None:
+    """``module``'s forward outside the compiled graph of the layer holding it (idempotent)."""
+    if not getattr(module, "_oumi_eager", False):
+        module.forward = torch.compiler.disable(module.forward)
+        module._oumi_eager = True
 
 
 def _same_strides(module, args, kwargs):

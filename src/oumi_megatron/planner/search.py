@@ -10,7 +10,7 @@ optimizer CPU offload, then both); a layout that fits with none of them is rejec
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from types import SimpleNamespace
 
 from oumi_megatron.parallel.layout_rules import (
@@ -159,11 +159,8 @@ def _evaluate(
         check_global_batch(work.global_batch, work.micro_batch, cand.dp)
     except LayoutError as error:
         return Rejected(label, str(error).split(" Fix:")[0])
-    cand = Candidate(
-        tp=cand.tp, pp=cand.pp, cp=cand.cp, dp=cand.dp, ep=cand.ep, vpp=cand.vpp,
-        stage_layers=tuple(layers), split_note="" if split.is_even else split.describe(),
-        sp=cand.sp,
-    )  # fmt: skip
+    note = "" if split.is_even else split.describe()
+    cand = replace(cand, stage_layers=tuple(layers), split_note=note)
     if work.seq_len % (2 * cand.cp) and cand.cp > 1:
         return Rejected(label, f"seq_len ({work.seq_len}) is not a multiple of 2 × CP")
     estimate = None
