@@ -19,6 +19,9 @@ warm-up steps. Modes:
 - ``*_compiled``: every transformer layer under `torch.compile`.
 - ``*_plainglu``: SwiGLU as SiLU, multiply and (backward) concatenation instead of
   Megatron's fused kernels (``model.provider.fused_swiglu``, the default on GPU).
+- ``*_megglu``: the fused SwiGLU's backward as Megatron writes it (compiled; its
+  concatenation of the two halves' gradients) instead of one Triton pass
+  (``model.swiglu_backward``, the default on GPU).
 - ``*_foreachadam``: torch's multi-tensor AdamW instead of its fused single-kernel one (the
   trainer's default on GPU).
 - ``*_batchfirst``: the logits as Megatron's ``GPTModel`` returns them by default (a
@@ -197,6 +200,12 @@ def run_mode(args) -> dict:
     if "_blaslt" in mode:
         torch.backends.cuda.preferred_blas_library("cublaslt")
     policy, provider = load_policy(args, mode)
+    if "_megglu" in mode:
+        from megatron.core.fusions import fused_bias_swiglu
+
+        from oumi_megatron import patches
+
+        fused_bias_swiglu.swiglu_back = patches.remember("swiglu-backward")
     prompt_lens, completion_lens = grpo_lengths(args)
     seqs = synthetic_sequences(prompt_lens, completion_lens, provider.vocab_size, args.seed)
     sp_size = args.tp if "_sp" in mode else 1
@@ -279,7 +288,7 @@ def profile_update(policy, seqs, settings, path: str | None) -> str | None:
     Path(path).write_text(
         f"Device busy (union of kernels, copies, fills): {busy:.3f} s of {wall:.3f} s (update "
         f"under the profiler)\n{gaps}\n\n"
-        + averages.table(sort_by=key, row_limit=40)
+        + averages.table(sort_by=key, row_limit=80)
         + "\n\nBy host time:\n"
         + host
         + "\n\nCopies by shape:\n"
@@ -446,6 +455,8 @@ def ratios(results: dict) -> dict:
         "fused_wgrad_padded_compiled": ("padded_compiled_hookwgrad", "padded_compiled"),
         "blaslt_padded_compiled": ("padded_compiled", "padded_compiled_blaslt"),
         "fa4_over_sdpa_padded_compiled": ("padded_compiled_fa2", "padded_compiled"),
+        "triton_swiglu_back_padded_compiled": ("padded_compiled_megglu", "padded_compiled"),
+        "triton_swiglu_back_packed_compiled": ("packed_compiled_megglu", "packed_compiled"),
         "sp_over_tp_packed_compiled": ("packed_compiled", "packed_compiled_sp"),
         "sp_over_tp_padded_compiled": ("padded_compiled", "padded_compiled_sp"),
     }

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # One device command (scripts/gpu/README.md): the attention kernels and the RoPE/layout kernel at
-# the training step's shapes (benchmarks/attention_kernels.py, benchmarks/rope_kernel.py). Needs
+# the training step's shapes (benchmarks/attention_kernels.py, benchmarks/layer_kernels.py). Needs
 # the FlashAttention-4 and Megatron wheel sets (the FA4 parts gathered into /tmp/vp by earlier
 # commands). Writes into $OUT: env.log attention.json attention.log rope.json rope.log.
 set -u
@@ -15,6 +15,6 @@ timeout ${ATTN_LIMIT:-360} python3 benchmarks/attention_kernels.py --json "$OUT/
   ${ATTN_ARGS:-} >"$OUT/attention.log" 2>&1
 echo "attention rc=$?" | tee -a "$OUT/env.log"
 stage "rope kernel"
-timeout ${ROPE_LIMIT:-120} python3 benchmarks/rope_kernel.py --json "$OUT/rope.json" >"$OUT/rope.log" 2>&1
+timeout ${ROPE_LIMIT:-120} python3 benchmarks/layer_kernels.py --json "$OUT/rope.json" >"$OUT/rope.log" 2>&1
 echo "rope rc=$?" | tee -a "$OUT/env.log"
 stage "done"

@@ -78,6 +78,10 @@ PATCHES: tuple[Patch, ...] = (
           "(`per_token_frequencies`), the rotation only reads them",
           ("t", "freqs", "rotary_interleaved", "mla_rotary_interleaved", "mscale",
            "multi_latent_attention")),
+    Patch("swiglu-backward", "megatron.core.fusions.fused_bias_swiglu:swiglu_back", "all",
+          "model.swiglu_backward", "compiled, its concatenation of the two halves' gradients "
+          "evaluates both halves' expressions for every element (GPU: one Triton pass instead)",
+          ("g", "y")),
     Patch("quiet-row-linear-group",
           "megatron.core.tensor_parallel.layers:get_tensor_model_parallel_group_if_none", "all",
           "model.compile", "RowParallelLinear passes no group and Megatron warns on every "
