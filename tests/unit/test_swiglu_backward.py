@@ -50,3 +50,17 @@ def test_cpu_tensors_keep_megatrons_function():
 
     y, g = torch.randn(4, 6, 40), torch.randn(4, 6, 20)
     assert torch.equal(swiglu_back(g, y), megatron(g, y))
+
+
+def test_the_op_has_the_input_shape_under_fake_tensors():
+    """What compiled layers see of the op before any kernel runs (no GPU needed)."""
+    from torch._subclasses.fake_tensor import FakeTensorMode
+
+    from oumi_megatron.model.swiglu_backward import register_op
+
+    register_op()
+    with FakeTensorMode():
+        y = torch.empty(4, 3, 200, dtype=torch.bfloat16, device="cuda")
+        g = torch.empty(4, 3, 100, dtype=torch.bfloat16, device="cuda")
+        out = torch.ops.oumi_megatron.swiglu_backward(g, y)
+        assert (out.shape, out.dtype, out.device.type) == (y.shape, y.dtype, "cuda")

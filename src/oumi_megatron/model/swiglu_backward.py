@@ -27,22 +27,22 @@ def swiglu_back(g: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     """Megatron's `swiglu_back(g, y)`: the gradient of ``silu(gate) * up`` at ``y = [gate, up]``
     (last dimension) given the output's gradient ``g``."""
     if y.is_cuda and y.dtype in (torch.bfloat16, torch.float16, torch.float32):
-        return _op()(g, y)
+        return torch.ops.oumi_megatron.swiglu_backward(g, y)  # registered by the install
     from oumi_megatron import patches
 
     return patches.remember("swiglu-backward")(g, y)
 
 
 @functools.cache
-def _op():
-    """The op, defined on first use on a GPU (Triton is imported only there)."""
+def register_op() -> None:
+    """Define ``oumi_megatron::swiglu_backward`` (once; Triton is imported only here)."""
     from torch.library import triton_op, wrap_triton
+
+    launch = wrap_triton(kernel())
 
     @triton_op("oumi_megatron::swiglu_backward", mutates_args=())
     def swiglu_backward(g: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        return backward_with(wrap_triton(kernel()), g, y)
-
-    return swiglu_backward
+        return backward_with(launch, g, y)
 
 
 def backward_with(launch, g: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -86,10 +86,12 @@ def kernel():
 
 
 def install_swiglu_backward() -> None:
-    """Route Megatron's fused SwiGLU backward through `swiglu_back` (idempotent)."""
+    """Route Megatron's fused SwiGLU backward through `swiglu_back` (idempotent; where the
+    fused SwiGLU runs, i.e. on GPU)."""
     from megatron.core.fusions import fused_bias_swiglu
 
     from oumi_megatron import patches
 
     patches.check("swiglu-backward")
+    register_op()
     fused_bias_swiglu.swiglu_back = swiglu_back
