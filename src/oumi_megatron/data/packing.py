@@ -28,7 +28,8 @@ import torch
 from torch import Tensor
 
 
-def _round_up(n: int, multiple: int) -> int:
+def round_up(n: int, multiple: int) -> int:
+    """The least multiple of ``multiple`` that is ≥ ``n``."""
     return -(-n // multiple) * multiple
 
 
@@ -40,7 +41,7 @@ def _budget_lengths(lengths: Sequence[int], max_tokens: int, multiple: int = 1) 
     for i, n in enumerate(lengths):
         if n < 1:
             raise ValueError(f"sequence {i} has length {n}; every sequence needs >= 1 token")
-        padded = _round_up(n, multiple)
+        padded = round_up(n, multiple)
         if padded > max_tokens:
             extra = f" ({padded} after padding to a multiple of {multiple})" if padded != n else ""
             raise ValueError(
@@ -156,8 +157,8 @@ def plan_microbatches(
     if dp_size < 1 or microbatch_multiple < 1:
         raise ValueError(f"dp_size ({dp_size}) and microbatch_multiple must be >= 1")
     sizes = _budget_lengths(lengths, max_tokens, pad_sequences_to_multiple)
-    num_mb = _round_up(max(1, -(-len(first_fit_decreasing(sizes, max_tokens)) // dp_size)),
-                       microbatch_multiple)  # fmt: skip
+    num_mb = round_up(max(1, -(-len(first_fit_decreasing(sizes, max_tokens)) // dp_size)),
+                      microbatch_multiple)  # fmt: skip
     num_bins = num_mb * dp_size
     bins = _spread(sizes, num_bins, max_tokens)
     if bins is None:
@@ -401,8 +402,8 @@ def pack_bin(
     ``variable_seq_lengths`` is on: then pass ``pad_to_multiple=max_tokens`` (equal rows).
     """
     ids = _sequences(indices, input_ids)
-    slots = [_round_up(len(x), pad_sequences_to_multiple) for x in ids]
-    total = _round_up(max(sum(slots), 1), pad_to_multiple)
+    slots = [round_up(len(x), pad_sequences_to_multiple) for x in ids]
+    total = round_up(max(sum(slots), 1), pad_to_multiple)
     dummy = [total - sum(slots)] if total > sum(slots) else []  # Padding attends only to itself.
     offsets = list(accumulate(slots, initial=0))[:-1]
     fields = _layout(indices, ids, offsets, total, loss_masks, aux, pad_token_id)
@@ -429,7 +430,7 @@ def pad_batch(
     no sequences gives one all-padding row."""
     ids = _sequences(indices, input_ids)
     rows = max(len(ids), 1)
-    width = _round_up(max((len(x) for x in ids), default=1), pad_to_multiple)
+    width = round_up(max((len(x) for x in ids), default=1), pad_to_multiple)
     offsets = [k * width for k in range(len(ids))]
     fields = _layout(indices, ids, offsets, rows * width, loss_masks, aux, pad_token_id)
     return PaddedBatch(

@@ -136,7 +136,9 @@ def _gate_tokens(hf_dir: Path, multiple: int = 1) -> torch.Tensor:
     vocab = json.loads((hf_dir / "config.json").read_text()).get("vocab_size", 1000)
     generator = torch.Generator().manual_seed(1234)
     rows, length = GATE_TOKENS
-    shape = (rows, -(-length // multiple) * multiple)
+    from oumi_megatron.data.packing import round_up
+
+    shape = (rows, round_up(length, multiple))
     return torch.randint(3, min(int(vocab), 1000), shape, generator=generator)
 
 

@@ -13,7 +13,13 @@ from dataclasses import dataclass
 
 import torch
 
-from oumi_megatron.data.packing import MicroBatch, pack_bin, pad_batch, plan_microbatches
+from oumi_megatron.data.packing import (
+    MicroBatch,
+    pack_bin,
+    pad_batch,
+    plan_microbatches,
+    round_up,
+)
 
 
 @dataclass(frozen=True)
@@ -133,7 +139,7 @@ def build_batches(
     if s.fixed_shape:  # ... or all of one length: the largest any batch can have, rounded up
         longest = s.pad_length or max(lengths)
         fixed = (s.token_budget or longest * s.micro_batch_size) if s.packing else longest
-        pad = -(-fixed // pad) * pad
+        pad = round_up(fixed, pad)
     extra = {"pad_sequences_to_multiple": chunks} if s.packing else {}
     return [
         build(
