@@ -25,6 +25,12 @@ SwiGLU backward (the input's gradient from the output's gradient and the saved i
 - ``swiglu_back_megatron``: Megatron's `swiglu_back` (its concatenation of the halves);
 - ``swiglu_back_triton``: one Triton pass (`model.swiglu_backward`, the default).
 
+The MLP's down projection forward (``x @ W.T``, [tokens, 8,960] · [8,960, 1,536]), whose cuBLAS
+kernel zeroes memory first: device time of its GEMM kernels and of its memsets apart, with
+torch's defaults (``fc2_default``), without reduced-precision reductions in bf16 GEMMs
+(``fc2_no_reduced_precision``: ``allow_bf16_reduced_precision_reduction = False``) and through
+cuBLASLt (``fc2_cublaslt``).
+
 ``--dump DIR`` writes the Triton source of every kernel the cases compiled into DIR.
 """
 
@@ -69,8 +75,9 @@ def rope_swap(mixed, cos, signed_sin):
     return rotate(q), rotate(k), v
 
 
-def device_seconds(fn, args, grads, warmup=5, reps=20) -> float:
-    """Median over calls of the device time of one call's kernels (forward + backward)."""
+def device_seconds(fn, args, grads, warmup=5, reps=20, memsets: list | None = None) -> float:
+    """Median over calls of the device time of one call's kernels (forward + backward); with
+    ``memsets``, that of its memsets is appended to it."""
     from torch.profiler import ProfilerActivity, profile
 
     def once():
@@ -81,13 +88,16 @@ def device_seconds(fn, args, grads, warmup=5, reps=20) -> float:
     for _ in range(warmup):
         once()
     torch.cuda.synchronize()
-    per_call = []
+    per_call, zeroing = [], []
     for _ in range(reps):
         with profile(activities=[ProfilerActivity.CUDA]) as prof:
             once()
             torch.cuda.synchronize()
         kernels = [e for e in prof.events() if e.device_type.name == "CUDA"]
         per_call.append(sum(e.device_time_total for e in kernels) / 1e6)
+        zeroing.append(sum(e.device_time_total for e in kernels if "Memset" in e.name) / 1e6)
+    if memsets is not None:
+        memsets.append(statistics.median(zeroing))
     return statistics.median(per_call)
 
 
@@ -131,18 +141,40 @@ def swiglu_cases(tokens: int, rows: int):
     return cases, None, moved
 
 
-def measure(cases, grads, moved, bandwidth) -> dict:
+def gemm_cases(tokens: int, rows: int):
+    """The down projection's forward; ``moved`` here is its FLOPs (the floor at peak bf16)."""
+    x = torch.randn(tokens, FFN, device="cuda", dtype=torch.bfloat16)
+    weight = torch.randn(1536, FFN, device="cuda", dtype=torch.bfloat16) * FFN**-0.5
+    matmuls = torch.backends.cuda.matmul
+
+    def setting(reduced: bool, library: str):
+        def fc2(x, weight):
+            matmuls.allow_bf16_reduced_precision_reduction = reduced
+            torch.backends.cuda.preferred_blas_library(library)
+            return torch.matmul(x, weight.t())
+
+        return fc2
+
+    cases = [("fc2_default", setting(True, "cublas"), (x, weight)),
+             ("fc2_no_reduced_precision", setting(False, "cublas"), (x, weight)),
+             ("fc2_cublaslt", setting(True, "cublaslt"), (x, weight))]  # fmt: skip
+    return cases, None, 2 * tokens * FFN * 1536
+
+
+def measure(cases, grads, moved, bandwidth, compiled=True) -> dict:
     result, base = {}, None
     for name, fn, args in cases:
-        compiled = torch.compile(fn, dynamic=False)
-        seconds = device_seconds(compiled, args, grads)
-        outputs = compiled(*args)
+        run = torch.compile(fn, dynamic=False) if compiled else fn
+        memsets = []
+        seconds = device_seconds(run, args, grads, memsets=memsets)
+        outputs = run(*args)
         outputs = [o.detach() for o in (outputs if isinstance(outputs, tuple) else (outputs,))]
         base = base or outputs
         diff = max((a.float() - b.float()).abs().max().item()
                    for a, b in zip(base, outputs, strict=True))  # fmt: skip
         result[name] = {"device_seconds": seconds, "floor_seconds": moved / bandwidth,
-                        "x_floor": seconds * bandwidth / moved, "max_abs_diff": diff}  # fmt: skip
+                        "x_floor": seconds * bandwidth / moved, "max_abs_diff": diff,
+                        "memset_seconds": memsets[0]}  # fmt: skip
         print(name, json.dumps(result[name]), flush=True)
     return result
 
@@ -152,6 +184,7 @@ def main() -> None:
     parser.add_argument("--tokens", type=int, default=16384)
     parser.add_argument("--rows", type=int, default=8)
     parser.add_argument("--bandwidth", type=float, default=3.35e12, help="bytes/s of the card")
+    parser.add_argument("--peak-flops", type=float, default=989e12, help="bf16 FLOP/s of the card")
     parser.add_argument("--json", default=None)
     parser.add_argument("--dump", default=None, help="write the compiled Triton kernels here")
     args = parser.parse_args()
@@ -160,6 +193,9 @@ def main() -> None:
     result = {"tokens": args.tokens, "rows": args.rows}
     for build in (rope_cases, swiglu_cases):
         result.update(measure(*build(args.tokens, args.rows), args.bandwidth))
+    result.update(measure(*gemm_cases(args.tokens, args.rows), args.peak_flops, compiled=False))
+    torch.backends.cuda.matmul.allow_bf16_reduced_precision_reduction = True
+    torch.backends.cuda.preferred_blas_library("cublas")
     print(json.dumps(result, indent=1))
     if args.json:
         with open(args.json, "w") as handle:
