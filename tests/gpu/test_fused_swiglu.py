@@ -96,8 +96,9 @@ def test_backward_kernel_equals_megatrons(dtype):
     """[2 × 1,024 tokens, 2 × 8,960] as the 1.5B recipe's MLP; fp32 within 1e-6, bf16 within
     one rounding step of the exact gradient of the same bf16 inputs; also inside a compiled
     graph (no break)."""
-    from oumi_megatron.model.swiglu_backward import swiglu_back
+    from oumi_megatron.model.swiglu_backward import install_swiglu_backward, swiglu_back
 
+    install_swiglu_backward()
     g = torch.Generator(device="cuda").manual_seed(2)
     y = (torch.randn(1024, 2, 2 * 8960, device="cuda", generator=g) * 3).to(dtype)
     grad = torch.randn(1024, 2, 8960, device="cuda", generator=g).to(dtype)
