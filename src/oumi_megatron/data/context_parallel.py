@@ -8,13 +8,16 @@ chunks of one sequence sit next to each other in its local layout, so a sequence
 contiguous span there, and per-sequence reductions (`MicroBatch.to_rows`) keep working.
 
 Megatron's convention is kept: packed-sequence parameters (``cu_seqlens*``, ``max_seqlen``)
-stay those of the whole sequences; RoPE and attention derive each local token's position.
+stay those of the whole sequences. A packed shard also carries its rank's `attention_layout`
+(``cp_layout``), built here on the host once per micro-batch, so that the attention and RoPE of
+compiled layers read it instead of deriving it from the boundaries on the device.
 """
 
 from __future__ import annotations
 
 import dataclasses
 from collections.abc import Sequence
+from itertools import accumulate
 
 import torch
 from torch import Tensor
@@ -47,6 +50,19 @@ def gather_order(segments: Sequence[int], cp_size: int) -> Tensor:
     return torch.argsort(gathered)
 
 
+def attention_layout(segments: Sequence[int], cp_rank: int, cp_size: int) -> dict[str, Tensor]:
+    """What rank ``cp_rank``'s attention and RoPE need to know of the layout, for consecutive
+    segments of the given lengths: ``order`` (`gather_order`), ``segment`` (the segment of
+    every global position), ``query`` (`local_positions`) and ``rope`` (each local token's
+    position inside its own segment). Built from host integers with static shapes, so that
+    compiled code that builds it has no data-dependent step."""
+    segment = torch.cat([torch.full((n,), i, dtype=torch.long) for i, n in enumerate(segments)])
+    starts = torch.tensor([0, *accumulate(segments)][:-1], dtype=torch.long)
+    query = local_positions(segments, cp_rank, cp_size)
+    return {"order": gather_order(segments, cp_size), "segment": segment, "query": query,
+            "rope": query - starts[segment[query]]}  # fmt: skip
+
+
 def _segments(batch: MicroBatch) -> list[int]:
     if isinstance(batch, PackedBatch):
         return (batch.cu_seqlens_padded[1:] - batch.cu_seqlens_padded[:-1]).tolist()
@@ -73,7 +89,10 @@ def shard_for_context_parallel(batch: MicroBatch, cp_rank: int, cp_size: int) ->
         for name in ("input_ids", "position_ids", "labels", "loss_mask")
     }
     aux = {key: take(value) for key, value in batch.aux.items()}
+    extra = {}
     if isinstance(batch, PackedBatch):
+        layout = attention_layout(_segments(batch), cp_rank, cp_size)
+        extra["cp_layout"] = {k: v.to(batch.input_ids.device) for k, v in layout.items()}
         slots = _segments(batch)[: len(batch.seq_lengths)]
         starts = [int(s) // cp_size for s in batch.cu_seqlens_padded[: len(slots)].tolist()]
         lengths = [n // cp_size for n in slots]
@@ -82,8 +101,9 @@ def shard_for_context_parallel(batch: MicroBatch, cp_rank: int, cp_size: int) ->
         starts = [row * width for row in range(len(batch.seq_lengths))]
         lengths = [width] * len(batch.seq_lengths)
     return dataclasses.replace(
-        batch, **tensors, aux=aux, seq_starts=starts, seq_lengths=lengths, seq_targets=targets
-    )
+        batch, **tensors, aux=aux, seq_starts=starts, seq_lengths=lengths, seq_targets=targets,
+        **extra,
+    )  # fmt: skip
 
 
 def _per_sequence_masks(batch: MicroBatch) -> list[Tensor]:

@@ -202,6 +202,8 @@ class MicroBatch:
     # Each sequence's loss tokens when the batch holds only part of it (a context-parallel
     # shard, see `data.context_parallel`); None: count them in ``loss_mask``.
     seq_targets: list[int] | None = None
+    # A packed context-parallel shard's `data.context_parallel.attention_layout`.
+    cp_layout: dict[str, Tensor] | None = None
 
     @property
     def is_empty(self) -> bool:
@@ -220,12 +222,15 @@ class MicroBatch:
         (gather built) is returned as it is."""
         device = torch.device(device)
         tensors = {k: v for k, v in vars(self).items() if isinstance(v, Tensor)}
+        layout = self.cp_layout or {}
         if "_row_gather" in vars(self) and all(
-            _on(t, device) for t in [*tensors.values(), *self.aux.values()]
+            _on(t, device) for t in [*tensors.values(), *self.aux.values(), *layout.values()]
         ):
             return self
         moved = {k: _moved(v, device) for k, v in tensors.items()}
         aux = {k: _moved(v, device) for k, v in self.aux.items()}
+        if self.cp_layout is not None:
+            moved["cp_layout"] = {k: _moved(v, device) for k, v in layout.items()}
         out = dataclasses.replace(self, **moved, aux=aux)
         out._row_gather  # noqa: B018 - built now, on `device`
         return out
@@ -319,13 +324,17 @@ class PackedBatch(MicroBatch):
     cu_seqlens_padded: Tensor
 
     def packed_seq_kwargs(self) -> dict[str, object]:
-        """Arguments of ``megatron.core.packed_seq_params.PackedSeqParams``."""
+        """Arguments of ``megatron.core.packed_seq_params.PackedSeqParams``, and for a
+        context-parallel shard its layout (`model.cp_attention.packed_seq_params` takes both)."""
         cu, cu_pad, s = self.cu_seqlens, self.cu_seqlens_padded, self.max_seqlen
-        return {
+        kwargs = {
             "qkv_format": "thd",
             **{"cu_seqlens_q": cu, "cu_seqlens_kv": cu, "max_seqlen_q": s, "max_seqlen_kv": s},
             **{"cu_seqlens_q_padded": cu_pad, "cu_seqlens_kv_padded": cu_pad},
         }
+        if self.cp_layout is not None:  # `model.cp_attention.packed_seq_params` takes it
+            kwargs["cp_layout"] = self.cp_layout
+        return kwargs
 
 
 _Aux = Mapping[str, Sequence[Tensor | float]]

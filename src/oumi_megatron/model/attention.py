@@ -184,9 +184,11 @@ class TorchCoreAttention(MegatronModule):
             )
         cu_seqlens = params.cu_seqlens_q_padded
         cu_seqlens = params.cu_seqlens_q if cu_seqlens is None else cu_seqlens
+        layout = getattr(params, "cp_layout", None)
         return cp_attention.packed_attention(
-            query, key, value, cu_seqlens, group, self.softmax_scale, dropout_p, **variant
-        )
+            query, key, value, cu_seqlens, group, self.softmax_scale, dropout_p, **variant,
+            layout=layout,
+        )  # fmt: skip
 
     def _packed(self, query, key, value, params: PackedSeqParams, dropout_p: float) -> torch.Tensor:
         # THD layout: [t, heads, dim]; sequences are laid end to end, delimited by cu_seqlens.

@@ -136,8 +136,9 @@ def per_token_frequencies(chunks: list[torch.nn.Module]) -> int:
     their cos and sin: for q and k, in every layer, forward and backward. Here hooks on each
     `GPTModel` and its `RotaryEmbedding` gather the angles and take their cos and sin once per
     micro-batch ([tokens, 1, 2, dim], fp32; `rotate_with_cos_sin` applies them). Same values.
-    Not under context parallelism (each rank's tokens come from the CP layout there) nor for
-    other rotary classes (YaRN, M-RoPE). Returns how many models were hooked."""
+    Under context parallelism a packed shard's tokens are those of its layout (``cp_layout``,
+    `data.context_parallel.attention_layout`); not for other rotary classes (YaRN, M-RoPE).
+    Returns how many models were hooked."""
     from megatron.core.models.common.embeddings.rotary_pos_embedding import RotaryEmbedding
     from megatron.core.models.gpt import GPTModel
 
@@ -157,16 +158,15 @@ def _note_packing(model, args, kwargs):
     packed = kwargs.get("packed_seq_params")
     tokens = kwargs.get("position_ids", kwargs.get("input_ids"))
     note = None
-    if (
-        packed is not None
-        and packed.qkv_format == "thd"
-        and tokens is not None
-        and model.config.context_parallel_size == 1
-    ):
-        # The boundaries the attention hands to the RoPE (Megatron's attention.py).
-        cu = packed.cu_seqlens_q_padded if packed.cu_seqlens_q_padded is not None else (
-            packed.cu_seqlens_q)  # fmt: skip
-        note = (cu, tokens.shape[-1])
+    if packed is not None and packed.qkv_format == "thd" and tokens is not None:
+        layout = getattr(packed, "cp_layout", None)
+        if layout is not None:  # a context-parallel shard: its tokens' positions come with it
+            note = layout
+        elif model.config.context_parallel_size == 1:
+            # The boundaries the attention hands to the RoPE (Megatron's attention.py).
+            cu = packed.cu_seqlens_q_padded if packed.cu_seqlens_q_padded is not None else (
+                packed.cu_seqlens_q)  # fmt: skip
+            note = (cu, tokens.shape[-1])
     model.rotary_pos_emb.__dict__["_packed_tokens"] = note
 
 
@@ -180,6 +180,9 @@ def _gather_per_token(rotary, args, kwargs, freqs):
         return cos_sin_of(freqs)
     if note is None:
         return freqs
+    if isinstance(note, dict):  # `data.context_parallel.attention_layout`, as `_cp_positions`
+        packed_positions = freqs.size(0) == note["segment"].numel()
+        return cos_sin_of(freqs[note["query"] if packed_positions else note["rope"]])
     cu, total = note
     positions = positions_in_sequence(cu.to(device=freqs.device, dtype=torch.long), total)
     return cos_sin_of(freqs[positions])

@@ -19,7 +19,6 @@ from functools import partial
 import torch
 from megatron.core import parallel_state
 from megatron.core.distributed import finalize_model_grads
-from megatron.core.packed_seq_params import PackedSeqParams
 from megatron.core.pipeline_parallel import get_forward_backward_func
 from megatron.core.utils import get_model_config, unwrap_model
 
@@ -31,6 +30,7 @@ from oumi_megatron.algorithms.logprobs import (
 )
 from oumi_megatron.algorithms.rollout_correction import within_row
 from oumi_megatron.data.packing import MicroBatch, PackedBatch
+from oumi_megatron.model.cp_attention import packed_seq_params
 from oumi_megatron.training import moe_loss
 
 
@@ -109,7 +109,7 @@ class MegatronPolicy:
     def _forward(self, chunk, batch: MicroBatch) -> torch.Tensor:
         packed = None
         if isinstance(batch, PackedBatch):
-            packed = PackedSeqParams(**batch.packed_seq_kwargs())
+            packed = packed_seq_params(batch.packed_seq_kwargs())
         extra = {"output_processor": sequence_first_logits} if self._sequence_first else {}
         return chunk(
             input_ids=batch.input_ids,
