@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from oumi_megatron.data.context_parallel import (
+    attention_layout,
     gather_order,
     local_positions,
     shard_for_context_parallel,
@@ -31,6 +32,30 @@ def test_gather_order_restores_the_sequence():
 def test_segment_not_divisible_by_chunks_is_refused():
     with pytest.raises(ValueError, match=r"multiple of 2 × context_parallel_size \(4\)"):
         local_positions([6], 0, 2)
+
+
+def test_attention_layout_of_a_rank():
+    # Segments of 4 and 8 tokens, CP 2, rank 1: positions 1, 2 of the first and 2..5 of the
+    # second (global 6..9).
+    layout = attention_layout([4, 8], 1, 2)
+    assert layout["query"].tolist() == [1, 2, 6, 7, 8, 9]
+    assert layout["rope"].tolist() == [1, 2, 2, 3, 4, 5]
+    assert layout["segment"].tolist() == [0] * 4 + [1] * 8
+    assert torch.equal(layout["order"], gather_order([4, 8], 2))
+
+
+def test_packed_shards_carry_their_layout_to_the_device_batch():
+    ids, masks = _sequences()
+    batch = pack_bin([0, 1, 2], ids, masks, pad_sequences_to_multiple=4, pad_to_multiple=4)
+    segments = (batch.cu_seqlens_padded[1:] - batch.cu_seqlens_padded[:-1]).tolist()
+    shard = shard_for_context_parallel(batch, 1, 2)
+    expected = attention_layout(segments, 1, 2)
+    for layout in (shard.cp_layout, shard.to("cpu").cp_layout):
+        assert layout.keys() == expected.keys()
+        assert all(torch.equal(layout[k], expected[k]) for k in expected)
+    assert shard.packed_seq_kwargs()["cp_layout"] is shard.cp_layout
+    assert shard_for_context_parallel(pad_batch([0, 1], ids, masks, pad_to_multiple=4), 0, 2
+                                      ).cp_layout is None  # fmt: skip
 
 
 def _sequences():
