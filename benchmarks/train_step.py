@@ -38,6 +38,9 @@ warm-up steps. Modes:
   trainer's default on GPU: ``gradient_accumulation_fusion``).
 - ``*_blaslt``: torch's matrix multiplies through cuBLASLt (``torch.backends.cuda.
   preferred_blas_library("cublaslt")``) instead of torch's default cuBLAS entry points.
+- ``*_norrp``: bf16 matrix multiplies without reduced-precision reductions
+  (``torch.backends.cuda.matmul.allow_bf16_reduced_precision_reduction = False``: split-K
+  partial sums kept in fp32).
 - ``*_sp``: sequence parallelism over the ``--tp`` group (micro-batches padded to a multiple
   of TP tokens; with compiled layers the linear layers run eagerly between compiled pieces).
 
@@ -199,6 +202,8 @@ def run_mode(args) -> dict:
         os.environ[FLASH_ENV] = "fa2"
     if "_blaslt" in mode:
         torch.backends.cuda.preferred_blas_library("cublaslt")
+    if "_norrp" in mode:
+        torch.backends.cuda.matmul.allow_bf16_reduced_precision_reduction = False
     policy, provider = load_policy(args, mode)
     if "_megglu" in mode:
         from megatron.core.fusions import fused_bias_swiglu
@@ -454,6 +459,7 @@ def ratios(results: dict) -> dict:
         "fused_wgrad_packed_compiled": ("packed_compiled_hookwgrad", "packed_compiled"),
         "fused_wgrad_padded_compiled": ("padded_compiled_hookwgrad", "padded_compiled"),
         "blaslt_padded_compiled": ("padded_compiled", "padded_compiled_blaslt"),
+        "fp32_reductions_padded_compiled": ("padded_compiled", "padded_compiled_norrp"),
         "fa4_over_sdpa_padded_compiled": ("padded_compiled_fa2", "padded_compiled"),
         "triton_swiglu_back_padded_compiled": ("padded_compiled_megglu", "padded_compiled"),
         "triton_swiglu_back_packed_compiled": ("packed_compiled_megglu", "packed_compiled"),
