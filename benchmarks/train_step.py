@@ -19,9 +19,9 @@ warm-up steps. Modes:
 - ``*_compiled``: every transformer layer under `torch.compile`.
 - ``*_plainglu``: SwiGLU as SiLU, multiply and (backward) concatenation instead of
   Megatron's fused kernels (``model.provider.fused_swiglu``, the default on GPU).
-- ``*_megglu``: the fused SwiGLU's backward as Megatron writes it (compiled; its
-  concatenation of the two halves' gradients) instead of one Triton pass
-  (``model.swiglu_backward``, the default on GPU).
+- ``*_megglu`` / ``*_tritonglu``: the fused SwiGLU's backward as Megatron writes it
+  (compiled; its concatenation of the two halves' gradients) / as one Triton pass
+  (``model.swiglu_backward``; ``OUMI_MEGATRON_SWIGLU_BACKWARD``); otherwise the default.
 - ``*_foreachadam``: torch's multi-tensor AdamW instead of its fused single-kernel one (the
   trainer's default on GPU).
 - ``*_batchfirst``: the logits as Megatron's ``GPTModel`` returns them by default (a
@@ -204,13 +204,12 @@ def run_mode(args) -> dict:
         torch.backends.cuda.preferred_blas_library("cublaslt")
     if "_norrp" in mode:
         torch.backends.cuda.matmul.allow_bf16_reduced_precision_reduction = False
+    from oumi_megatron.model.swiglu_backward import SWIGLU_ENV
+
+    for suffix, choice in (("_megglu", "megatron"), ("_tritonglu", "triton")):
+        if suffix in mode:
+            os.environ[SWIGLU_ENV] = choice
     policy, provider = load_policy(args, mode)
-    if "_megglu" in mode:
-        from megatron.core.fusions import fused_bias_swiglu
-
-        from oumi_megatron import patches
-
-        fused_bias_swiglu.swiglu_back = patches.remember("swiglu-backward")
     prompt_lens, completion_lens = grpo_lengths(args)
     seqs = synthetic_sequences(prompt_lens, completion_lens, provider.vocab_size, args.seed)
     sp_size = args.tp if "_sp" in mode else 1
@@ -461,8 +460,14 @@ def ratios(results: dict) -> dict:
         "blaslt_padded_compiled": ("padded_compiled", "padded_compiled_blaslt"),
         "fp32_reductions_padded_compiled": ("padded_compiled", "padded_compiled_norrp"),
         "fa4_over_sdpa_padded_compiled": ("padded_compiled_fa2", "padded_compiled"),
-        "triton_swiglu_back_padded_compiled": ("padded_compiled_megglu", "padded_compiled"),
-        "triton_swiglu_back_packed_compiled": ("packed_compiled_megglu", "packed_compiled"),
+        "triton_swiglu_back_padded_compiled": (
+            "padded_compiled_megglu",
+            "padded_compiled_tritonglu",
+        ),
+        "triton_swiglu_back_packed_compiled": (
+            "packed_compiled_megglu",
+            "packed_compiled_tritonglu",
+        ),
         "sp_over_tp_packed_compiled": ("packed_compiled", "packed_compiled_sp"),
         "sp_over_tp_padded_compiled": ("padded_compiled", "padded_compiled_sp"),
     }

@@ -10,6 +10,7 @@ import subprocess
 import sys
 import textwrap
 
+import pytest
 import torch
 
 _INTERPRETED = textwrap.dedent(
@@ -64,3 +65,15 @@ def test_the_op_has_the_input_shape_under_fake_tensors():
         g = torch.empty(4, 3, 100, dtype=torch.bfloat16, device="cuda")
         out = torch.ops.oumi_megatron.swiglu_backward(g, y)
         assert (out.shape, out.dtype, out.device.type) == (y.shape, y.dtype, "cuda")
+
+
+def test_the_choice_is_read_from_the_environment(monkeypatch):
+    from oumi_megatron.model import swiglu_backward
+
+    monkeypatch.setenv(swiglu_backward.SWIGLU_ENV, "Triton")
+    assert swiglu_backward.chosen()
+    monkeypatch.setenv(swiglu_backward.SWIGLU_ENV, "megatron")
+    assert not swiglu_backward.chosen()
+    monkeypatch.setenv(swiglu_backward.SWIGLU_ENV, "fast")
+    with pytest.raises(ValueError, match="OUMI_MEGATRON_SWIGLU_BACKWARD='fast': use 'triton'"):
+        swiglu_backward.chosen()

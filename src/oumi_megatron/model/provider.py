@@ -8,8 +8,8 @@ from oumi_megatron.parallel.layout import ParallelLayout
 
 # Fusions that need Transformer Engine or Apex kernels (or change numerics: the fused
 # cross-entropy casts gradients to bf16). Off everywhere so CPU and GPU give the same results.
-# (The fused SwiGLU is plain torch and, for its backward on GPU, Triton: `fused_swiglu`
-# decides it, `model.swiglu_backward` has the backward.)
+# (The fused SwiGLU is plain torch: `fused_swiglu` decides it; `model.swiglu_backward` has an
+# optional Triton backward.)
 _TE_ONLY_FUSIONS = (
     "persist_layer_norm",
     "apply_rope_fusion",
@@ -55,9 +55,10 @@ def configure_provider(
         setattr(provider, name, False)
     provider.bias_activation_fusion = fused_swiglu(provider, torch.cuda.is_available())
     if provider.bias_activation_fusion:
-        from oumi_megatron.model.swiglu_backward import install_swiglu_backward
+        from oumi_megatron.model import swiglu_backward
 
-        install_swiglu_backward()
+        if swiglu_backward.chosen():
+            swiglu_backward.install_swiglu_backward()
     # Transformer Engine's attention choice, which Megatron writes into NVTE_* environment
     # variables once per process and asserts on later: Bridge picks "flash" for Gemma 3 and
     # "auto" elsewhere. Our core attention ignores it; one value lets models of different
@@ -96,8 +97,9 @@ def configure_provider(
 
 
 def fused_swiglu(provider, cuda: bool) -> bool:
-    """Whether Megatron's fused SwiGLU applies: its forward is one `torch.compile`'d kernel and
-    its backward one Triton kernel (`model.swiglu_backward`; no Transformer Engine), instead
+    """Whether Megatron's fused SwiGLU applies: its forward and its backward are each one
+    `torch.compile`'d kernel (the backward optionally one Triton pass,
+    `model.swiglu_backward`; no Transformer Engine), instead
     of SiLU, a multiply and, in the backward, a concatenation of the two halves' gradients,
     each a pass over the whole MLP width; it also keeps only the MLP's input for the
     backward. On CUDA only (on a CPU each

@@ -10,15 +10,21 @@ micro-batch on an H100 against the 438 µs it takes to move its bytes.
 Here one Triton program per row block reads gate, up and the output's gradient once and writes
 the two halves of the input's gradient: one sigmoid per (token, feature), the same formula in
 fp32 as Megatron's, rounded once to the gradient's dtype. A `torch.library.triton_op`, so that
-compiled layers keep the kernel inside their graph. Elsewhere (CPU, tensors without a contiguous
-last dimension) Megatron's function runs.
+compiled layers keep the kernel inside their graph. Elsewhere (CPU) Megatron's function runs.
+
+``OUMI_MEGATRON_SWIGLU_BACKWARD=triton`` turns it on (``megatron``, the default until its
+speed-up inside the update is measured, keeps Megatron's).
 """
 
 from __future__ import annotations
 
 import functools
+import os
 
 import torch
+
+SWIGLU_ENV = "OUMI_MEGATRON_SWIGLU_BACKWARD"
+DEFAULT = "megatron"
 
 BLOCK = 1024  # features per program: 8 bf16 per thread at 4 warps
 
@@ -85,9 +91,17 @@ def kernel():
     return swiglu_backward_kernel
 
 
+def chosen() -> bool:
+    """Whether ``OUMI_MEGATRON_SWIGLU_BACKWARD`` (or the default) asks for the Triton pass."""
+    choice = os.environ.get(SWIGLU_ENV, DEFAULT).lower()
+    if choice not in ("triton", "megatron"):
+        raise ValueError(f"{SWIGLU_ENV}={choice!r}: use 'triton' or 'megatron'")
+    return choice == "triton"
+
+
 def install_swiglu_backward() -> None:
     """Route Megatron's fused SwiGLU backward through `swiglu_back` (idempotent; where the
-    fused SwiGLU runs, i.e. on GPU)."""
+    fused SwiGLU runs, i.e. on GPU, and `chosen`)."""
     from megatron.core.fusions import fused_bias_swiglu
 
     from oumi_megatron import patches
