@@ -8,8 +8,8 @@ from oumi_megatron.parallel.layout import ParallelLayout
 
 # Fusions that need Transformer Engine or Apex kernels (or change numerics: the fused
 # cross-entropy casts gradients to bf16). Off everywhere so CPU and GPU give the same results.
-# (The fused SwiGLU is plain torch: `fused_swiglu` decides it; `model.swiglu_backward` has an
-# optional Triton backward.)
+# (The fused SwiGLU is plain torch, its backward Triton: `fused_swiglu` decides it,
+# `model.swiglu_backward` has the backward.)
 _TE_ONLY_FUSIONS = (
     "persist_layer_norm",
     "apply_rope_fusion",
@@ -97,14 +97,13 @@ def configure_provider(
 
 
 def fused_swiglu(provider, cuda: bool) -> bool:
-    """Whether Megatron's fused SwiGLU applies: its forward and its backward are each one
-    `torch.compile`'d kernel (the backward optionally one Triton pass,
-    `model.swiglu_backward`; no Transformer Engine), instead
+    """Whether Megatron's fused SwiGLU applies: its forward is one `torch.compile`'d kernel and
+    its backward one Triton pass (`model.swiglu_backward`; no Transformer Engine), instead
     of SiLU, a multiply and, in the backward, a concatenation of the two halves' gradients,
     each a pass over the whole MLP width; it also keeps only the MLP's input for the
-    backward. On CUDA only (on a CPU each
-    process would first build C++ for it) and only for plain SwiGLU: Megatron's fused path has
-    no clamp, linear offset or other gated activation (Gemma's GELU, GPT-OSS's clamped one)."""
+    backward. On CUDA only (on a CPU each process would first build C++ for it) and only for
+    plain SwiGLU: Megatron's fused path has no clamp, linear offset or other gated activation
+    (Gemma's GELU, GPT-OSS's clamped one)."""
     import torch.nn.functional as F
 
     return (
