@@ -21,7 +21,7 @@ if [ -n "${KERNELS:-}" ]; then  # the layer's RoPE and SwiGLU backward kernels a
     --dump /tmp/kernel_src ${KERNELS_ARGS:-} >"$OUT/layer_kernels.log" 2>&1
   echo "layer kernels rc=$?" | tee -a "$OUT/env.log"
   mkdir -p "$OUT/kernel_src"
-  grep -rl --include=*.py "triton_poi" /tmp/kernel_src | head -20 | while read -r f; do cp "$f" "$OUT/kernel_src/"; done
+  grep -rlE --include=*.py "def triton_poi_fused.*(cat|neg|flip)" /tmp/kernel_src | head -6 | while read -r f; do cp "$f" "$OUT/kernel_src/"; done
 fi
 
 stage "train step (${MODES:-all modes})"
@@ -34,7 +34,7 @@ echo "train_step rc=$?" | tee -a "$OUT/env.log"
 cp $WORK/profile_* "$OUT/" 2>/dev/null
 if [ -n "${KERNELS:-}" ]; then  # the step's RoPE/layout and SwiGLU kernels
   mkdir -p "$OUT/step_kernel_src"
-  grep -rlE --include=*.py "def triton_poi_fused.*(cat_clone|silu)" /tmp/step_kernel_src | head -12 |
+  grep -rlE --include=*.py "def triton_poi_fused.*(cat_clone|cat_mul_neg)" /tmp/step_kernel_src | head -4 |
     while read -r f; do cp "$f" "$OUT/step_kernel_src/"; done
 fi
 stage "done"
