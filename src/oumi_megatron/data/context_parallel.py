@@ -79,7 +79,14 @@ def shard_for_context_parallel(batch: MicroBatch, cp_rank: int, cp_size: int) ->
     if cp_size == 1:
         return batch
     targets = [int(t.sum()) for t in _per_sequence_masks(batch)]
-    index = local_positions(_segments(batch), cp_rank, cp_size).to(batch.input_ids.device)
+    segments = _segments(batch)
+    device = batch.input_ids.device
+    layout = None
+    if isinstance(batch, PackedBatch):  # its tokens and what its attention and RoPE need
+        layout = {k: v.to(device) for k, v in attention_layout(segments, cp_rank, cp_size).items()}
+        index = layout["query"]
+    else:
+        index = local_positions(segments, cp_rank, cp_size).to(device)
 
     def take(values: Tensor) -> Tensor:
         return values.index_select(1, index)
@@ -89,11 +96,8 @@ def shard_for_context_parallel(batch: MicroBatch, cp_rank: int, cp_size: int) ->
         for name in ("input_ids", "position_ids", "labels", "loss_mask")
     }
     aux = {key: take(value) for key, value in batch.aux.items()}
-    extra = {}
     if isinstance(batch, PackedBatch):
-        layout = attention_layout(_segments(batch), cp_rank, cp_size)
-        extra["cp_layout"] = {k: v.to(batch.input_ids.device) for k, v in layout.items()}
-        slots = _segments(batch)[: len(batch.seq_lengths)]
+        slots = segments[: len(batch.seq_lengths)]
         starts = [int(s) // cp_size for s in batch.cu_seqlens_padded[: len(slots)].tolist()]
         lengths = [n // cp_size for n in slots]
     else:
@@ -102,7 +106,7 @@ def shard_for_context_parallel(batch: MicroBatch, cp_rank: int, cp_size: int) ->
         lengths = [width] * len(batch.seq_lengths)
     return dataclasses.replace(
         batch, **tensors, aux=aux, seq_starts=starts, seq_lengths=lengths, seq_targets=targets,
-        **extra,
+        cp_layout=layout,
     )  # fmt: skip
 
 

@@ -60,7 +60,7 @@ class _GatherAlongFirstDim(torch.autograd.Function):
 
 
 @functools.lru_cache(maxsize=64)
-def _layout(segments: tuple[int, ...], cp_rank: int, cp_size: int, device: str):
+def cached_layout(segments: tuple[int, ...], cp_rank: int, cp_size: int, device: str):
     """`attention_layout` on ``device``; cached in eager code (a step reuses few shapes)."""
     return {k: v.to(device) for k, v in attention_layout(segments, cp_rank, cp_size).items()}
 
@@ -86,7 +86,7 @@ def packed_attention(
     if layout is None:  # from the boundaries, read on the host
         segments = tuple((cu_seqlens_padded[1:] - cu_seqlens_padded[:-1]).tolist())
         rank, size = dist.get_rank(group), dist.get_world_size(group)
-        layout = _layout(segments, rank, size, str(query.device))
+        layout = cached_layout(segments, rank, size, str(query.device))
     k, v = (_gather_global(t, layout["order"], group) for t in (key, value))
     q, k, v = (t.transpose(0, 1).unsqueeze(0) for t in (query, k, v))
     mask = _mask(layout["query"], layout["segment"], window)
@@ -101,7 +101,7 @@ def padded_attention(
     real token)."""
     rank, size = dist.get_rank(group), dist.get_world_size(group)
     seq = query.shape[0] * size
-    layout = _layout((seq,), rank, size, str(query.device))
+    layout = cached_layout((seq,), rank, size, str(query.device))
     k, v = (_gather_global(t, layout["order"], group) for t in (key, value))
     q, k, v = (t.permute(1, 2, 0, 3) for t in (query, k, v))
     mask = _mask(layout["query"], layout["segment"], window)

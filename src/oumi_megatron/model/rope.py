@@ -108,23 +108,21 @@ def rotate_with_cos_sin(
 
 
 def _cp_positions(cu_seqlens: torch.Tensor, freqs: torch.Tensor, cp_group) -> torch.Tensor:
-    """Index into ``freqs`` of this CP rank's tokens: the position inside its own sequence, or,
-    when ``freqs`` holds one row per packed position (Megatron's convention), the packed one."""
+    """Index into ``freqs`` of this CP rank's tokens, from the sequence boundaries (read on the
+    host; compiled layers get the layout with the batch instead)."""
+    from oumi_megatron.model.cp_attention import cached_layout
+
     segments = tuple((cu_seqlens[1:] - cu_seqlens[:-1]).tolist())
-    packed, in_sequence = _cp_index(segments, cp_group.rank(), cp_group.size())
-    index = packed if freqs.size(0) == sum(segments) else in_sequence
-    return index.to(freqs.device)
+    layout = cached_layout(segments, cp_group.rank(), cp_group.size(), str(freqs.device))
+    return _layout_index(freqs, layout)
 
 
-@functools.lru_cache(maxsize=64)
-def _cp_index(segments: tuple[int, ...], cp_rank: int, cp_size: int):
-    from oumi_megatron.data.context_parallel import local_positions
-
-    packed = local_positions(segments, cp_rank, cp_size)
-    starts = torch.repeat_interleave(
-        torch.tensor([0, *segments[:-1]]).cumsum(0), torch.tensor(segments)
-    )
-    return packed, packed - starts[packed]
+def _layout_index(freqs: torch.Tensor, layout: dict[str, torch.Tensor]) -> torch.Tensor:
+    """Index into ``freqs`` of the tokens of a CP rank's `attention_layout`: each one's position
+    inside its own sequence or, when ``freqs`` holds one row per packed position (Megatron's
+    convention), its packed position."""
+    packed_positions = freqs.size(0) == layout["segment"].numel()
+    return layout["query"] if packed_positions else layout["rope"]
 
 
 def per_token_frequencies(chunks: list[torch.nn.Module]) -> int:
@@ -180,9 +178,8 @@ def _gather_per_token(rotary, args, kwargs, freqs):
         return cos_sin_of(freqs)
     if note is None:
         return freqs
-    if isinstance(note, dict):  # `data.context_parallel.attention_layout`, as `_cp_positions`
-        packed_positions = freqs.size(0) == note["segment"].numel()
-        return cos_sin_of(freqs[note["query"] if packed_positions else note["rope"]])
+    if isinstance(note, dict):  # `data.context_parallel.attention_layout`
+        return cos_sin_of(freqs[_layout_index(freqs, note)])
     cu, total = note
     positions = positions_in_sequence(cu.to(device=freqs.device, dtype=torch.long), total)
     return cos_sin_of(freqs[positions])
