@@ -6,7 +6,7 @@ with the q/k/v layout work, and the SwiGLU backward.
 Qwen2.5-1.5B's shapes (12 query heads, 2 K/V heads of 128, MLP width 8,960; bf16), tokens in
 rows of ``tokens / rows`` in Megatron's [seq, rows, ...] layout (8 rows of 2,048: the padded
 micro-batch of the update; 1: a packed one). Each case runs under `torch.compile`; its time is
-the device time of its kernels per call (profiler, median call of 20 after 5 warm-up calls),
+the GPU time of its kernels per call (profiler, median call of 20 after 5 warm-up calls),
 beside the time its bytes take at the card's bandwidth (the floor).
 
 RoPE (forward + backward): the fused q/k/v projection's output [seq, rows, groups,
@@ -26,7 +26,7 @@ SwiGLU backward (the input's gradient from the output's gradient and the saved i
 - ``swiglu_back_triton``: one Triton pass (`model.swiglu_backward`, the default).
 
 The MLP's down projection forward (``x @ W.T``, [tokens, 8,960] · [8,960, 1,536]), whose cuBLAS
-kernel zeroes memory first: device time of its GEMM kernels and of its memsets apart, with
+kernel zeroes memory first: GPU time of its GEMM kernels and of its memsets apart, with
 torch's defaults (``fc2_default``), without reduced-precision reductions in bf16 GEMMs
 (``fc2_no_reduced_precision``: ``allow_bf16_reduced_precision_reduction = False``) and through
 cuBLASLt (``fc2_cublaslt``).
@@ -76,7 +76,7 @@ def rope_swap(mixed, cos, signed_sin):
 
 
 def device_seconds(fn, args, grads, warmup=5, reps=20, memsets: list | None = None) -> float:
-    """Median over calls of the device time of one call's kernels (forward + backward); with
+    """Median over calls of the GPU time of one call's kernels (forward + backward); with
     ``memsets``, that of its memsets is appended to it."""
     from torch.profiler import ProfilerActivity, profile
 
